@@ -1,0 +1,36 @@
+# medrecon: `make demo` and `make test` set up .venv first when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medrecon-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo bench clean-venv
+
+setup: $(STAMP)
+
+# torch==2.13.0 (the cached CPU build) is in requirements.txt, so it is on the same pip line as
+# everything that could pull a newer torch in. fastmri and mlxtend go in with --no-deps
+# (their declared extras pull torchvision, which does not import beside this torch).
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+# pytest exit code 5 (no test collected) counts as a failure.
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+demo: $(STAMP)
+	$(PY) -m medrecon.cli.main reconstruct configs/ct_sparse_angle_30.yaml --out outputs/demo --overwrite
+
+bench: $(STAMP)
+	$(PY) benchmarks/ct_operators.py
+	$(PY) benchmarks/mri_operators.py
+
+clean-venv:
+	rm -rf $(VENV)

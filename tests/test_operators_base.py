@@ -1,0 +1,110 @@
+import copy
+
+import pytest
+import torch
+
+from medrecon.operators import DiagonalOperator, Identity, MatrixOperator, OperatorInputError
+from medrecon.testing import check_adjoint, check_backward
+
+
+def _dense(rng, m=7, n=5, complex=False):
+    a = torch.randn(m, n, dtype=torch.float64, generator=rng)
+    if complex:
+        a = torch.complex(a, torch.randn(m, n, dtype=torch.float64, generator=rng))
+    return a
+
+
+TINY = {
+    "identity": lambda rng: Identity((3, 4), dtype=torch.float64),
+    "identity-complex": lambda rng: Identity((3, 4), complex=True, dtype=torch.float64),
+    "diag-complex": lambda rng: DiagonalOperator(_dense(rng, 3, 4, complex=True)),
+    "dense": lambda rng: MatrixOperator(_dense(rng), in_shape=(5,), out_shape=(7,)),
+    "dense-complex": lambda rng: MatrixOperator(_dense(rng, complex=True)),
+    "sparse": lambda rng: MatrixOperator(_dense(rng, 6, 6).relu().to_sparse(), (2, 3), (3, 2)),
+    "composed": lambda rng: MatrixOperator(_dense(rng, 4, 7)) @ MatrixOperator(_dense(rng, 7, 5)),
+    "scaled-sum": lambda rng: 2.5 * MatrixOperator(_dense(rng)) - MatrixOperator(_dense(rng)),
+    "adjoint": lambda rng: MatrixOperator(_dense(rng, complex=True)).H,
+    "gram": lambda rng: MatrixOperator(_dense(rng)).gram(),
+}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_adjoint_dot_product(name, rng):
+    op = TINY[name](rng)
+    assert check_adjoint(op) < 1e-12
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_backward_is_adjoint(name, rng):
+    op = TINY[name](rng)
+    assert check_backward(op)
+
+
+def test_matches_dense_matmul(rng):
+    a = _dense(rng, complex=True)
+    op = MatrixOperator(a)
+    x = torch.complex(torch.randn(3, 2, 5, dtype=torch.float64, generator=rng),
+                      torch.randn(3, 2, 5, dtype=torch.float64, generator=rng))
+    torch.testing.assert_close(op(x), torch.einsum("mn,bcn->bcm", a, x))
+    torch.testing.assert_close(op.adjoint(op(x)), torch.einsum("mn,bcm->bcn", a.conj(), op(x)))
+
+
+def test_norm_is_largest_singular_value(rng):
+    a = _dense(rng, complex=True)
+    op = MatrixOperator(a)
+    assert op.norm(n_iter=1000, rtol=1e-12) == pytest.approx(float(torch.linalg.matrix_norm(a, 2)), rel=1e-6)
+    assert op.norm_squared() == pytest.approx(op.norm() ** 2)
+    assert (3.0 * op).norm() == pytest.approx(3.0 * op.norm(), rel=1e-4)
+
+
+def test_norm_cache_is_per_dtype(rng):
+    op = MatrixOperator(_dense(rng).float())
+    n32 = op.norm()
+    op = op.to(torch.float64)
+    assert op._norm_cache == {}
+    assert op.norm() == pytest.approx(n32, rel=1e-4)
+
+
+def test_to_dtype_keeps_complex_values(rng):
+    a = _dense(rng, complex=True).to(torch.complex64)
+    op = MatrixOperator(a).to(torch.float64)
+    assert op.in_dtype == torch.complex128
+    torch.testing.assert_close(op.matrix, a.to(torch.complex128))
+
+
+def test_second_order_autograd(rng):
+    op = MatrixOperator(_dense(rng))
+    x = torch.randn(1, 1, 5, dtype=torch.float64, generator=rng, requires_grad=True)
+    loss = op(x).pow(2).sum()
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    (hv,) = torch.autograd.grad(g.sum(), x)
+    a = op.matrix
+    torch.testing.assert_close(hv.flatten(), 2 * (a.T @ a).sum(1))
+
+
+@pytest.mark.parametrize(
+    "make_x, message",
+    [
+        (lambda: torch.zeros(2, 5, dtype=torch.float64), r"shape \(B, C, 5\)"),
+        (lambda: torch.zeros(2, 1, 4, dtype=torch.float64), r"shape \(B, C, 5\)"),
+        (lambda: torch.zeros(2, 1, 5, dtype=torch.float32), "dtype torch.float64"),
+        (lambda: torch.full((2, 1, 5), float("nan"), dtype=torch.float64), "NaN or inf"),
+        (lambda: [1.0, 2.0], "torch.Tensor"),
+    ],
+)
+def test_bad_input_is_named(make_x, message, rng):
+    op = MatrixOperator(_dense(rng))
+    with pytest.raises(OperatorInputError, match=message):
+        op(make_x())
+
+
+def test_bad_composition(rng):
+    with pytest.raises(ValueError, match="cannot compose"):
+        MatrixOperator(_dense(rng, 4, 6)) @ MatrixOperator(_dense(rng, 7, 5))
+
+
+def test_deepcopy_and_state_dict(rng):
+    op = MatrixOperator(_dense(rng))
+    op2 = copy.deepcopy(op)
+    x = torch.randn(1, 1, 5, dtype=torch.float64, generator=rng)
+    torch.testing.assert_close(op(x), op2(x))
