@@ -8,9 +8,14 @@ from .base import (
     ScaledOperator,
     SumOperator,
 )
+from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
 from .generic import DiagonalOperator, Identity, MatrixOperator
+from .masks import make_mask, stable_seed
+from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 
 __all__ = [
     "LinearOperator", "OperatorInputError", "ComposedOperator", "ScaledOperator", "SumOperator",
     "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator",
+    "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
+    "simulate_multicoil", "estimate_sensitivities", "coil_maps",
 ]

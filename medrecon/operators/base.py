@@ -56,6 +56,14 @@ def real_dtype_of(dtype: torch.dtype) -> torch.dtype:
     return _REAL_OF[dtype] if dtype.is_complex else dtype
 
 
+def _all_finite(t: Tensor) -> bool:
+    """Whether every entry is finite, in one reduction: a sum is finite unless an entry is NaN or
+    inf (or the sum overflows, which the exact elementwise check then rules out)."""
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 class OperatorInputError(ValueError):
     """An input does not fit an operator: wrong shape, dtype, device, or non-finite values."""
 
@@ -172,7 +180,7 @@ class LinearOperator(nn.Module):
             raise OperatorInputError(
                 f"{name}: {what} is on {t.device} but the operator is on {self.device}; use op.to(device)"
             )
-        if self.check_finite and t.numel() and not bool(torch.isfinite(t).all()):
+        if self.check_finite and t.numel() and not _all_finite(t):
             raise OperatorInputError(f"{name}: {what} contains NaN or inf values")
 
     def forward(self, x: Tensor) -> Tensor:
