@@ -12,10 +12,12 @@ from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
 from .generic import DiagonalOperator, Identity, MatrixOperator
 from .masks import make_mask, stable_seed
 from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
+from .restoration import Denoising, Downsampling, Grayscale, Inpainting, center_block_mask, random_pixel_mask
 
 __all__ = [
     "LinearOperator", "OperatorInputError", "ComposedOperator", "ScaledOperator", "SumOperator",
     "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator",
     "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
     "simulate_multicoil", "estimate_sensitivities", "coil_maps",
+    "Denoising", "Inpainting", "Downsampling", "Grayscale", "center_block_mask", "random_pixel_mask",
 ]

@@ -1,0 +1,676 @@
+"""Deep Image Prior: x = f_theta(z), theta* = argmin_theta 1/2 ||A f_theta(z) - y||^2 (+ lambda TV(f_theta(z))).
+
+Ulyanov, Vedaldi and Lempitsky, "Deep Image Prior", CVPR 2018 / IJCV 2020 (arXiv:1711.10925).
+An untrained encoder-decoder ("hourglass") network ``f_theta`` with skip connections maps a fixed
+noise image ``z`` to an image; fitting its weights to the measurements of ANY ``LinearOperator``
+recovers a natural-looking image long before the network fits the noise. This module provides
+
+* :class:`Hourglass`: the paper's network (supplementary material, Fig. 21 / "skip" architecture):
+  per level a stride-2 down block ``conv(k_d, stride 2)-BN-LReLU-conv(k_d)-BN-LReLU``, a skip
+  branch ``conv(k_s)-BN-LReLU``, and an up block ``upsample-concat-BN-conv(k_u)-BN-LReLU-conv(1)-BN-LReLU``,
+  then a 1x1 convolution to the output channels (and a sigmoid for real images in [0, 1]).
+  Reflection padding, LeakyReLU slope 0.2.
+* :func:`fit_dip`: the fit for any real or complex operator (complex images are two network
+  channels, ``view_as_complex`` at the output), with input perturbation ``z + sigma_p * N(0, I)``
+  each step, an exponential moving average (EMA) of the outputs, an optional TV term (DIP-TV:
+  Liu, Sun, Xu and Kamilov, "Image restoration using total variation regularized deep image
+  prior", ICASSP 2019), and automatic early stopping that needs no ground truth:
+  the windowed moving variance of the iterates (ES-WMV: Wang, Li, Zhuang, Chen, Liang and Sun,
+  "Early stopping for deep image prior", TMLR 2023, arXiv:2112.06074) or, when the noise level
+  is known, Morozov's discrepancy principle.
+* :func:`reconstruct_dip` / :func:`reconstruct_dip_tv`: the registered methods ``dip`` and ``dip-tv``.
+
+The paper's settings (supplementary material, denoising/super-resolution): input depth 32 with
+``z ~ U(0, 1/10)``, 5 levels of 128 channels down and up, 4 skip channels, 3x3 convolutions
+(1x1 on the skips), bilinear upsampling, perturbation ``sigma_p = 1/30``, Adam with learning rate
+0.01, and an exponential average of the outputs with weight 0.99 (their denoising code). The CPU
+defaults here deviate in the width only (``DEFAULT_CHANNELS``; see its comment).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medrecon.operators.base import LinearOperator
+from medrecon.priors.tv import total_variation
+from medrecon.utils_io import atomic_write_text
+
+__all__ = [
+    "Hourglass",
+    "DIPTrace",
+    "DIPResult",
+    "WindowedVarianceStopping",
+    "windowed_variance",
+    "ema_sequence",
+    "fit_dip",
+    "reconstruct_dip",
+    "reconstruct_dip_tv",
+]
+
+# --------------------------------------------------------------------------- paper constants
+PAPER_INPUT_DEPTH = 32  # z in R^{32 x H x W} (supplementary material)
+PAPER_INPUT_SCALE = 0.1  # z ~ U(0, 1/10) (supplementary material)
+PAPER_DEPTH = 5  # levels of the hourglass
+PAPER_CHANNELS = 128  # n_d = n_u = [128] * 5
+PAPER_SKIP_CHANNELS = 4  # n_s = [4] * 5
+PAPER_SIGMA_P = 1.0 / 30.0  # input perturbation ("sigma_p = 1/30", denoising)
+PAPER_LR = 0.01  # Adam learning rate
+PAPER_EMA = 0.99  # exponential averaging of the outputs (the paper's denoising code)
+LEAKY_SLOPE = 0.2  # LeakyReLU negative slope of the reference implementation
+# CPU deviation from the paper: 64 channels instead of 128. One step of the 5-level network on a
+# 64x64 image takes about 4x less time (measured in benchmarks/dip_experiments.py and the README),
+# which keeps a reconstruction within 1-2 minutes on 2 CPU cores.
+DEFAULT_CHANNELS = 64
+# ES-WMV window and patience. Wang et al. use W = 100, P = 1000 for runs of many thousand steps;
+# our runs are shorter (about 1000-2000 steps), so both are scaled down.
+DEFAULT_WINDOW = 50
+DEFAULT_PATIENCE = 300
+
+
+# --------------------------------------------------------------------------- network
+def _level_sizes(shape: Sequence[int], depth: int) -> list[tuple[int, int]]:
+    """Spatial sizes at the input of each level and after the last down block."""
+    sizes = [(int(shape[0]), int(shape[1]))]
+    for _ in range(depth):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))  # a stride-2 conv with kernel 3, padding 1
+    return sizes
+
+
+def max_depth(shape: Sequence[int]) -> int:
+    """The deepest hourglass whose coarsest level still has >= 2 pixels (BatchNorm needs them)."""
+    depth = 0
+    while True:
+        h, w = _level_sizes(shape, depth + 1)[-1]
+        if h * w < 2:
+            return depth
+        depth += 1
+        if depth >= 32:
+            return depth
+
+
+class _Conv(nn.Module):
+    """Conv2d with reflection padding (replicate where an axis is too short to reflect)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        # skip_init: no draw from the global RNG; Hourglass initialises from its generator.
+        self.conv = nn.utils.skip_init(nn.Conv2d, c_in, c_out, kernel_size, stride=stride, padding=0)
+        self.pad = (kernel_size - 1) // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad:
+            p = self.pad
+            mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
+            x = F.pad(x, (p, p, p, p), mode=mode)
+        return self.conv(x)
+
+
+def _block(c_in: int, c_out: int, k: int, stride: int, slope: float) -> list[nn.Module]:
+    return [_Conv(c_in, c_out, k, stride), nn.BatchNorm2d(c_out), nn.LeakyReLU(slope)]
+
+
+class _Level(nn.Module):
+    """One level: skip branch, down block, the deeper levels, upsampling and the up block."""
+
+    def __init__(self, c_in: int, c_down: int, c_skip: int, c_up: int, deeper: "_Level | None",
+                 k: int, k_skip: int, upsample: str, slope: float) -> None:
+        super().__init__()
+        self.skip = nn.Sequential(*_block(c_in, c_skip, k_skip, 1, slope)) if c_skip > 0 else None
+        self.down = nn.Sequential(*_block(c_in, c_down, k, 2, slope), *_block(c_down, c_down, k, 1, slope))
+        self.deeper = deeper
+        c_cat = (deeper.c_out if deeper is not None else c_down) + c_skip
+        self.up = nn.Sequential(nn.BatchNorm2d(c_cat), *_block(c_cat, c_up, k, 1, slope), *_block(c_up, c_up, 1, 1, slope))
+        self.c_out = c_up
+        self.upsample = upsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.down(x)
+        if self.deeper is not None:
+            h = self.deeper(h)
+        # Upsample to the exact size of this level (odd sizes: ceil(n/2) * 2 != n).
+        if self.upsample == "nearest":
+            h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
+        else:
+            h = F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if self.skip is not None:
+            h = torch.cat([self.skip(x), h], dim=1)
+        return self.up(h)
+
+
+def _per_level(value: int | Sequence[int], depth: int, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * depth
+    values = [int(v) for v in value]
+    if len(values) != depth:
+        raise ValueError(f"{name} must be an int or a sequence of length depth={depth}, got {len(values)} values")
+    return values
+
+
+class Hourglass(nn.Module):
+    """The DIP encoder-decoder ``f_theta: (1, in_channels, H, W) -> (1, out_channels, H, W)``.
+
+    Args:
+        in_channels: depth of the noise input z (the paper: 32).
+        out_channels: image channels (1 grey, 3 colour, 2 for a complex image).
+        depth: number of levels (the paper: 5); each halves the size (ceil for odd sizes).
+        channels / channels_down / channels_up: width per level, int or one per level (paper: 128).
+        skip_channels: channels of each skip connection, 0 for none (paper: 4).
+        kernel_size / skip_kernel_size: 3 and 1 in the paper.
+        upsample: ``"bilinear"`` (paper) or ``"nearest"``.
+        output_activation: ``"sigmoid"`` (paper; images in [0, 1]) or ``None`` (linear output).
+        generator: draws the initial weights (PyTorch's default uniform(+-1/sqrt(fan_in)) law);
+            the global RNG is never used.
+
+    >>> net = Hourglass(8, 1, depth=2, channels=4, generator=torch.Generator().manual_seed(0))
+    >>> net(torch.rand(1, 8, 9, 6)).shape
+    torch.Size([1, 1, 9, 6])
+    """
+
+    def __init__(self, in_channels: int = PAPER_INPUT_DEPTH, out_channels: int = 1, *, depth: int = PAPER_DEPTH,
+                 channels: int = PAPER_CHANNELS, channels_down: int | Sequence[int] | None = None,
+                 channels_up: int | Sequence[int] | None = None,
+                 skip_channels: int | Sequence[int] = PAPER_SKIP_CHANNELS, kernel_size: int = 3,
+                 skip_kernel_size: int = 1, upsample: str = "bilinear", output_activation: str | None = "sigmoid",
+                 negative_slope: float = LEAKY_SLOPE, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {upsample!r}")
+        if output_activation not in ("sigmoid", None):
+            raise ValueError(f"output_activation must be 'sigmoid' or None, got {output_activation!r}")
+        if kernel_size % 2 == 0 or skip_kernel_size % 2 == 0:
+            raise ValueError("kernel sizes must be odd")
+        c_down = _per_level(channels if channels_down is None else channels_down, depth, "channels_down")
+        c_up = _per_level(channels if channels_up is None else channels_up, depth, "channels_up")
+        c_skip = _per_level(skip_channels, depth, "skip_channels")
+        c_in = [in_channels] + c_down[:-1]
+        level: _Level | None = None
+        for i in reversed(range(depth)):
+            level = _Level(c_in[i], c_down[i], c_skip[i], c_up[i], level, kernel_size, skip_kernel_size,
+                           upsample, negative_slope)
+        assert level is not None
+        self.body = level
+        self.head = _Conv(c_up[0], out_channels, 1)
+        self.output_activation = output_activation
+        self.depth = depth
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Conv weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) from ``generator``; BN to (1, 0)."""
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                bound = 1.0 / math.sqrt(fan_in)
+                for p in (m.weight, m.bias):
+                    u = torch.rand(p.shape, generator=generator, dtype=torch.float64)
+                    p.copy_((2 * u - 1) * bound)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+
+    def check_size(self, shape: Sequence[int]) -> None:
+        """Raise ValueError if an image of spatial ``shape`` is too small for this depth."""
+        if self.depth > max_depth(shape):
+            raise ValueError(
+                f"an image of size {tuple(shape)} is too small for {self.depth} levels (the coarsest level "
+                f"would have one pixel, which BatchNorm cannot normalise); use depth <= {max_depth(shape)}"
+            )
+
+    def forward(self, z: Tensor) -> Tensor:
+        self.check_size(z.shape[-2:])
+        x = self.head(self.body(z))
+        return torch.sigmoid(x) if self.output_activation == "sigmoid" else x
+
+
+# --------------------------------------------------------------------------- averaging and stopping
+def ema_sequence(values: Sequence[Tensor] | Tensor, weight: float = PAPER_EMA) -> list[Tensor]:
+    """Exponential moving average ``m_0 = v_0, m_k = weight * m_{k-1} + (1 - weight) * v_k``.
+
+    >>> [float(m) for m in ema_sequence(torch.tensor([1.0, 0.0, 0.0]), 0.5)]
+    [1.0, 0.5, 0.25]
+    """
+    out: list[Tensor] = []
+    for v in values:
+        out.append(v.clone() if not out else weight * out[-1] + (1.0 - weight) * v)
+    return out
+
+
+def windowed_variance(values: Sequence[Tensor] | Tensor, window: int) -> list[float]:
+    """The windowed moving variance (ES-WMV) of a sequence of iterates.
+
+    ``VAR_t = 1/W sum_{w<W} ||x_{t-w} - mean_W||^2 / n`` over the last ``W = window`` iterates
+    (``n`` pixels), for ``t >= W - 1``; ``nan`` before the first full window.
+    """
+    stop = WindowedVarianceStopping(window=window, patience=10**9)
+    return [stop.update(v) for v in values]
+
+
+class WindowedVarianceStopping:
+    """ES-WMV (Wang et al., TMLR 2023): stop when the windowed variance of the iterates has not
+    reached a new minimum for ``patience`` steps; the estimate is the one at the minimum.
+
+    ``update(x)`` returns the current variance (``nan`` while the first window fills);
+    ``should_stop`` is then True once the patience has run out. ``warmup``: steps before which no
+    minimum is recorded (0 = the published rule; see the README for the early-minimum failure it targets).
+    """
+
+    def __init__(self, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> None:
+        if window < 2 or patience < 1 or warmup < 0:
+            raise ValueError(f"window must be >= 2, patience >= 1 and warmup >= 0, got window={window}, "
+                             f"patience={patience}, warmup={warmup}")
+        self.window = int(window)
+        self.patience = int(patience)
+        self.warmup = int(warmup)
+        self._buffer: deque[Tensor] = deque(maxlen=self.window)
+        self.step = -1
+        self.best_step = -1
+        self.best_variance = math.inf
+        self.should_stop = False
+
+    def update(self, x: Tensor) -> float:
+        self.step += 1
+        flat = x.detach().reshape(-1)
+        flat = torch.view_as_real(flat).reshape(-1) if flat.is_complex() else flat
+        self._buffer.append(flat.to(torch.float64))
+        if len(self._buffer) < self.window:
+            return math.nan
+        stack = torch.stack(tuple(self._buffer))  # (W, n)
+        variance = float((stack - stack.mean(0)).pow(2).sum(1).mean()) / (stack.shape[1] if not x.is_complex()
+                                                                          else stack.shape[1] // 2)
+        if self.step < self.warmup:
+            return variance
+        if variance < self.best_variance:
+            self.best_variance = variance
+            self.best_step = self.step
+        elif self.step - self.best_step >= self.patience:
+            self.should_stop = True
+        return variance
+
+
+# --------------------------------------------------------------------------- trace
+@dataclass
+class DIPTrace:
+    """What happened during one DIP fit (one image of the batch).
+
+    Per step ``k``: ``loss`` (the objective), ``residual`` ``||A x_k - y|| / ||y||``,
+    ``variance`` (ES-WMV, nan while the window fills), ``psnr`` / ``psnr_ema`` of the iterate and
+    of its EMA when a ground truth was given (else empty). ``returned_step`` is the step whose
+    estimate was returned, ``stop_reason`` why the loop ended.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    residual: list[float] = field(default_factory=list)
+    variance: list[float] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)
+    psnr_ema: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    n_steps: int = 0
+    returned_step: int = -1
+    stop_reason: str = ""
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def psnr_returned(self) -> float | None:
+        """PSNR of the returned estimate (needs a ground truth)."""
+        series = self.psnr_ema if self.settings.get("output") == "ema" else self.psnr
+        return series[self.returned_step] if series and self.returned_step >= 0 else None
+
+    @property
+    def best_psnr(self) -> tuple[int, float] | None:
+        """(step, PSNR) of the best estimate of the returned kind (EMA or iterate) along the trace."""
+        series = self.psnr_ema if self.settings.get("output") == "ema" else self.psnr
+        if not series:
+            return None
+        k = max(range(len(series)), key=lambda i: series[i])
+        return k, series[k]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["variance"] = [None if math.isnan(v) else v for v in self.variance]  # strict JSON has no NaN
+        d["psnr_returned"] = self.psnr_returned
+        best = self.best_psnr
+        d["best_step"], d["best_psnr"] = (best if best is not None else (None, None))
+        return d
+
+
+@dataclass
+class DIPResult:
+    """``x``: ``(B, C, *op.in_shape)``; one trace per image of the batch."""
+
+    x: Tensor
+    traces: list[DIPTrace]
+
+    def save_trace(self, path: str | os.PathLike) -> None:
+        """JSON (any suffix but .csv) with every field, or CSV with one row per (image, step)."""
+        path = os.fspath(path)
+        if path.endswith(".csv"):
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["image", "step", "loss", "residual", "variance", "psnr", "psnr_ema", "returned"])
+            for i, t in enumerate(self.traces):
+                for k in range(t.n_steps):
+                    w.writerow([i, k, t.loss[k], t.residual[k], t.variance[k],
+                                t.psnr[k] if t.psnr else "", t.psnr_ema[k] if t.psnr_ema else "",
+                                int(k == t.returned_step)])
+            text = buf.getvalue()
+        else:
+            text = json.dumps({"method": "dip", "traces": [t.to_dict() for t in self.traces]}, indent=1)
+        atomic_write_text(path, text)
+
+
+# --------------------------------------------------------------------------- the fit
+def _psnr(target: Tensor, estimate: Tensor, data_range: float) -> float:
+    """PSNR of magnitudes (fastMRI convention, ``medrecon.metrics.psnr``) over all image axes."""
+    from medrecon.metrics import psnr
+
+    h, w = target.shape[-2:]
+    return psnr(target.abs().reshape(-1, h, w), estimate.abs().reshape(-1, h, w), data_range=data_range)
+
+
+def fit_dip(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    n_iter: int = 1500,
+    lr: float = PAPER_LR,
+    depth: int = PAPER_DEPTH,
+    channels: int = DEFAULT_CHANNELS,
+    skip_channels: int = PAPER_SKIP_CHANNELS,
+    input_depth: int = PAPER_INPUT_DEPTH,
+    upsample: str = "bilinear",
+    input_noise: str = "uniform",
+    input_scale: float = PAPER_INPUT_SCALE,
+    perturbation: float = PAPER_SIGMA_P,
+    ema: float = PAPER_EMA,
+    output: str = "ema",
+    output_activation: str | None = "auto",
+    tv_weight: float = 0.0,
+    stopping: str = "wmv",
+    window: int = DEFAULT_WINDOW,
+    patience: int = DEFAULT_PATIENCE,
+    warmup: int = 0,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+    trace_path: str | os.PathLike | None = None,
+) -> DIPResult:
+    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + tv_weight ||A||^2 TV(f_theta(z)); ``y (B, C, *out) -> x (B, C, *in)``.
+
+    Each image of the batch gets its own network and noise input (drawn in order from
+    ``generator``; ``None`` means a generator seeded with 0, so runs repeat). Images are the last
+    two axes of ``op.in_shape``; leading axes (e.g. 3 colours) and the real/imaginary parts of a
+    complex image (``op.in_complex``) are network channels.
+
+    Args:
+        n_iter: maximum number of Adam steps.
+        input_noise: ``"uniform"`` (z ~ U(0, input_scale), the paper) or ``"gaussian"`` (N(0, input_scale^2)).
+        perturbation: sigma_p of ``z + sigma_p * N(0, I)`` drawn each step (0 disables).
+        ema: weight of the exponential moving average of the outputs (0 disables; then ``output="iterate"``).
+        output: ``"ema"`` or ``"iterate"``: which estimate is returned (and judged by the trace's PSNR).
+        output_activation: ``"auto"``: sigmoid for real images (the paper; images in [0, 1]), linear for
+            complex ones; or ``"sigmoid"`` / ``None``.
+        tv_weight: DIP-TV weight, relative as the ``tv`` method's ``lam``: the objective is
+            ``1/2 ||A f - y||^2 + tv_weight ||A||^2 TV(f)`` (so it does not depend on the operator's scale).
+        stopping: ``"wmv"`` (windowed moving variance of the iterates: no ground truth, no noise level),
+            ``"discrepancy"`` (Morozov: stop once ``||A x - y|| <= tau * noise_std * sqrt(m)``, ``m`` the
+            number of real measurement values in the range of A, as the ``tv`` method's
+            ``lam="discrepancy"``; ``noise_std`` is the standard deviation of each real value, i.e. of the
+            real and of the imaginary part for complex data), or ``"none"``.
+        window / patience: ES-WMV window W and patience P (steps without a new variance minimum).
+        warmup: ES-WMV ignores variance minima before this step (default 0, the published rule).
+        x_true: ground truth ``(B, C, *in)``, only to record PSNRs in the trace (data range: its max).
+        callback: ``callback(k, x, info)`` after each step; ``x`` the current estimate ``(1, 1, *in)``,
+            ``info`` has ``image``, ``loss``, ``variance``, ``psnr`` (when known; floats) and ``residual``
+            (``||A x - y|| / ||y||`` as a ``(1,)`` tensor, like the classical solvers).
+        trace_path: where to write the trace (``.csv`` or JSON).
+    """
+    if y.dim() != len(op.out_shape) + 2:
+        raise ValueError(f"y must have shape (B, C, {', '.join(map(str, op.out_shape))}), got {tuple(y.shape)}")
+    if len(op.in_shape) < 2:
+        raise ValueError(f"DIP needs an image domain with at least 2 axes (H, W), got in_shape {op.in_shape}")
+    if stopping not in ("wmv", "discrepancy", "none"):
+        raise ValueError(f"stopping must be 'wmv', 'discrepancy' or 'none', got {stopping!r}")
+    if stopping == "discrepancy" and noise_std is None:
+        raise ValueError("stopping='discrepancy' needs noise_std= (the noise standard deviation per real "
+                         "measurement value, a number or one per batch element)")
+    if input_noise not in ("uniform", "gaussian"):
+        raise ValueError(f"input_noise must be 'uniform' or 'gaussian', got {input_noise!r}")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema must be in [0, 1), got {ema}")
+    if output not in ("ema", "iterate"):
+        raise ValueError(f"output must be 'ema' or 'iterate', got {output!r}")
+    if output == "ema" and ema == 0.0:
+        output = "iterate"
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    if output_activation == "auto":
+        output_activation = None if op.in_complex else "sigmoid"
+    if x_true is not None and tuple(x_true.shape) != (*y.shape[:2], *op.in_shape):
+        raise ValueError(f"x_true must have shape {(*y.shape[:2], *op.in_shape)}, got {tuple(x_true.shape)}")
+
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    device, real_dtype = op.device, op.real_dtype
+    spatial = tuple(op.in_shape[-2:])
+    extra = math.prod(op.in_shape[:-2])
+    out_channels = extra * (2 if op.in_complex else 1)
+    cap = max_depth(spatial)
+    if depth > cap:
+        warnings.warn(f"DIP: image size {spatial} allows at most {cap} levels; using {cap} instead of {depth}",
+                      stacklevel=2)
+        depth = cap
+    settings = dict(n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
+                    input_depth=input_depth, upsample=upsample, input_noise=input_noise, input_scale=input_scale,
+                    perturbation=perturbation, ema=ema, output=output, output_activation=output_activation,
+                    tv_weight=tv_weight, stopping=stopping, window=window, patience=patience, warmup=warmup,
+                    noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
+                    tau=tau)
+
+    def to_image(out: Tensor) -> Tensor:  # (1, out_channels, H, W) -> (1, 1, *in_shape)
+        if op.in_complex:
+            out = out.reshape(1, extra, 2, *spatial).permute(0, 1, 3, 4, 2).contiguous()
+            out = torch.view_as_complex(out)  # (1, extra, H, W)
+        return out.reshape(1, 1, *op.in_shape)
+
+    b, c = y.shape[:2]
+    # DIP-TV weight relative to ||A||^2, as the ``tv`` method's lam (objective 1/2||Ax-y||^2 + lam ||A||^2 TV(x)).
+    tv_scale = tv_weight * op.norm_squared() if tv_weight > 0 else 0.0
+    thresholds: list[float] = []
+    if stopping == "discrepancy":
+        from medrecon.solvers.classical import _n_measurements  # real values in the range of A
+
+        std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu().reshape(-1)
+        if std.numel() == 1:
+            std = std.expand(b)
+        if std.shape != (b,) or not bool((std > 0).all()):
+            raise ValueError(f"noise_std must be > 0, a number or one per batch element, got {noise_std}")
+        m = _n_measurements(op, y[:1, :1])
+        # ||A x - y||^2 <= tau^2 sigma^2 m (Morozov), per image
+        thresholds = [float(tau**2 * s**2 * m) for s in std.repeat_interleave(c)]
+    flat_y = y.reshape(b * c, 1, *op.out_shape)
+    flat_true = x_true.reshape(b * c, 1, *op.in_shape) if x_true is not None else None
+    estimates, traces = [], []
+    for i in range(b * c):
+        yi = flat_y[i : i + 1]
+        trace = DIPTrace(settings=dict(settings))
+        net = Hourglass(input_depth, out_channels, depth=depth, channels=channels, skip_channels=skip_channels,
+                        upsample=upsample, output_activation=output_activation, generator=generator)
+        net = net.to(device=device, dtype=real_dtype)
+        shape = (1, input_depth, *spatial)
+        if input_noise == "uniform":
+            z = torch.rand(shape, generator=generator, dtype=real_dtype) * input_scale
+        else:
+            z = torch.randn(shape, generator=generator, dtype=real_dtype) * input_scale
+        z = z.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        stopper = WindowedVarianceStopping(window, patience, warmup) if stopping == "wmv" else None
+        y_norm = float(yi.abs().pow(2).sum().sqrt()) or 1.0
+        truth = flat_true[i : i + 1].to(device) if flat_true is not None else None
+        data_range = float(truth.abs().max()) if truth is not None else 1.0
+        avg: Tensor | None = None
+        kept: Tensor | None = None
+        t0 = time.perf_counter()
+        for k in range(n_iter):
+            zin = z
+            if perturbation > 0:
+                zin = z + perturbation * torch.randn(shape, generator=generator, dtype=real_dtype).to(device)
+            x = to_image(net(zin))
+            r = op(x) - yi
+            data = 0.5 * (torch.view_as_real(r) if r.is_complex() else r).pow(2).sum()
+            if tv_weight > 0:  # TV per image channel: (1, extra, H, W)
+                loss = data + tv_scale * total_variation(x.reshape(1, extra, *spatial)).sum()
+            else:
+                loss = data
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                xd = x.detach()
+                avg = xd.clone() if avg is None else ema * avg + (1.0 - ema) * xd
+                current = avg if output == "ema" else xd
+                residual_sq = 2.0 * float(data)
+                trace.loss.append(float(loss))
+                trace.residual.append(math.sqrt(residual_sq) / y_norm)
+                variance = stopper.update(xd) if stopper is not None else math.nan
+                trace.variance.append(variance)
+                if truth is not None:
+                    trace.psnr.append(_psnr(truth, xd, data_range))
+                    trace.psnr_ema.append(_psnr(truth, avg, data_range))
+                trace.n_steps = k + 1
+                if callback is not None:
+                    # residual as a (1,) tensor, like the classical solvers' callbacks
+                    info = {"image": i, "loss": trace.loss[-1], "variance": variance,
+                            "residual": torch.tensor([trace.residual[-1]])}
+                    if truth is not None:
+                        info["psnr"] = trace.psnr_ema[-1] if output == "ema" else trace.psnr[-1]
+                    callback(k, current, info)
+                if stopper is not None:
+                    if stopper.best_step == k:
+                        kept, trace.returned_step = current.clone(), k
+                    if stopper.should_stop:
+                        trace.stop_reason = (f"wmv: no new variance minimum for {patience} steps "
+                                             f"(minimum at step {stopper.best_step})")
+                        break
+                elif stopping == "discrepancy" and residual_sq <= thresholds[i]:
+                    kept, trace.returned_step = current.clone(), k
+                    trace.stop_reason = (f"discrepancy: ||Ax-y||^2 = {residual_sq:.4g} <= tau^2 sigma^2 m = "
+                                         f"{thresholds[i]:.4g}")
+                    break
+        else:
+            if stopper is not None and kept is not None:
+                trace.stop_reason = f"max_iter: reached n_iter={n_iter}; returned the variance minimum (step {trace.returned_step})"
+            else:
+                trace.stop_reason = f"max_iter: reached n_iter={n_iter}"
+        if kept is None:  # no stopping rule, or it never fired: the last estimate
+            kept, trace.returned_step = (avg if output == "ema" else xd), trace.n_steps - 1
+        trace.seconds = time.perf_counter() - t0
+        estimates.append(kept)
+        traces.append(trace)
+    x_hat = torch.cat(estimates, 0).reshape(b, c, *op.in_shape)
+    result = DIPResult(x_hat, traces)
+    if trace_path is not None:
+        result.save_trace(trace_path)
+    return result
+
+
+# --------------------------------------------------------------------------- registered methods
+def reconstruct_dip(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    n_iter: int = 1500,
+    lr: float = PAPER_LR,
+    depth: int = PAPER_DEPTH,
+    channels: int = DEFAULT_CHANNELS,
+    skip_channels: int = PAPER_SKIP_CHANNELS,
+    input_depth: int = PAPER_INPUT_DEPTH,
+    upsample: str = "bilinear",
+    input_noise: str = "uniform",
+    perturbation: float = PAPER_SIGMA_P,
+    ema: float = PAPER_EMA,
+    output: str = "ema",
+    tv_weight: float = 0.0,
+    stopping: str = "wmv",
+    window: int = DEFAULT_WINDOW,
+    patience: int = DEFAULT_PATIENCE,
+    warmup: int = 0,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+    trace_path: str | os.PathLike | None = None,
+) -> Tensor:
+    """x = f_theta*(z), theta* = argmin 1/2 ||A f_theta(z) - y||^2: Deep Image Prior, ``y (B, C, *out) -> x (B, C, *in)``.
+
+    The registered method ``dip``; options as :func:`fit_dip`. The trace (loss, iterate
+    variance, PSNR when ``x_true`` is given, where and why it stopped) goes to ``trace_path``.
+
+    >>> from medrecon.operators import Identity
+    >>> y = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> reconstruct_dip(Identity((8, 8)), y, n_iter=3, depth=2, channels=4).shape
+    torch.Size([1, 1, 8, 8])
+    """
+    return fit_dip(op, y, n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
+                   input_depth=input_depth, upsample=upsample, input_noise=input_noise, perturbation=perturbation,
+                   ema=ema, output=output, tv_weight=tv_weight, stopping=stopping, window=window,
+                   patience=patience, warmup=warmup, noise_std=noise_std, tau=tau, x_true=x_true, callback=callback,
+                   generator=generator, trace_path=trace_path).x
+
+
+def reconstruct_dip_tv(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    tv_weight: float = 1e-3,
+    n_iter: int = 1500,
+    lr: float = PAPER_LR,
+    depth: int = PAPER_DEPTH,
+    channels: int = DEFAULT_CHANNELS,
+    skip_channels: int = PAPER_SKIP_CHANNELS,
+    input_depth: int = PAPER_INPUT_DEPTH,
+    upsample: str = "bilinear",
+    input_noise: str = "uniform",
+    perturbation: float = PAPER_SIGMA_P,
+    ema: float = PAPER_EMA,
+    output: str = "ema",
+    stopping: str = "wmv",
+    window: int = DEFAULT_WINDOW,
+    patience: int = DEFAULT_PATIENCE,
+    warmup: int = 0,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+    trace_path: str | os.PathLike | None = None,
+) -> Tensor:
+    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + tv_weight ||A||^2 TV(f_theta(z)): DIP-TV (Liu et al., ICASSP 2019).
+
+    The registered method ``dip-tv``. ``tv_weight`` is relative like the ``tv`` method's ``lam``
+    (isotropic TV of :func:`medrecon.priors.tv.total_variation`, times ``||A||^2``); the DIP already
+    regularises, so a smaller weight than TV alone needs is usual. Other options as :func:`fit_dip`.
+    """
+    return fit_dip(op, y, n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
+                   input_depth=input_depth, upsample=upsample, input_noise=input_noise, perturbation=perturbation,
+                   ema=ema, output=output, tv_weight=tv_weight, stopping=stopping, window=window,
+                   patience=patience, warmup=warmup, noise_std=noise_std, tau=tau, x_true=x_true, callback=callback,
+                   generator=generator, trace_path=trace_path).x

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from medrecon.operators.restoration import (
+    BT601_LUMA,
+    Denoising,
+    Downsampling,
+    Grayscale,
+    Inpainting,
+    center_block_mask,
+    downsampling_matrix,
+    random_pixel_mask,
+)
+from medrecon.testing import check_adjoint, check_backward
+
+F64 = torch.float64
+
+TINY = {
+    "denoising-7x6": lambda rng: Denoising((7, 6), dtype=F64),
+    "denoising-complex-9x8": lambda rng: Denoising((9, 8), complex=True, dtype=F64),
+    "inpainting-random-7x6": lambda rng: Inpainting(random_pixel_mask((7, 6), 0.5, generator=rng, dtype=F64)),
+    "inpainting-centre-9x8": lambda rng: Inpainting(center_block_mask((9, 8), 3, dtype=F64)),
+    "inpainting-complex-7x6": lambda rng: Inpainting(center_block_mask((7, 6), 2, dtype=F64), complex=True),
+    "down-box-2-8x6": lambda rng: Downsampling((8, 6), 2, "box", dtype=F64),
+    "down-box-3-7x6": lambda rng: Downsampling((7, 6), 3, "box", dtype=F64),
+    "down-gauss-2-9x8": lambda rng: Downsampling((9, 8), 2, "gaussian", dtype=F64),
+    "down-lanczos-2-9x8": lambda rng: Downsampling((9, 8), 2, "lanczos", dtype=F64),
+    "down-lanczos-complex-7x6": lambda rng: Downsampling((7, 6), 2, "lanczos", complex=True, dtype=F64),
+    "grayscale-7x6": lambda rng: Grayscale((7, 6), dtype=F64),
+    "grayscale-9x8": lambda rng: Grayscale((9, 8), dtype=F64),
+}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_adjoint_dot_product(name, rng):
+    assert check_adjoint(TINY[name](rng)) < 1e-12
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_backward_is_adjoint(name, rng):
+    assert check_backward(TINY[name](rng))
+
+
+def test_box_downsampling_is_block_mean(rng):
+    x = torch.rand(2, 1, 12, 8, dtype=F64, generator=rng)
+    got = Downsampling((12, 8), 4, "box", dtype=F64)(x)
+    ref = x.numpy().reshape(2, 1, 3, 4, 2, 4).mean(axis=(3, 5))  # numpy reshape-mean over 4x4 blocks
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("kernel", ["box", "gaussian", "lanczos"])
+@pytest.mark.parametrize("n, factor", [(16, 4), (9, 2), (7, 3)])
+def test_downsampling_keeps_constants_and_shape(kernel, n, factor):
+    d = downsampling_matrix(n, factor, kernel)
+    assert d.shape == (-(-n // factor), n)
+    torch.testing.assert_close(d.sum(1), torch.ones(d.shape[0], dtype=F64))
+    op = Downsampling((n, n + 1), factor, kernel, dtype=F64)
+    y = op(torch.full((1, 1, n, n + 1), 0.7, dtype=F64))
+    torch.testing.assert_close(y, torch.full_like(y, 0.7))
+
+
+def test_lanczos_and_gaussian_are_symmetric_lowpass():
+    for kernel in ("gaussian", "lanczos"):
+        d = downsampling_matrix(32, 4, kernel)
+        row = d[4]  # an interior row, centred at input coordinate 17.5
+        torch.testing.assert_close(row[10:18], row[18:26].flip(0))  # symmetric about the centre
+        assert int((row.abs() > 0).sum()) > 4  # wider than the box
+        # a Nyquist-rate checkerboard is (almost) removed
+        alt = torch.tensor([(-1.0) ** i for i in range(32)], dtype=F64)
+        assert float((d[2:-2] @ alt).abs().max()) < 0.05
+    lz = downsampling_matrix(32, 4, "lanczos")
+    assert float(lz.min()) < 0  # Lanczos has negative lobes
+
+
+def test_grayscale_matches_bt601(rng):
+    x = torch.rand(2, 1, 3, 5, 4, dtype=F64, generator=rng)
+    got = Grayscale((5, 4), dtype=F64)(x)
+    ref = 0.299 * x[:, :, 0] + 0.587 * x[:, :, 1] + 0.114 * x[:, :, 2]
+    torch.testing.assert_close(got, ref)
+    assert sum(BT601_LUMA) == pytest.approx(1.0)
+
+
+def test_inpainting_masks():
+    m = center_block_mask((9, 8), (3, 2))
+    assert m.shape == (9, 8) and int((m == 0).sum()) == 6
+    assert m[3:6, 3:5].sum() == 0 and m[0].all()
+    g = torch.Generator().manual_seed(0)
+    r = random_pixel_mask((100, 100), 0.3, generator=g)
+    assert abs(float(r.mean()) - 0.3) < 0.02
+    torch.testing.assert_close(r, random_pixel_mask((100, 100), 0.3, generator=torch.Generator().manual_seed(0)))
+    x = torch.rand(1, 1, 9, 8, dtype=F64)
+    y = Inpainting(m.to(F64))(x)
+    torch.testing.assert_close(y, x * m.to(F64))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="kernel must be"):
+        Downsampling((8, 8), 2, "bicubic")
+    with pytest.raises(ValueError, match="does not fit"):
+        center_block_mask((4, 4), 5)
+    with pytest.raises(ValueError, match="keep_fraction"):
+        random_pixel_mask((4, 4), 1.5)
