@@ -10,13 +10,14 @@ from .base import (
 )
 from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
 from .generic import DiagonalOperator, Identity, MatrixOperator
+from .gradient import FiniteDifference2D
 from .masks import make_mask, stable_seed
 from .mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from .restoration import Denoising, Downsampling, Grayscale, Inpainting, center_block_mask, random_pixel_mask
 
 __all__ = [
     "LinearOperator", "OperatorInputError", "ComposedOperator", "ScaledOperator", "SumOperator",
-    "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator",
+    "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator", "FiniteDifference2D",
     "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
     "simulate_multicoil", "estimate_sensitivities", "coil_maps",
     "Denoising", "Inpainting", "Downsampling", "Grayscale", "center_block_mask", "random_pixel_mask",

@@ -1,0 +1,164 @@
+"""The ``medrecon`` CLI, in process through ``main([...])``, on tiny configs (seconds)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+import yaml
+
+from medrecon.cli.main import main
+
+TINY_CT = {
+    "name": "tiny_ct",
+    "seed": 3,
+    "image_size": 32,
+    "images": [{"kind": "ellipses", "n": 2, "seed": 7}, {"kind": "shepp_logan"}],
+    "operator": {"modality": "ct", "n_angles": 10, "noise_level": 0.02},
+    "methods": [
+        {"name": "fbp"},
+        {"name": "tv", "options": {"lam": 5.0e-5, "n_iter": 150}},
+    ],
+}
+
+
+def _write(tmp_path, cfg, name="cfg.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def _rows(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_reconstruct_writes_outputs_and_tv_beats_fbp(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reconstruct", str(_write(tmp_path, TINY_CT)), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR [dB]" in printed and "fbp" in printed and "tv" in printed
+    for name in ("metrics.csv", "summary.txt", "figure.png", "config.yaml", "run.json"):
+        assert (out / name).is_file(), name
+    rows = _rows(out)
+    assert list(rows[0]) == ["image", "method", "psnr", "ssim", "nmse", "seconds"]
+    assert len(rows) == 3 * 2
+    for r in rows:
+        assert all(math.isfinite(float(r[k])) for k in ("psnr", "ssim", "nmse", "seconds"))
+    psnr = {(r["image"], r["method"]): float(r["psnr"]) for r in rows}
+    for image in {r["image"] for r in rows}:
+        assert psnr[(image, "tv")] > psnr[(image, "fbp")] + 3.0, image  # 10 angles: TV far above FBP
+    recon = np.load(out / "recon" / "tv" / "shepp_logan.npy")
+    assert recon.shape == (32, 32) and recon.dtype == np.float32
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 3 and "torch" in run["versions"] and run["git_revision"]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["operator"]["n_angles"] == 10 and resolved["seed"] == 3
+    assert not [p for p in out.rglob(".*tmp*")]  # no temporary files left
+
+
+def test_second_run_refuses_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "my_notes.txt").write_text("precious")
+    cfg = _write(tmp_path, {**TINY_CT, "methods": [{"name": "fbp"}]})
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["my_notes.txt"]  # nothing written, nothing lost
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert (out / "my_notes.txt").read_text() == "precious" and (out / "metrics.csv").is_file()
+
+
+def test_set_overrides_and_mri_h5_output(tmp_path):
+    cfg = {
+        "name": "tiny_mri",
+        "image_size": 32,
+        "images": [{"kind": "shepp_logan"}],
+        "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 4, "center_fraction": 0.16,
+                     "coils": 4, "noise_level": 0.01},
+        "methods": [{"name": "zero-filled"}, {"name": "sense", "options": {"n_iter": 5}}],
+    }
+    out = tmp_path / "mri"
+    code = main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(out), "--quiet",
+                 "--set", "methods.sense.options.n_iter=8", "--set", "operator.acceleration=2"])
+    assert code == 0
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["methods"][1]["options"]["n_iter"] == 8 and resolved["operator"]["acceleration"] == 2.0
+    import h5py
+
+    with h5py.File(out / "recon" / "sense" / "shepp_logan.h5") as f:
+        assert f["reconstruction"].shape == (1, 32, 32) and f["reconstruction"].dtype == np.float32
+    assert np.iscomplexobj(np.load(out / "recon" / "sense" / "shepp_logan.npy"))
+    psnr = {r["method"]: float(r["psnr"]) for r in _rows(out)}
+    assert psnr["sense"] > psnr["zero-filled"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"operator": {"modality": "ct", "n_angle": 10}}, "unknown config key 'operator.n_angle'; valid keys of 'operator': modality"),
+        ({"operator": {"modality": "ct", "n_angles": "ten"}}, "config key 'operator.n_angles': expected int, got str 'ten'"),
+        ({"seed": 1.5}, "config key 'seed': expected int, got float 1.5"),
+        ({"methods": [{"name": "art"}]}, "methods.0: unknown method 'art'; valid methods: fbp, zero-filled, cgls"),
+        ({"methods": [{"name": "tv", "options": {"weight": 0.1}}]},
+         "methods.0 (tv): unknown option(s) weight; valid options: lam, n_iter"),
+        ({"images": [{"kind": "jpeg"}]}, "unknown image kind 'jpeg'"),
+        ({"images": [{"kind": "npy", "path": "does/not/exist.npy"}]}, "does/not/exist.npy does not exist"),
+        ({"operator": {"modality": "xray"}}, "config key 'operator.modality': expected one of 'ct', 'mri', got 'xray'"),
+    ],
+)
+def test_bad_configs_fail_with_one_line_message(tmp_path, capsys, change, message):
+    cfg = {**TINY_CT, **change}
+    out = tmp_path / "never"
+    assert main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_override_and_missing_file(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY_CT)
+    assert main(["reconstruct", str(cfg), "--set", "operator.n_angles=many", "--out", str(tmp_path / "o")]) == 2
+    assert "'operator.n_angles': expected int, got str 'many'" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["reconstruct"]) == 2  # argparse usage error
+    assert main(["--help"]) == 0
+
+
+def test_train_delegates_to_the_training_module(tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType("medrecon.training.run")
+    fake.train_from_config = lambda config, overrides, out, resume: calls.append((config, overrides, out, resume)) or 0
+    monkeypatch.setitem(sys.modules, "medrecon.training.run", fake)
+    assert main(["train", "c.yaml", "--set", "a=1", "--out", str(tmp_path), "--resume"]) == 0
+    assert calls == [("c.yaml", ["a=1"], tmp_path, True)]
+
+
+def test_repository_configs_load_and_name_existing_methods():
+    """Every experiment config in configs/ (all but train_*.yaml) is valid: keys, types, methods, options."""
+    from pathlib import Path
+
+    from medrecon.experiment import load_experiment_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(p.name for p in root.glob("*.yaml") if not p.name.startswith("train_"))
+    for required in ("ct_sparse_angle_10.yaml", "ct_sparse_angle_30.yaml", "mri_multicoil_8x.yaml",
+                     "mri_singlecoil_4x.yaml"):
+        assert required in names
+    for name in names:
+        load_experiment_config(root / name)  # raises on an unknown key, type, method or option
+
+
+def test_a_failing_method_exits_1_with_its_name(tmp_path, capsys):
+    cfg = {**TINY_CT, "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+           "images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}]}
+    assert main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "method 'fbp' failed" in err and "SingleCoilMRI has none" in err and "Traceback" not in err
