@@ -343,7 +343,7 @@ def minimize(
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     is_complex = x0.is_complex()
-    param = (torch.view_as_real(x0.detach()) if is_complex else x0.detach()).clone().requires_grad_(True)
+    param = (torch.view_as_real(x0.detach()) if is_complex else x0.detach()).clone(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def current() -> Tensor:
         return torch.view_as_complex(param) if is_complex else param
