@@ -1,0 +1,219 @@
+"""Interfaces shared by the learned priors, and checked loading of their weights.
+
+Protocols (structural: a class satisfies them by having the methods, no inheritance needed):
+
+* ``GenerativePrior``: ``decode(z) -> x`` with ``latent_shape`` and ``sample_latent`` (VAE decoder,
+  GAN generator). The latent solvers of ``medrecon.solvers.latent`` need only these.
+* ``DensityPrior``: ``neg_log_prob(x) -> (B,)`` (normalizing flows; a VAE through its ELBO).
+* ``TrainablePrior``: a ``nn.Module`` whose constructor takes only keyword hyperparameters and
+  which exposes them as ``self.hparams`` (a dict of YAML-able values). That is what makes a
+  checkpoint self-describing: it records ``"module:Class"`` and ``hparams``, and ``load_prior``
+  rebuilds the model and checks every tensor's shape before loading.
+
+Checkpoint format (written by ``medrecon.training``; a dict, loadable with
+``torch.load(weights_only=True)``)::
+
+    {"format": "medrecon-checkpoint-v1", "model_class": "medrecon.priors.vae:ConvVAE",
+     "model_hparams": {...}, "model_state": state_dict, ...training state (optional)...}
+
+Extension point for flow/GAN priors: give the model class ``hparams`` and a keyword constructor;
+``fit`` then saves it and ``load_prior(path, expected=MyPrior)`` loads it with the same checks.
+"""
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "GenerativePrior",
+    "DensityPrior",
+    "TrainablePrior",
+    "CheckpointMismatchError",
+    "CHECKPOINT_FORMAT",
+    "class_path",
+    "resolve_class",
+    "model_record",
+    "read_checkpoint",
+    "check_state_matches",
+    "load_prior",
+]
+
+#: Version tag stored in every checkpoint and weights file.
+CHECKPOINT_FORMAT = "medrecon-checkpoint-v1"
+
+
+@runtime_checkable
+class GenerativePrior(Protocol):
+    """x = G(z): a generator with a latent space."""
+
+    latent_shape: tuple[int, ...]
+
+    def decode(self, z: Tensor) -> Tensor:  # (B, *latent_shape) -> (B, C, H, W)
+        ...
+
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class DensityPrior(Protocol):
+    """-log p(x) for images ``(B, *img) -> (B,)``."""
+
+    def neg_log_prob(self, x: Tensor) -> Tensor:
+        ...
+
+
+@runtime_checkable
+class TrainablePrior(Protocol):
+    """A model that ``medrecon.training`` can checkpoint: ``cls(**hparams)`` rebuilds it."""
+
+    hparams: dict
+
+    def state_dict(self, *args, **kwargs) -> Mapping[str, Any]:
+        ...
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model it is loaded into (class, hyperparameters or shapes)."""
+
+
+def class_path(obj_or_cls: Any) -> str:
+    """``"module:QualName"`` of a class or instance."""
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def resolve_class(path: str) -> type:
+    """The class named by ``"module:QualName"``; only classes inside ``medrecon`` are resolved.
+
+    Checkpoints name their class as data, and data must not pick arbitrary code to import.
+    """
+    module_name, _, qualname = path.partition(":")
+    if not qualname or not (module_name == "medrecon" or module_name.startswith("medrecon.")):
+        raise CheckpointMismatchError(
+            f"checkpoint names model class {path!r}; only 'medrecon.<module>:<Class>' classes can be loaded"
+        )
+    obj: Any = import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise CheckpointMismatchError(f"{path!r} is not a class")
+    return obj
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper."""
+    return getattr(model, "module", model)
+
+
+def model_record(model: nn.Module) -> dict:
+    """The self-describing part of a checkpoint: class path, hyperparameters, weights (on CPU)."""
+    model = _unwrap(model)
+    hparams = getattr(model, "hparams", None)
+    if not isinstance(hparams, dict):
+        raise TypeError(
+            f"{type(model).__name__} has no dict attribute 'hparams'; trainable priors must record their "
+            "constructor's keyword arguments in self.hparams so that checkpoints can rebuild them"
+        )
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_class": class_path(model),
+        "model_hparams": dict(hparams),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)`` with a clear error for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint/weights file at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or holds pickled objects
+        raise CheckpointMismatchError(f"cannot read {path} as a medrecon checkpoint: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointMismatchError(
+            f"{path} is not a medrecon checkpoint (expected format {CHECKPOINT_FORMAT!r}, found {found!r})"
+        )
+    return ckpt
+
+
+def check_state_matches(model: nn.Module, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:
+    """Raise ``CheckpointMismatchError`` naming class and tensor shapes when ``ckpt`` does not fit ``model``."""
+    model = _unwrap(model)
+    expected_cls, found_cls = class_path(model), ckpt.get("model_class")
+    problems = []
+    if found_cls != expected_cls:
+        problems.append(f"model class: expected {expected_cls}, found {found_cls}")
+    own_hp, ck_hp = getattr(model, "hparams", None), ckpt.get("model_hparams")
+    if own_hp is not None and ck_hp is not None and dict(own_hp) != dict(ck_hp):
+        diff = sorted(k for k in set(own_hp) | set(ck_hp) if own_hp.get(k) != ck_hp.get(k))
+        problems.append(
+            "hyperparameters differ: "
+            + ", ".join(f"{k}: expected {own_hp.get(k)!r}, found {ck_hp.get(k)!r}" for k in diff)
+        )
+    own = model.state_dict()
+    theirs = ckpt.get("model_state", {})
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    shapes = [
+        f"{k}: expected {tuple(own[k].shape)}, found {tuple(theirs[k].shape)}"
+        for k in own
+        if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)
+    ]
+
+    def _few(names: list[str]) -> str:
+        return ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+
+    if missing:
+        problems.append(f"tensors missing from the {source}: {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors in the {source}: {_few(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch: {_few(shapes)}")
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
+
+
+def load_prior(
+    path: str | os.PathLike,
+    *,
+    expected: type | tuple[type, ...] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild and load the model stored in a checkpoint/weights file (eval mode).
+
+    Args:
+        path: a file written by ``medrecon.training`` (checkpoint or exported weights).
+        expected: the class(es) the caller needs (e.g. ``ConvVAE``); another class is an error
+            that names both.
+
+    >>> load_prior("does-not-exist.pt")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no checkpoint/weights file at does-not-exist.pt
+    """
+    ckpt = read_checkpoint(path, map_location="cpu")
+    found = ckpt.get("model_class", "?")
+    if expected is not None:
+        exp = expected if isinstance(expected, tuple) else (expected,)
+        names = [class_path(c) for c in exp]
+        if found not in names:
+            raise CheckpointMismatchError(
+                f"{path}: expected weights of {' or '.join(names)}, found a checkpoint of {found}"
+            )
+    cls = resolve_class(found)
+    try:
+        model = cls(**ckpt.get("model_hparams", {}))
+    except TypeError as exc:
+        raise CheckpointMismatchError(f"{path}: cannot rebuild {found} from its hyperparameters: {exc}") from exc
+    check_state_matches(model, ckpt, source=str(path))
+    model.load_state_dict(ckpt["model_state"])
+    return model.to(map_location).eval()

@@ -1,0 +1,332 @@
+"""Convolutional VAE prior and its two reconstruction methods ("vae-range", "vae-soft").
+
+The method of Duff, Campbell & Ehrhardt, "Regularising inverse problems with generative machine
+learning models" (J. Math. Imaging Vis. 2024, arXiv:2107.11191): a VAE is trained on clean images
+and its decoder G regularises a reconstruction by the distance of x to the range of G.
+
+* ``ConvVAE(image_size, latent_dim, channels)``: strided-conv encoder, upsample+conv decoder,
+  sigmoid output in [0, 1]; ``image_size`` must be divisible by ``2 ** len(channels)``.
+* ``vae_step`` / ``vae_eval``: the ``step_fn`` / ``eval_fn`` that ``medrecon.training.fit`` runs
+  (negative ELBO: Bernoulli (BCE) or Gaussian (MSE) likelihood + beta * KL).
+* ``reconstruct_range(op, y, weights=...)``: ``min_z ||A G(z) - y||^2/||A||^2 + lam ||z||^2``.
+* ``reconstruct_soft(op, y, weights=...)``:
+  ``min_{x,z} ||A x - y||^2/||A||^2 + lam (||G(z) - x||^2 + mu ||z||^2)``.
+
+Both start from the encoder's mean applied to a quick reconstruction (``op.fbp`` when the operator
+has it, else ``op.zero_filled``, else the adjoint; clipped to [0, 1]) plus ``restarts - 1`` draws
+from the latent prior N(0, I).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medrecon.operators.base import LinearOperator
+from medrecon.priors.base import load_prior
+from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
+
+__all__ = [
+    "ConvVAE",
+    "vae_step",
+    "vae_eval",
+    "load_vae",
+    "reconstruct_range",
+    "reconstruct_soft",
+    "DEFAULT_WEIGHTS",
+]
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Bundled weights by image size (see data/weights/*.md for how each was made).
+DEFAULT_WEIGHTS = {
+    28: "data/weights/vae_mnist28.pt",
+    64: "data/weights/vae_ellipses64.pt",
+}
+
+
+class ConvVAE(nn.Module):
+    """q(z|x) = N(mu(x), diag(exp(logvar(x)))), p(z) = N(0, I), x ~ p(x|z) with mean G(z) in [0, 1].
+
+    Shapes: images ``(B, in_channels, S, S)``, latents ``(B, latent_dim)``.
+
+    Args:
+        image_size: S, divisible by ``2 ** len(channels)``.
+        latent_dim: size of z.
+        channels: channels of the strided-conv stages (each halves the size).
+        hidden: width of the fully connected layer between the convolutions and z.
+        loss: ``"bce"`` (Bernoulli likelihood on [0, 1] intensities) or ``"mse"`` (Gaussian with
+            standard deviation ``sigma``).
+        beta: weight of the KL term (beta-VAE; 1 is the ELBO).
+        sigma: Gaussian likelihood's standard deviation for ``loss="mse"``.
+
+    >>> vae = ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=8)
+    >>> tuple(vae.decode(torch.zeros(3, 2)).shape)
+    (3, 1, 8, 8)
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 28,
+        latent_dim: int = 16,
+        channels: tuple[int, ...] | list[int] = (32, 64),
+        hidden: int = 256,
+        in_channels: int = 1,
+        loss: str = "bce",
+        beta: float = 1.0,
+        sigma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        n_down = len(channels)
+        if n_down < 1 or image_size % (2**n_down) != 0:
+            raise ValueError(
+                f"image_size {image_size} must be divisible by 2**len(channels) = {2**n_down} (channels={channels})"
+            )
+        if loss not in ("bce", "mse"):
+            raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
+        self.hparams = dict(
+            image_size=int(image_size), latent_dim=int(latent_dim), channels=channels, hidden=int(hidden),
+            in_channels=int(in_channels), loss=loss, beta=float(beta), sigma=float(sigma),
+        )
+        self.image_size, self.latent_dim, self.in_channels = int(image_size), int(latent_dim), int(in_channels)
+        self.latent_shape = (self.latent_dim,)
+        self.loss_kind, self.beta, self.sigma = loss, float(beta), float(sigma)
+        s = image_size // 2**n_down
+        self._bottom = (channels[-1], s, s)
+        enc, prev = [], in_channels
+        for c in channels:
+            enc += [nn.Conv2d(prev, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            prev = c
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(prev * s * s, hidden), nn.LeakyReLU(0.2))
+        self.to_mu = nn.Linear(hidden, latent_dim)
+        self.to_logvar = nn.Linear(hidden, latent_dim)
+        self.decoder_fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, prev * s * s), nn.LeakyReLU(0.2)
+        )
+        dec = []
+        for c in reversed(channels[:-1]):
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, c, 3, padding=1), nn.LeakyReLU(0.2)]
+            prev = c
+        last = max(8, prev // 2)  # the full-resolution stage is the costly one: keep it narrow
+        dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, last, 3, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv2d(last, in_channels, 3, padding=1)]
+        self.decoder_conv = nn.Sequential(*dec)
+
+    # ---------------------------------------------------------------- GenerativePrior
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, C, S, S) -> mu, logvar: (B, latent_dim)."""
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h).clamp(-30.0, 20.0)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """(B, latent_dim) -> pre-sigmoid images (B, C, S, S)."""
+        h = self.decoder_fc(z).reshape(z.shape[0], *self._bottom)
+        return self.decoder_conv(h)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """G(z): (B, latent_dim) -> (B, C, S, S) in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """n draws from p(z) = N(0, I), on the model's device."""
+        dev = self.to_mu.weight.device
+        if generator is not None and generator.device != dev:
+            return torch.randn(n, self.latent_dim, generator=generator, device=generator.device).to(dev)
+        return torch.randn(n, self.latent_dim, generator=generator, device=dev)
+
+    # ---------------------------------------------------------------- training
+    def forward(self, x: Tensor, *, generator: torch.Generator | None = None, sample: bool = True) -> dict:
+        """Encode, reparametrise (z = mu + sigma * eps, eps from ``generator``), decode.
+
+        Returns a dict with ``logits`` (B, C, S, S), ``mu``, ``logvar`` and ``z`` (B, latent_dim).
+        Training steps call this (not ``encode``/``decode``) so that a DDP wrapper syncs gradients.
+        """
+        mu, logvar = self.encode(x)
+        if sample:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        else:
+            z = mu
+        return {"logits": self.decode_logits(z), "mu": mu, "logvar": logvar, "z": z}
+
+    def elbo_terms(self, x: Tensor, out: dict) -> tuple[Tensor, Tensor]:
+        """Per-sample reconstruction term -log p(x|z) and KL(q(z|x) || p(z)): (B,), (B,)."""
+        b = x.shape[0]
+        if self.loss_kind == "bce":
+            rec = F.binary_cross_entropy_with_logits(out["logits"], x, reduction="none").reshape(b, -1).sum(1)
+        else:
+            diff = torch.sigmoid(out["logits"]) - x
+            rec = diff.pow(2).reshape(b, -1).sum(1) / (2 * self.sigma**2)
+        mu, logvar = out["mu"], out["logvar"]
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+        return rec, kl
+
+    def neg_log_prob(self, x: Tensor) -> Tensor:
+        """The negative ELBO (an upper bound of -log p(x), up to constants) at the encoder mean: (B,)."""
+        out = self(x, sample=False)
+        rec, kl = self.elbo_terms(x, out)
+        return rec + kl
+
+
+def _images(batch) -> Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def vae_step(model: nn.Module, batch, ctx) -> dict[str, float]:
+    """One optimizer step on the negative ELBO (mean over the batch); the ``step_fn`` for ``fit``.
+
+    ``ctx.optimizers["model"]`` is the optimizer, ``ctx.generator`` draws the reparametrisation noise
+    (so a resumed run repeats the same noise).
+    """
+    x = _images(batch)
+    vae = getattr(model, "module", model)  # for the loss terms (no parameters involved)
+    out = model(x, generator=ctx.generator)
+    rec, kl = vae.elbo_terms(x, out)
+    loss = (rec + vae.beta * kl).mean()
+    opt = ctx.optimizers["model"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": float(loss.detach()), "recon": float(rec.mean().detach()), "kl": float(kl.mean().detach())}
+
+
+@torch.no_grad()
+def vae_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
+    """Validation metrics at the encoder mean: negative ELBO, reconstruction term, KL, and the
+    mean squared error of G(mu(x)) (the representation error that matters for the range method)."""
+    x = _images(batch)
+    vae = getattr(model, "module", model)
+    out = model(x, sample=False)
+    rec, kl = vae.elbo_terms(x, out)
+    mse = (torch.sigmoid(out["logits"]) - x).pow(2).reshape(x.shape[0], -1).mean(1)
+    return {"loss": float((rec + vae.beta * kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean()),
+            "mse": float(mse.mean())}
+
+
+# -------------------------------------------------------------------- reconstruction methods
+def _resolve_weights(weights: str | os.PathLike | None, image_size: int) -> Path:
+    if weights is None:
+        if image_size not in DEFAULT_WEIGHTS:
+            raise ValueError(
+                f"no bundled VAE weights for {image_size}x{image_size} images (bundled: "
+                f"{', '.join(f'{s}x{s}' for s in DEFAULT_WEIGHTS)}); pass weights=<path to a .pt from medrecon train>"
+            )
+        weights = DEFAULT_WEIGHTS[image_size]
+    p = Path(weights)
+    if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
+        p = _REPO_ROOT / p  # repository-relative paths work from any working directory
+    return p
+
+
+def load_vae(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> ConvVAE:
+    """The ConvVAE stored in ``weights`` (checked: another model class or shapes is an error)."""
+    model = load_prior(weights, expected=ConvVAE, map_location=device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model  # type: ignore[return-value]
+
+
+def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
+    if len(op.in_shape) != 2:
+        raise ValueError(f"VAE priors need 2-D images; the operator's image shape is {op.in_shape}")
+    if y.dim() < 2 or y.shape[1] != 1:
+        raise ValueError(f"VAE priors need y of shape (B, 1, *out_shape), got {tuple(y.shape)}")
+    h, w = op.in_shape
+    path = _resolve_weights(weights, h)
+    vae = load_vae(path, device=op.device)
+    s = vae.image_size
+    if (h, w) != (s, s):
+        raise ValueError(
+            f"the VAE in {path} was trained on {s}x{s} images but the operator's images are {h}x{w}; "
+            f"use weights trained at {h}x{w} (bundled: {', '.join(f'{k}x{k}' for k in DEFAULT_WEIGHTS)})"
+        )
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    x_init = initial_image(op, y).to(op.real_dtype if not op.in_complex else torch.float32)
+    vae = vae.to(dtype=x_init.dtype)
+    with torch.no_grad():
+        mu, _ = vae.encode(x_init.clamp(0.0, 1.0))  # (B, latent)
+    starts = [mu]
+    for _ in range(restarts - 1):
+        starts.append(vae.sample_latent(y.shape[0], generator=generator).to(mu.dtype))
+    z0 = torch.stack(starts)  # (R, B, latent)
+    data_weight = 1.0 / op.norm_squared()
+    return vae, z0, data_weight
+
+
+def reconstruct_range(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    weights: str | None = None,
+    lam: float = 1e-4,
+    n_iter: int = 300,
+    lr: float = 5e-2,
+    restarts: int = 4,
+    tol: float = 1e-5,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """x = G(z*), z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + lam ||z||^2 (Duff et al.'s range method).
+
+    y: (B, 1, *op.out_shape) -> x: (B, 1, H, W) (real, in [0, 1]).
+
+    Args:
+        weights: a ``ConvVAE`` file from ``medrecon train``; default: the bundled weights for the
+            operator's image size (``DEFAULT_WEIGHTS``).
+        lam: latent prior weight (the data term is divided by ||A||^2, so lam does not depend on
+            the operator's scaling). The default was chosen on training-split images of the bundled
+            problems (sparse-angle CT, 2% noise); MAP reasoning gives lam ~ sigma^2 / ||A||^2.
+        n_iter, lr: Adam iterations and step size on z.
+        restarts: 1 start from the encoder applied to the FBP / zero-filled / adjoint image, plus
+            ``restarts - 1`` draws from N(0, I) (drawn from ``generator``); the best is kept.
+        tol: stop when no objective improved by more than ``tol`` (relative) over 25 iterations.
+    """
+    vae, z0, w = _setup(op, y, weights, restarts, generator)
+    res = range_solve(op, y, vae.decode, z0, lam=lam, n_iter=n_iter, lr=lr, data_weight=w, tol=tol,
+                      callback=callback)
+    return res.x.detach()
+
+
+def reconstruct_soft(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    weights: str | None = None,
+    lam: float = 1e-3,
+    mu: float = 1e-2,
+    n_iter: int = 60,
+    z_steps: int = 10,
+    z_lr: float = 2e-2,
+    cg_iter: int = 30,
+    restarts: int = 1,
+    tol: float = 1e-4,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """x* of min_{x,z} ||A x - y||^2 / ||A||^2 + lam (||G(z) - x||^2 + mu ||z||^2) (Duff et al.'s soft range).
+
+    y: (B, 1, *op.out_shape) -> x: (B, 1, H, W) (``op.in_dtype``; real for CT).
+
+    Args:
+        weights: as in ``reconstruct_range``.
+        lam: weight of the distance to the range of G (relative to the data term / ||A||^2); MAP
+            reasoning gives lam ~ sigma^2 / (tau^2 ||A||^2) for noise sigma and a range distance of
+            tau per pixel. Default chosen on training-split images of the bundled CT problems.
+        mu: latent prior weight inside the bracket.
+        n_iter: outer (x-step, z-steps) iterations; stops earlier when x changes by less than ``tol``.
+        z_steps, z_lr: Adam steps on z per outer iteration and their step size.
+        cg_iter: conjugate-gradient iterations of each exact x-step.
+        restarts: as in ``reconstruct_range`` (1: the encoder start only).
+    """
+    vae, z0, w = _setup(op, y, weights, restarts, generator)
+    res = soft_range_solve(op, y, vae.decode, z0, lam=lam, mu=mu, n_iter=n_iter, z_steps=z_steps, z_lr=z_lr,
+                           cg_iter=cg_iter, data_weight=w, tol=tol, callback=callback)
+    return res.x.detach()
+

@@ -1,0 +1,441 @@
+"""``fit(model, step_fn, data, cfg)``: the one training loop of medrecon (VAE now; flows and GANs later).
+
+What the loop owns, so that no prior rewrites it:
+
+* **Data order.** Each epoch visits ``data`` (a map-style ``torch.utils.data.Dataset``) in the
+  permutation ``epoch_order(len(data), cfg.seed, epoch, rank, world_size)``: a pure function of
+  the seed and the epoch, sharded ``rank::world_size`` like ``DistributedSampler``. A resumed run
+  therefore sees exactly the batches the interrupted one would have seen (it skips the batches of
+  the current epoch already done, without loading them).
+* **Randomness inside a step.** ``ctx.generator`` (a ``torch.Generator`` on the training device,
+  seeded from ``cfg.seed`` and rank, saved in every checkpoint) is the only RNG a step should use
+  (VAE reparametrisation noise, GAN latent draws). The global torch/NumPy/Python RNG states are
+  saved and restored too, for layers that use them (dropout).
+* **Checkpoints.** ``out_dir/checkpoint.pt``, written atomically (``medrecon.utils_io``) every
+  ``cfg.checkpoint_every`` steps, at the end of each epoch and at the end: model (class path,
+  hyperparameters, weights), every optimizer, step, epoch, position in the epoch, RNG states, the
+  run's config. ``torch.load(weights_only=True)`` reads it.
+* **Logging.** Running means of the step's metrics every ``cfg.log_every`` steps to
+  ``out_dir/train_metrics.csv`` and TensorBoard (``out_dir/tensorboard``), validation means each
+  epoch to ``val_metrics.csv``; a tqdm progress bar.
+
+Extension points:
+
+* ``step_fn(model, batch, ctx) -> dict[str, float]`` does the whole update: zero_grad, backward,
+  ``optimizer.step()`` on the optimizers it needs from ``ctx.optimizers`` (a dict by name). A GAN
+  passes ``optimizers={"generator": ..., "discriminator": ...}`` and a step that updates both.
+  Steps must call ``model(...)`` (its ``forward``) for the parts being trained, not bare
+  submodules, so that a ``DistributedDataParallel`` wrapper syncs gradients (``rank`` /
+  ``world_size`` are already arguments; ``fit`` does not yet wrap the model itself).
+* ``eval_fn(model, batch, ctx) -> dict[str, float]`` (no grad) on ``val_data`` each epoch.
+* ``callbacks``: ``cb(ctx, metrics)`` after every step (e.g. schedulers, EMA of weights).
+* The model must expose ``hparams`` (see ``medrecon.priors.base``) so checkpoints can be checked.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from medrecon.priors.base import check_state_matches, model_record, read_checkpoint
+
+__all__ = ["FitConfig", "StepContext", "FitResult", "fit", "epoch_order", "resolve_device", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of ``fit`` (the ``train:`` section of a training YAML).
+
+    ``epochs``: passes over the data; ``max_steps``: stop earlier after this many optimizer steps
+    (counted over the whole run, including before a resume); ``checkpoint_every``: steps between
+    checkpoints (0: only at epoch ends); ``device``: ``"auto"`` (cuda, else mps, else cpu) or a
+    torch device string; ``lr``: learning rate of the default Adam (when ``fit`` gets no optimizers).
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    max_steps: int | None = None
+    device: str = "auto"
+    log_every: int = 20
+    checkpoint_every: int = 0
+    drop_last: bool = True
+    num_workers: int = 0
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class StepContext:
+    """What a ``step_fn`` / ``eval_fn`` may use besides the model and the batch."""
+
+    step: int
+    epoch: int
+    optimizers: dict[str, torch.optim.Optimizer]
+    generator: torch.Generator
+    device: torch.device
+    cfg: FitConfig
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class FitResult:
+    """The end state of a run: counters, last logged train means, last validation means, paths."""
+
+    step: int
+    epoch: int
+    train_metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    checkpoint: Path | None
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda if available, else mps, else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
+    """The indices one rank visits in ``epoch``: a permutation of ``range(n)`` that depends only on
+    ``(seed, epoch)``, padded to a multiple of ``world_size`` and sharded ``rank::world_size``.
+
+    >>> epoch_order(6, seed=0, epoch=0).tolist() == epoch_order(6, seed=0, epoch=0).tolist()
+    True
+    """
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(n, generator=g)
+    if world_size > 1:
+        total = math.ceil(n / world_size) * world_size
+        perm = torch.cat([perm, perm[: total - n]])
+        perm = perm[rank::world_size]
+    return perm
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _plain(obj: Any) -> Any:
+    """A config as nested dicts/lists/primitives (safe for ``weights_only`` loading)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _plain(asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "python": _plain(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _CSVLog:
+    """Append rows to a CSV whose header is fixed by the first row; on resume, rows after the resumed
+    step are dropped so the file matches the run."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if path.exists():
+            if resume_step is None:
+                path.unlink()
+            else:
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                    fields = list(rows[0].keys()) if rows else None
+                rows = [r for r in rows if int(float(r["step"])) <= resume_step]
+                if fields:
+                    self.fields = fields
+                    with open(path, "w", newline="") as f:
+                        w = csv.DictWriter(f, fieldnames=fields)
+                        w.writeheader()
+                        w.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row.keys())
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizers: dict, ctx: StepContext, batch_in_epoch: int,
+                     config: Any, metrics: dict) -> None:
+    from medrecon.utils_io import atomic_save_torch
+
+    ckpt = model_record(model)
+    ckpt.update(
+        optimizers={k: o.state_dict() for k, o in optimizers.items()},
+        step=ctx.step,
+        epoch=ctx.epoch,
+        batch_in_epoch=batch_in_epoch,
+        rng=_rng_state(ctx.generator),
+        config=_plain(config),
+        fit_config=_plain(ctx.cfg),
+        metrics={k: float(v) for k, v in metrics.items()},
+        torch_version=str(torch.__version__),
+    )
+    atomic_save_torch(ckpt, path)
+
+
+def _evaluate(model: nn.Module, eval_fn: Callable, val_data: Dataset, ctx: StepContext, collate_fn) -> dict:
+    loader = DataLoader(val_data, batch_size=ctx.cfg.batch_size, shuffle=False, collate_fn=collate_fn,
+                        generator=torch.Generator().manual_seed(0))
+    sums: dict[str, float] = {}
+    count = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            batch = _to_device(batch, ctx.device)
+            n = len(batch[0] if isinstance(batch, (list, tuple)) else batch)
+            for k, v in eval_fn(model, batch, ctx).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            count += n
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def fit(
+    model: nn.Module,
+    step_fn: Callable[[nn.Module, Any, StepContext], Mapping[str, float]],
+    data: Dataset,
+    cfg: FitConfig,
+    *,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike = False,
+    val_data: Dataset | None = None,
+    eval_fn: Callable[[nn.Module, Any, StepContext], Mapping[str, float]] | None = None,
+    callbacks: Sequence[Callable[[StepContext, Mapping[str, float]], None]] = (),
+    config: Any = None,
+    collate_fn: Callable | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> FitResult:
+    """Train ``model`` with ``step_fn`` on ``data`` for ``cfg.epochs`` epochs (or ``cfg.max_steps`` steps).
+
+    Args:
+        model: an ``nn.Module`` with ``hparams`` (moved to the training device here).
+        step_fn: one update, ``step_fn(model, batch, ctx) -> {"loss": ..., ...}`` (see module doc).
+        data: map-style dataset; items are collated by ``collate_fn`` (default: torch's).
+        optimizers: by name; default ``{"model": Adam(model.parameters(), lr=cfg.lr)}``. Create
+            them after moving the model to ``resolve_device(cfg.device)`` when passing your own.
+        out_dir: where checkpoint, CSV logs and TensorBoard events go (None: no files at all).
+        resume: ``True`` continues from ``out_dir/checkpoint.pt``; a path continues from that file.
+            The model must match the checkpoint (class, hyperparameters, shapes), and the optimizer
+            names too. Without ``resume``, an ``out_dir`` that already holds a checkpoint is an error.
+        config: the run's resolved configuration, stored in every checkpoint.
+
+    Returns a ``FitResult``; ``history`` holds every logged train row.
+    """
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    model.to(device)
+    model.train()
+    if optimizers is None:
+        optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
+    optimizers = dict(optimizers)
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed) * 7919 + rank)
+    ctx = StepContext(step=0, epoch=0, optimizers=optimizers, generator=generator, device=device, cfg=cfg,
+                      rank=rank, world_size=world_size)
+    start_batch = 0
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+
+    resume_file: Path | None = None
+    if resume:
+        resume_file = Path(resume) if not isinstance(resume, bool) else ckpt_path
+        if resume_file is None or not resume_file.is_file():
+            raise FileNotFoundError(f"nothing to resume: no checkpoint at {resume_file}")
+    elif ckpt_path is not None and ckpt_path.exists():
+        raise FileExistsError(
+            f"{ckpt_path} exists: pass resume=True (medrecon train --resume) to continue that run, "
+            "or choose another output directory"
+        )
+    if resume_file is not None:
+        ckpt = read_checkpoint(resume_file)
+        check_state_matches(model, ckpt, source=f"checkpoint {resume_file}")
+        getattr(model, "module", model).load_state_dict(ckpt["model_state"])
+        if set(ckpt["optimizers"]) != set(optimizers):
+            raise ValueError(
+                f"checkpoint {resume_file} has optimizers {sorted(ckpt['optimizers'])}, this run has {sorted(optimizers)}"
+            )
+        for k, o in optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        _set_rng_state(ckpt["rng"], generator)
+        ctx.step, ctx.epoch, start_batch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"])
+        resumed_metrics = {k: float(v) for k, v in ckpt.get("metrics", {}).items()}
+        old = ckpt.get("fit_config", {})
+        for key in ("batch_size", "seed"):
+            if key in old and old[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"cannot resume with {key}={getattr(cfg, key)!r}: the checkpoint was trained with "
+                    f"{key}={old[key]!r} (the data order depends on it)"
+                )
+
+    n = len(data)
+    per_rank = math.ceil(n / world_size)
+    steps_per_epoch = per_rank // cfg.batch_size if cfg.drop_last else math.ceil(per_rank / cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"dataset of {n} items gives no batch of size {cfg.batch_size} (drop_last={cfg.drop_last})")
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+
+    writer = None
+    train_log = val_log = None
+    if out is not None and rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        resume_step = ctx.step if resume_file is not None else None
+        train_log = _CSVLog(out / "train_metrics.csv", resume_step)
+        val_log = _CSVLog(out / "val_metrics.csv", resume_step)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step)
+
+    from tqdm.auto import tqdm
+
+    pbar = tqdm(total=total, initial=min(ctx.step, total), disable=not cfg.progress or rank != 0,
+                desc="train", dynamic_ncols=True)
+    running: dict[str, float] = {}
+    n_running = 0
+    last_train: dict[str, float] = resumed_metrics if resume_file is not None else {}
+    last_val: dict[str, float] = {}
+    history: list[dict[str, float]] = []
+    batch_in_epoch = start_batch
+    in_step = False
+
+    def save() -> None:
+        if ckpt_path is not None and rank == 0:
+            _save_checkpoint(ckpt_path, model, optimizers, ctx, batch_in_epoch, config, last_train)
+
+    def log_train() -> None:
+        nonlocal running, n_running, last_train
+        if not n_running:
+            return
+        last_train = {k: v / n_running for k, v in running.items()}
+        row = {"step": ctx.step, "epoch": ctx.epoch, "time_s": round(time.perf_counter() - t_start, 3), **last_train}
+        history.append(row)
+        if train_log is not None:
+            train_log.write(row)
+        if writer is not None:
+            for k, v in last_train.items():
+                writer.add_scalar(f"train/{k}", v, ctx.step)
+        pbar.set_postfix({k: f"{v:.4g}" for k, v in list(last_train.items())[:3]})
+        running, n_running = {}, 0
+
+    try:
+        while ctx.epoch < cfg.epochs and ctx.step < total:
+            order = epoch_order(n, cfg.seed, ctx.epoch, rank, world_size)
+            batches = [order[i: i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+            if cfg.drop_last:
+                batches = [b for b in batches if len(b) == cfg.batch_size]
+            # The loader's own generator (worker base seeds) keeps the global RNG untouched.
+            loader = DataLoader(data, batch_sampler=batches[batch_in_epoch:], num_workers=cfg.num_workers,
+                                collate_fn=collate_fn or default_collate,
+                                generator=torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + ctx.epoch))
+            for batch in loader:
+                if ctx.step >= total:
+                    break
+                batch = _to_device(batch, device)
+                in_step = True
+                metrics = step_fn(model, batch, ctx)
+                ctx.step += 1
+                batch_in_epoch += 1
+                in_step = False
+                for k, v in metrics.items():
+                    running[k] = running.get(k, 0.0) + float(v)
+                n_running += 1
+                for cb in callbacks:
+                    cb(ctx, metrics)
+                pbar.update(1)
+                if ctx.step % cfg.log_every == 0:
+                    log_train()
+                if cfg.checkpoint_every and ctx.step % cfg.checkpoint_every == 0:
+                    log_train()
+                    save()
+            if batch_in_epoch >= len(batches):  # epoch complete
+                ctx.epoch += 1
+                batch_in_epoch = 0
+                log_train()
+                if val_data is not None and eval_fn is not None:
+                    last_val = _evaluate(model, eval_fn, val_data, ctx, collate_fn or default_collate)
+                    if val_log is not None:
+                        val_log.write({"step": ctx.step, "epoch": ctx.epoch, **last_val})
+                    if writer is not None:
+                        for k, v in last_val.items():
+                            writer.add_scalar(f"val/{k}", v, ctx.step)
+                save()
+        log_train()
+        save()
+    except KeyboardInterrupt:
+        # Between two steps the state is consistent: save it so that --resume continues from here.
+        # Inside a step, parameters may be half-updated: keep the last periodic checkpoint instead.
+        if not in_step:
+            save()
+        raise
+    finally:
+        pbar.close()
+        if writer is not None:
+            writer.close()
+    if val_data is not None and eval_fn is not None and not last_val:
+        last_val = _evaluate(model, eval_fn, val_data, ctx, collate_fn or default_collate)
+    return FitResult(step=ctx.step, epoch=ctx.epoch, train_metrics=last_train, val_metrics=last_val,
+                     checkpoint=ckpt_path if ckpt_path is not None and rank == 0 else None,
+                     seconds=time.perf_counter() - t_start, history=history)
