@@ -8,6 +8,7 @@ from .base import (
     ScaledOperator,
     SumOperator,
 )
+from .ct import ConeBeamCT, FanBeamCT, ParallelBeamCT
 from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
 from .generic import DiagonalOperator, Identity, MatrixOperator
 from .gradient import FiniteDifference2D
@@ -18,6 +19,7 @@ from .restoration import Denoising, Downsampling, Grayscale, Inpainting, center_
 __all__ = [
     "LinearOperator", "OperatorInputError", "ComposedOperator", "ScaledOperator", "SumOperator",
     "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator", "FiniteDifference2D",
+    "ParallelBeamCT", "FanBeamCT", "ConeBeamCT",
     "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
     "simulate_multicoil", "estimate_sensitivities", "coil_maps",
     "Denoising", "Inpainting", "Downsampling", "Grayscale", "center_block_mask", "random_pixel_mask",
