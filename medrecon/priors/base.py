@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "resolve_weights",
+    "load_frozen",
     "GenerativePrior",
     "DensityPrior",
     "TrainablePrior",
@@ -180,6 +182,35 @@ def check_state_matches(model: nn.Module, ckpt: Mapping[str, Any], *, source: st
         problems.append(f"shape mismatch: {_few(shapes)}")
     if problems:
         raise CheckpointMismatchError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
+
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_weights(weights: str | os.PathLike | None, image_size: int, defaults: Mapping[int, str | os.PathLike],
+                    kind: str) -> Path:
+    """The weights file to load: ``weights``, or the bundled default for ``image_size``.
+
+    Repository-relative paths (``data/weights/...``) work from any working directory.
+    """
+    if weights is None:
+        if image_size not in defaults:
+            raise ValueError(
+                f"no bundled {kind} weights for {image_size}x{image_size} images (bundled: "
+                f"{', '.join(f'{s}x{s}' for s in defaults)}); pass weights=<path to a .pt from medrecon train>"
+            )
+        weights = defaults[image_size]
+    p = Path(weights)
+    if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
+        p = _REPO_ROOT / p
+    return p
+
+
+def load_frozen(path: str | os.PathLike, expected: type, *, device: torch.device | str = "cpu") -> nn.Module:
+    """``load_prior`` for use as a fixed prior: eval mode, parameters without gradients."""
+    model = load_prior(path, expected=expected, map_location=device)
+    model.requires_grad_(False)
+    return model
 
 
 def load_prior(

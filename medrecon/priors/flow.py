@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import load_prior
+from medrecon.priors.base import load_frozen, resolve_weights
 
 __all__ = [
     "MultiScaleFlow",
@@ -61,7 +61,6 @@ __all__ = [
     "DEFAULT_WEIGHTS",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _LOG_2PI = math.log(2 * math.pi)
 
 #: Bundled weights by image size (see data/weights/flow_*.md for how each was made).
@@ -527,25 +526,12 @@ def flow_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
 
 # =========================================================================== reconstruction
 def _resolve_weights(weights: str | os.PathLike | None, image_size: int) -> Path:
-    if weights is None:
-        if image_size not in DEFAULT_WEIGHTS:
-            raise ValueError(
-                f"no bundled flow weights for {image_size}x{image_size} images (bundled: "
-                f"{', '.join(f'{s}x{s}' for s in DEFAULT_WEIGHTS)}); pass weights=<path to a .pt from medrecon train>"
-            )
-        weights = DEFAULT_WEIGHTS[image_size]
-    p = Path(weights)
-    if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
-        p = _REPO_ROOT / p
-    return p
+    return resolve_weights(weights, image_size, DEFAULT_WEIGHTS, "flow")
 
 
 def load_flow(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> MultiScaleFlow:
     """The MultiScaleFlow stored in ``weights`` (checked: another model class or shapes is an error); frozen, eval."""
-    model = load_prior(weights, expected=MultiScaleFlow, map_location=device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model  # type: ignore[return-value]
+    return load_frozen(weights, MultiScaleFlow, device=device)  # type: ignore[return-value]
 
 
 def _initial_image(op: LinearOperator, y: Tensor) -> Tensor:

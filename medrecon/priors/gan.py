@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import load_prior
+from medrecon.priors.base import load_frozen, resolve_weights
 from medrecon.solvers.latent import range_solve
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "DEFAULT_WEIGHTS",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Bundled weights by image size (see data/weights/gan_*.md for how each was made).
 DEFAULT_WEIGHTS = {
@@ -348,26 +347,12 @@ def blend_measured(
 def _resolve_weights(weights, image_size: int):
     if isinstance(weights, nn.Module):
         return weights
-    if weights is None:
-        if image_size not in DEFAULT_WEIGHTS:
-            raise ValueError(
-                f"no bundled GAN weights for {image_size}x{image_size} images (bundled: "
-                f"{', '.join(f'{s}x{s}' for s in DEFAULT_WEIGHTS)}); "
-                "pass weights=<path to a .pt from medrecon train>"
-            )
-        weights = DEFAULT_WEIGHTS[image_size]
-    p = Path(weights)
-    if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
-        p = _REPO_ROOT / p  # repository-relative paths work from any working directory
-    return p
+    return resolve_weights(weights, image_size, DEFAULT_WEIGHTS, "GAN")
 
 
 def load_gan(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> DCGANPrior:
     """The DCGANPrior stored in ``weights`` (eval mode, frozen; another class or shapes is an error)."""
-    model = load_prior(weights, expected=DCGANPrior, map_location=device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model  # type: ignore[return-value]
+    return load_frozen(weights, DCGANPrior, device=device)  # type: ignore[return-value]
 
 
 def _setup(op: LinearOperator, y: Tensor, weights) -> DCGANPrior:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import load_prior
+from medrecon.priors.base import load_frozen, resolve_weights
 from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "DEFAULT_WEIGHTS",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Bundled weights by image size (see data/weights/*.md for how each was made).
 DEFAULT_WEIGHTS = {
@@ -211,25 +210,12 @@ def vae_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
 
 # -------------------------------------------------------------------- reconstruction methods
 def _resolve_weights(weights: str | os.PathLike | None, image_size: int) -> Path:
-    if weights is None:
-        if image_size not in DEFAULT_WEIGHTS:
-            raise ValueError(
-                f"no bundled VAE weights for {image_size}x{image_size} images (bundled: "
-                f"{', '.join(f'{s}x{s}' for s in DEFAULT_WEIGHTS)}); pass weights=<path to a .pt from medrecon train>"
-            )
-        weights = DEFAULT_WEIGHTS[image_size]
-    p = Path(weights)
-    if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
-        p = _REPO_ROOT / p  # repository-relative paths work from any working directory
-    return p
+    return resolve_weights(weights, image_size, DEFAULT_WEIGHTS, "VAE")
 
 
 def load_vae(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> ConvVAE:
     """The ConvVAE stored in ``weights`` (checked: another model class or shapes is an error)."""
-    model = load_prior(weights, expected=ConvVAE, map_location=device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model  # type: ignore[return-value]
+    return load_frozen(weights, ConvVAE, device=device)  # type: ignore[return-value]
 
 
 def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
