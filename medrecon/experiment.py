@@ -14,6 +14,18 @@ measurements, runs every method on all images as one batch, and writes into the 
   PSNR, and the absolute error maps;
 * ``config.yaml`` (the resolved config) and ``run.json`` (seed, git revision, package versions, command).
 
+Several processes: ``torchrun --nproc_per_node=N -m medrecon.cli.main reconstruct CONFIG`` shards
+the images over the ranks (image ``i`` on rank ``i % N``); each rank writes its own ``recon/`` files,
+rank 0 gathers the rows (``torch.distributed.all_gather_object``) and writes ``metrics.csv`` (same
+rows, same order as one process), ``summary.txt``, ``figure.png``, ``config.yaml`` and ``run.json``.
+A failure on any rank (bad image, failing method) is raised on every rank. The results equal a
+single-process run's because nothing depends on which images share a batch: each image's noise
+comes from its own generator seeded with ``image_seed(seed, name, "noise")``; deterministic methods
+run on the rank's images as one batch (batched solvers treat the batch elements independently; the
+results can differ from the one-process batch only by float rounding); random methods (those with
+a ``generator`` option) run image by image with a generator seeded by ``image_seed(seed, name,
+"method")``.
+
 Noise model (``operator.noise_level = r``): ``y = A x + n`` with ``n`` white Gaussian of standard
 deviation ``sigma = r * mean(|A x|)`` per image, the mean taken over the measurement entries in the
 range of ``A`` (all sinogram entries for CT; the sampled k-space entries for MRI). For complex
@@ -25,9 +37,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +51,8 @@ import numpy as np
 from .config import ConfigError, dump_config, load_config
 
 __all__ = ["ExperimentConfig", "ImageSpec", "OperatorSpec", "MethodSpec", "load_experiment_config",
-           "run_experiment", "check_output_dir", "OutputExistsError", "ExperimentError", "validate_methods"]
+           "run_experiment", "check_output_dir", "OutputExistsError", "ExperimentError", "validate_methods",
+           "image_seed"]
 
 
 # --------------------------------------------------------------------------- schema
@@ -373,62 +388,130 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
                    command: list[str] | None = None, echo=print) -> list[dict]:
-    """Run ``cfg``, write the outputs into ``out_dir`` (see the module doc) and return the metric rows."""
+    """Run ``cfg``, write the outputs into ``out_dir`` (see the module doc) and return the metric rows.
+
+    Under ``torchrun`` every rank runs this with the same arguments: the images are sharded over the
+    ranks, rank 0 gathers the rows and writes the shared files, and returns all rows (the other
+    ranks return their own rows)."""
     import torch
 
+    from . import distributed
+
+    distributed.init_from_env(cfg.device)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)
     try:
         return _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
     finally:
         torch.set_num_threads(previous_threads)
+        distributed.shutdown()
+
+
+def image_seed(seed: int, name: str, purpose: str) -> int:
+    """The seed of image ``name``'s generator for ``purpose`` (``"noise"``, ``"method"``): a stable
+    32-bit hash (``zlib.crc32``), the same on every rank and in every image order.
+
+    >>> image_seed(0, "shepp_logan", "noise") == image_seed(0, "shepp_logan", "noise")
+    True
+    """
+    return zlib.crc32(f"{int(seed)}/{name}/{purpose}".encode())
+
+
+def _agree(error: BaseException | None, payload: Any = None) -> list[Any]:
+    """All ranks' payloads (indexed by rank); if any rank failed, raise its exception on every rank
+    (each rank re-raises its own, the others the first failing rank's)."""
+    from . import distributed
+
+    if distributed.world_size() == 1:
+        if error is not None:
+            raise error
+        return [payload]
+    sent = error
+    if error is not None:
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an unpicklable exception travels as its message
+            sent = ExperimentError(f"{type(error).__name__}: {error}")
+    gathered = distributed.all_gather_objects((sent, payload))
+    if error is not None:
+        raise error
+    for r, (err, _) in enumerate(gathered):
+        if err is not None:
+            raise err
+    return [p for _, p in gathered]
 
 
 def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: bool, command: list[str] | None,
          echo) -> list[dict]:
     import torch
 
-    from . import metrics
+    from . import distributed, metrics
     from .data.images import load_images
     from .methods import get_method
-    from .utils_io import atomic_save_npy, atomic_write, atomic_write_text
+    from .utils_io import atomic_save_npy, atomic_write_text
 
-    validate_methods(cfg)
-    check_output_dir(out_dir, overwrite)
+    rank, world = distributed.rank(), distributed.world_size()
+    main_rank = rank == 0
+    if not main_rank:
+        echo, progress = (lambda *a, **k: None), False
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    # --- inputs (every rank loads the image list; each simulates only its shard)
+    error: BaseException | None = None
+    try:
+        validate_methods(cfg)
+        check_output_dir(out_dir, overwrite)
+        torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
+        names, images = [], []
+        for spec in cfg.images:
+            for label, img in load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
+                                          seed=spec.seed, slices=spec.slices, window=spec.window):
+                names.append(label)
+                images.append(img)
+        if len(set(names)) != len(names):
+            names = [f"{i:02d}_{n}" for i, n in enumerate(names)]
+        dtype = _torch_dtype(cfg.dtype)
+        shard = list(range(rank, len(names), world))  # global indices of this rank's images
+        op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
+        estimated = (cfg.operator.modality == "mri" and cfg.operator.coils > 1
+                     and cfg.operator.sensitivities == "estimated")
+        needed = sorted(set(shard) | ({0} if estimated else set()))
+        truth_all = {i: torch.from_numpy(images[i])[None, None].to(dtype) for i in needed}  # (1, 1, S, S)
+        y_all, sigma_all = {}, {}
+        for i in needed:  # each image's noise from its own generator: independent of order and rank
+            g = torch.Generator().manual_seed(image_seed(cfg.seed, names[i], "noise"))
+            y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
+            sigma_all[i] = float(s[0])
+        if estimated:
+            from .operators.coils import estimate_sensitivities
+            from .operators.mri import MultiCoilMRI
 
-    # images
-    names, images = [], []
-    for spec in cfg.images:
-        for label, img in load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
-                                      seed=spec.seed, slices=spec.slices, window=spec.window):
-            names.append(label)
-            images.append(img)
-    if len(set(names)) != len(names):
-        names = [f"{i:02d}_{n}" for i, n in enumerate(names)]
-    dtype = _torch_dtype(cfg.dtype)
-    truth = torch.from_numpy(np.stack(images))[:, None].to(dtype)  # (B, 1, S, S) in [0, 1]
+            maps = estimate_sensitivities(y_all[0], op.mask if hasattr(op, "mask") else None)
+            op = MultiCoilMRI(op.mask, maps[0, 0]).to(dtype)  # the first image's maps (images share the operator)
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
+        error = exc
+    sigmas_by_rank = _agree(error, {i: sigma_all[i] for i in shard} if error is None else None)
+    sigma_list = [0.0] * len(names)
+    for part in sigmas_by_rank:
+        for i, s in part.items():
+            sigma_list[i] = s
 
-    # operator and measurements
-    op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
-    x_in = truth.to(op.in_dtype)
-    y, sigma = simulate(op, x_in, cfg.operator.noise_level, generator)
-    if cfg.operator.modality == "mri" and cfg.operator.coils > 1 and cfg.operator.sensitivities == "estimated":
-        from .operators.coils import estimate_sensitivities
-        from .operators.mri import MultiCoilMRI
-
-        maps = estimate_sensitivities(y, op.mask if hasattr(op, "mask") else None)
-        op = MultiCoilMRI(op.mask, maps[0, 0]).to(dtype)  # one map set (images share the operator)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs loaded: a bad config leaves no directory
     device = torch.device(cfg.device)
-    op, y, x_in, truth = op.to(device), y.to(device), x_in.to(device), truth.to(device)
+    op = op.to(device)
+    B = len(shard)
+    truth = torch.cat([truth_all[i] for i in shard]) if B else torch.zeros((0, 1, cfg.image_size, cfg.image_size),
+                                                                             dtype=dtype)
+    y = torch.cat([y_all[i] for i in shard]).to(device) if B else None
+    x_in = truth.to(op.in_dtype).to(device)
+    truth = truth.to(device)
+    sigma = torch.tensor([sigma_all[i] for i in shard], dtype=truth.real.dtype)
     echo(f"{cfg.name}: {len(names)} images {cfg.image_size}x{cfg.image_size}, operator {type(op).__name__} "
          f"{op.in_shape}->{op.out_shape}, noise sigma = {cfg.operator.noise_level} x mean|Ax| "
-         f"(mean sigma {float(sigma.mean()):.3g}), seed {cfg.seed}")
+         f"(mean sigma {float(np.mean(sigma_list)):.3g}), seed {cfg.seed}"
+         + (f", {world} processes" if world > 1 else ""))
 
     truth_np = truth[:, 0].cpu().numpy().astype(np.float64)
+    fig_ids = set(range(min(len(names), cfg.figure_max_images))) if cfg.figure else set()
     rows: list[dict] = []
     panels: list[tuple[str, np.ndarray, list[float]]] = []
     baseline = "fbp" if callable(getattr(op, "fbp", None)) else "zero-filled"
@@ -439,42 +522,42 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         titles = [baseline] + titles
     is_mri = cfg.operator.modality == "mri"
     for spec in specs:
-        fn = get_method(spec.name)
-        options = dict(spec.options)
-        valid = set(_method_options(spec.name))
-        if options.get("lam") == "sweep":
-            options["x_true"] = x_in
-        if options.get("lam") == "discrepancy" and "noise_std" in valid and "noise_std" not in options:
-            options["noise_std"] = sigma.to(device)
-        if "generator" in valid and "generator" not in options:
-            options["generator"] = torch.Generator().manual_seed(cfg.seed)
-        bar = _Progress(spec.title, _default_n_iter(spec.name, options), progress)
-        if "callback" in valid:
-            options["callback"] = bar
+        error, x = None, None
+        local_rows: list[dict] = []
+        fig_mags: dict[int, np.ndarray] = {}
         try:
-            t0 = time.perf_counter()
-            x = fn(op, y, **options)
-            seconds = (time.perf_counter() - t0) / len(names)
-        except (ValueError, RuntimeError, NotImplementedError) as exc:
-            raise ExperimentError(f"method {spec.title!r} failed: {' '.join(str(exc).split())}") from exc
-        finally:
-            bar.close()
-        x = x.detach()
-        mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
-        psnrs = []
-        rec_dir = out_dir / "recon" / spec.title
-        rec_dir.mkdir(parents=True, exist_ok=True)
-        for i, name in enumerate(names):
-            p = metrics.psnr(truth_np[i], mag[i])
-            rows.append({"image": name, "method": spec.title, "psnr": p, "ssim": metrics.ssim(truth_np[i], mag[i]),
-                         "nmse": metrics.nmse(truth_np[i], mag[i]), "seconds": seconds})
-            psnrs.append(p)
-            atomic_save_npy(x[i, 0].cpu().numpy(), rec_dir / f"{name}.npy")
-        if is_mri:
-            _save_h5(rec_dir, names, x)
-        panels.append((spec.title, mag, psnrs))
+            if B:
+                x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
+                                           progress, get_method)
+                mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
+                rec_dir = out_dir / "recon" / spec.title
+                rec_dir.mkdir(parents=True, exist_ok=True)
+                for j, i in enumerate(shard):  # each rank writes its own reconstructions (atomically)
+                    name = names[i]
+                    local_rows.append({"index": i, "image": name, "method": spec.title,
+                                       "psnr": metrics.psnr(truth_np[j], mag[j]),
+                                       "ssim": metrics.ssim(truth_np[j], mag[j]),
+                                       "nmse": metrics.nmse(truth_np[j], mag[j]), "seconds": seconds})
+                    atomic_save_npy(x[j, 0].cpu().numpy(), rec_dir / f"{name}.npy")
+                    if i in fig_ids:
+                        fig_mags[i] = mag[j]
+                if is_mri:
+                    _save_h5(rec_dir, [names[i] for i in shard], x)
+        except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
+            error = exc
+        parts = _agree(error, (local_rows, fig_mags))
+        method_rows = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
+        for r in method_rows:
+            r.pop("index")
+        rows.extend(method_rows)
+        if fig_ids:
+            mags = {i: m for _, part in parts for i, m in part.items()}
+            panels.append((spec.title, np.stack([mags[i] for i in sorted(fig_ids)]),
+                           [r["psnr"] for r in method_rows[:len(fig_ids)]]))
 
-    # metrics.csv, table, figure, config, provenance
+    if not main_rank:
+        return [r for r in rows if r["image"] in {names[i] for i in shard}]
+    # metrics.csv, table, figure, config, provenance (rank 0, after gathering)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["image", "method", "psnr", "ssim", "nmse", "seconds"], lineterminator="\n")
     writer.writeheader()
@@ -485,11 +568,13 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     footer = (f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
               f"seconds per image")
     atomic_write_text(out_dir / "summary.txt", table + "\n" + footer + "\n")
-    if cfg.figure:
-        _figure(out_dir / "figure.png", names, truth_np, panels, cfg.figure_max_images)
+    if fig_ids:
+        fig_truth = np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
+        _figure(out_dir / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
+                cfg.figure_max_images)
     atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
     run_info = {"seed": cfg.seed, "git_revision": _git_revision(), "versions": _versions(),
-                "command": command or [], "images": names, "noise_sigma": [float(s) for s in sigma],
+                "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
                 "total_seconds": round(time.perf_counter() - t_start, 3)}
     atomic_write_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
     echo(table)
@@ -497,6 +582,42 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     echo(f"wrote {out_dir}/ (metrics.csv, summary.txt, figure.png, recon/, config.yaml, run.json) "
          f"in {run_info['total_seconds']:.1f} s")
     return rows
+
+
+def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: ExperimentConfig, progress: bool,
+                  get_method) -> tuple[Any, float]:
+    """``(x, seconds per image)`` of one method on this rank's images. Deterministic methods run once
+    on the whole batch; random ones (those taking ``generator``) run image by image, each with a
+    generator seeded from ``(seed, image name)``, so that a result never depends on which other
+    images share the batch (the sharding over ranks, or the image order)."""
+    import torch
+
+    fn = get_method(spec.name)
+    base = dict(spec.options)
+    valid = set(_method_options(spec.name))
+    per_image = "generator" in valid and "generator" not in base
+    groups = [[j] for j in range(len(names))] if per_image else [list(range(len(names)))]
+    outputs, total = [], 0.0
+    for group in groups:
+        options = dict(base)
+        if options.get("lam") == "sweep":
+            options["x_true"] = x_in[group]
+        if options.get("lam") == "discrepancy" and "noise_std" in valid and "noise_std" not in options:
+            options["noise_std"] = sigma[group]
+        if per_image:
+            options["generator"] = torch.Generator().manual_seed(image_seed(cfg.seed, names[group[0]], "method"))
+        bar = _Progress(spec.title, _default_n_iter(spec.name, options), progress)
+        if "callback" in valid:
+            options["callback"] = bar
+        try:
+            t0 = time.perf_counter()
+            outputs.append(fn(op, y[group], **options).detach())
+            total += time.perf_counter() - t0
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise ExperimentError(f"method {spec.title!r} failed: {' '.join(str(exc).split())}") from exc
+        finally:
+            bar.close()
+    return torch.cat(outputs), total / len(names)
 
 
 def _method_options(name: str) -> list[str]:

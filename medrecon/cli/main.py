@@ -3,6 +3,11 @@
     medrecon reconstruct CONFIG.yaml [--set key=value ...] [--out DIR] [--overwrite] [--quiet]
     medrecon train CONFIG.yaml [--set key=value ...] [--out DIR] [--resume]
 
+Several processes or machines: the same command under ``torchrun`` (nothing else changes), e.g.
+``torchrun --standalone --nproc_per_node=4 -m medrecon.cli.main train CONFIG.yaml``; ``train``
+runs DistributedDataParallel with ``train.batch_size`` as the global batch, ``reconstruct`` shards
+the images over the ranks (see ``medrecon.distributed`` and the README).
+
 Also runnable as ``python -m medrecon.cli.main``. ``main(argv)`` returns the exit code: 0 on success,
 2 for a bad config, bad image source or an existing output directory (one-line message, no
 traceback), 1 when a method fails while running. Heavy imports happen inside the commands.

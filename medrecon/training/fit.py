@@ -7,10 +7,28 @@ What the loop owns, so that no prior rewrites it:
   the seed and the epoch, sharded ``rank::world_size`` like ``DistributedSampler``. A resumed run
   therefore sees exactly the batches the interrupted one would have seen (it skips the batches of
   the current epoch already done, without loading them).
-* **Randomness inside a step.** ``ctx.generator`` (a ``torch.Generator`` on the training device,
-  seeded from ``cfg.seed`` and rank, saved in every checkpoint) is the only RNG a step should use
-  (VAE reparametrisation noise, GAN latent draws). The global torch/NumPy/Python RNG states are
-  saved and restored too, for layers that use them (dropout).
+* **Several processes** (``rank``/``world_size``, e.g. from ``medrecon.distributed.init_from_env``
+  under ``torchrun``). ``cfg.batch_size`` is the GLOBAL batch: each rank takes
+  ``batch_size // world_size`` items (it must divide). Because the shards are strided, global
+  batch ``k`` (the union of the ranks' ``k``-th batches) is exactly the single-process batch ``k``
+  of the same seed, and the model is wrapped in ``DistributedDataParallel``, which averages the
+  ranks' gradients: with a mean-reduced loss, a deterministic step and no BatchNorm (or
+  ``cfg.sync_batchnorm`` on GPUs), N processes follow the one-process trajectory up to float
+  rounding. Layers that initialise themselves from their first batch (Glow's ActNorm) see the
+  rank's ``batch_size / N`` items; after the first step every rank copies rank 0's parameters and
+  buffers, so the replicas agree (the one place where N processes and one differ beyond rounding).
+  The epoch length is ``len(data) // batch_size`` global batches (``drop_last``; else
+  ceil, the last batch padded as ``DistributedSampler`` does). Step metrics are averaged over the
+  ranks before logging; rank 0 writes every file.
+* **Randomness inside a step.** ``ctx.generator`` (a ``torch.Generator`` on the training device)
+  is the only RNG a step should use (VAE reparametrisation noise, GAN latent draws). Before each
+  step it is re-seeded from ``(cfg.seed, rank, step)`` (``step_seed``), so the draws of any step
+  are a pure function of those three numbers: a resume is exact, also from a checkpoint written by
+  a different number of processes (the resumed run then draws what a run started with the new
+  number of processes would draw at that step). Validation re-seeds it from ``(cfg.seed, step)``
+  on every rank. The global torch/NumPy/Python RNG states (rank 0's) are saved and restored too,
+  for layers that use them (dropout); those draws are bit-identical on resume only at the same
+  world size.
 * **Checkpoints.** ``out_dir/checkpoint.pt``, written atomically (``medrecon.utils_io``) every
   ``cfg.checkpoint_every`` steps, at the end of each epoch and at the end: model (class path,
   hyperparameters, weights), every optimizer, step, epoch, position in the epoch, RNG states, the
@@ -25,8 +43,8 @@ Extension points:
   ``optimizer.step()`` on the optimizers it needs from ``ctx.optimizers`` (a dict by name). A GAN
   passes ``optimizers={"generator": ..., "discriminator": ...}`` and a step that updates both.
   Steps must call ``model(...)`` (its ``forward``) for the parts being trained, not bare
-  submodules, so that a ``DistributedDataParallel`` wrapper syncs gradients (``rank`` /
-  ``world_size`` are already arguments; ``fit`` does not yet wrap the model itself).
+  submodules, so that the ``DistributedDataParallel`` wrapper ``fit`` passes when
+  ``world_size > 1`` syncs gradients; reach other methods through ``getattr(model, "module", model)``.
 * ``eval_fn(model, batch, ctx) -> dict[str, float]`` (no grad) on ``val_data`` each epoch.
 * ``callbacks``: ``cb(ctx, metrics)`` after every step (e.g. schedulers, EMA of weights).
 * The model must expose ``hparams`` (see ``medrecon.priors.base``) so checkpoints can be checked.
@@ -34,6 +52,7 @@ Extension points:
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import random
@@ -49,7 +68,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medrecon.priors.base import check_state_matches, model_record, read_checkpoint
 
-__all__ = ["FitConfig", "StepContext", "FitResult", "fit", "epoch_order", "resolve_device", "CHECKPOINT_NAME"]
+__all__ = ["FitConfig", "StepContext", "FitResult", "fit", "epoch_order", "step_seed", "resolve_device",
+           "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -62,6 +82,9 @@ class FitConfig:
     (counted over the whole run, including before a resume); ``checkpoint_every``: steps between
     checkpoints (0: only at epoch ends); ``device``: ``"auto"`` (cuda, else mps, else cpu) or a
     torch device string; ``lr``: learning rate of the default Adam (when ``fit`` gets no optimizers).
+    ``batch_size`` is the global batch (split over the processes of a distributed run);
+    ``sync_batchnorm``: convert BatchNorm layers to ``SyncBatchNorm`` when ``world_size > 1``
+    (CUDA only; otherwise each rank normalises with its own batch statistics).
     """
 
     epochs: int = 1
@@ -76,6 +99,7 @@ class FitConfig:
     num_workers: int = 0
     progress: bool = True
     tensorboard: bool = True
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -130,6 +154,38 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 
         perm = torch.cat([perm, perm[: total - n]])
         perm = perm[rank::world_size]
     return perm
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of ``ctx.generator`` for optimizer step ``step`` (0-based) on ``rank``: a stable
+    64-bit hash of the three numbers (the same on every machine and Python process).
+
+    >>> step_seed(0, 0, 5) == step_seed(0, 0, 5) != step_seed(0, 1, 5)
+    True
+    """
+    digest = hashlib.blake2b(f"medrecon-fit/{int(seed)}/{int(rank)}/{int(step)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def _is_collective_failure(exc: BaseException) -> bool:
+    """A torch.distributed error (dead peer, timeout), as raised by gloo/NCCL during a collective."""
+    import torch.distributed as dist
+
+    dist_error = getattr(dist, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timed out"))
+
+
+def _broadcast_state(model: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (after the first step of a distributed run:
+    DDP keeps replicas equal only if they start equal and change only through averaged gradients)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -215,6 +271,9 @@ class _CSVLog:
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizers: dict, ctx: StepContext, batch_in_epoch: int,
                      config: Any, metrics: dict) -> None:
+    """Everything a resume needs, in global units: ``step`` (optimizer steps), ``epoch``,
+    ``batch_in_epoch`` (global batches done in this epoch; ``samples_in_epoch`` = that times the
+    global batch), so any number of processes can continue it."""
     from medrecon.utils_io import atomic_save_torch
 
     ckpt = model_record(model)
@@ -223,6 +282,8 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizers: dict, ctx: StepCo
         step=ctx.step,
         epoch=ctx.epoch,
         batch_in_epoch=batch_in_epoch,
+        samples_in_epoch=batch_in_epoch * ctx.cfg.batch_size,
+        world_size=ctx.world_size,
         rng=_rng_state(ctx.generator),
         config=_plain(config),
         fit_config=_plain(ctx.cfg),
@@ -233,6 +294,9 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizers: dict, ctx: StepCo
 
 
 def _evaluate(model: nn.Module, eval_fn: Callable, val_data: Dataset, ctx: StepContext, collate_fn) -> dict:
+    # every rank evaluates the whole validation set with the same noise (so rank 0's log equals a
+    # single-process run's); the generator is re-seeded as for a step of rank 0, offset by a constant.
+    ctx.generator.manual_seed(step_seed(ctx.cfg.seed, -1, ctx.step))
     loader = DataLoader(val_data, batch_size=ctx.cfg.batch_size, shuffle=False, collate_fn=collate_fn,
                         generator=torch.Generator().manual_seed(0))
     sums: dict[str, float] = {}
@@ -284,7 +348,15 @@ def fit(
     Returns a ``FitResult``; ``history`` holds every logged train row.
     """
     t_start = time.perf_counter()
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} of world_size {world_size}: expected 0 <= rank < world_size")
+    if cfg.batch_size % world_size:
+        raise ValueError(f"train.batch_size={cfg.batch_size} is the global batch: it must be divisible by the "
+                         f"number of processes ({world_size})")
+    local_batch = cfg.batch_size // world_size
     device = resolve_device(cfg.device)
+    if world_size > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK (init_from_env set it)
     model.to(device)
     model.train()
     if optimizers is None:
@@ -329,8 +401,8 @@ def fit(
                 )
 
     n = len(data)
-    per_rank = math.ceil(n / world_size)
-    steps_per_epoch = per_rank // cfg.batch_size if cfg.drop_last else math.ceil(per_rank / cfg.batch_size)
+    # global batches per epoch (each rank's shard gives at least this many local batches)
+    steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"dataset of {n} items gives no batch of size {cfg.batch_size} (drop_last={cfg.drop_last})")
     total = cfg.epochs * steps_per_epoch
@@ -349,6 +421,21 @@ def fit(
 
             writer = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step)
 
+    net: nn.Module = model  # what step_fn gets: the model, or its DistributedDataParallel wrapper
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() != world_size:
+            raise ValueError(f"world_size={world_size} needs an initialised process group of that size "
+                             "(medrecon.distributed.init_from_env() under torchrun)")
+        if cfg.sync_batchnorm and device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # shares the parameters with model
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Several optimizers (GAN): a step's backward may leave some parameters without gradients.
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=len(optimizers) > 1)
+
     from tqdm.auto import tqdm
 
     pbar = tqdm(total=total, initial=min(ctx.step, total), disable=not cfg.progress or rank != 0,
@@ -360,6 +447,7 @@ def fit(
     history: list[dict[str, float]] = []
     batch_in_epoch = start_batch
     in_step = False
+    synced = False
 
     def save() -> None:
         if ckpt_path is not None and rank == 0:
@@ -369,6 +457,13 @@ def fit(
         nonlocal running, n_running, last_train
         if not n_running:
             return
+        if world_size > 1:  # mean over the ranks too (every rank reaches this at the same step)
+            import torch.distributed as dist
+
+            keys = sorted(running)
+            sums = torch.tensor([running[k] for k in keys], dtype=torch.float64, device=device)
+            dist.all_reduce(sums)
+            running = dict(zip(keys, (sums / world_size).tolist()))
         last_train = {k: v / n_running for k, v in running.items()}
         row = {"step": ctx.step, "epoch": ctx.epoch, "time_s": round(time.perf_counter() - t_start, 3), **last_train}
         history.append(row)
@@ -383,9 +478,10 @@ def fit(
     try:
         while ctx.epoch < cfg.epochs and ctx.step < total:
             order = epoch_order(n, cfg.seed, ctx.epoch, rank, world_size)
-            batches = [order[i: i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+            batches = [order[i: i + local_batch].tolist() for i in range(0, len(order), local_batch)]
             if cfg.drop_last:
-                batches = [b for b in batches if len(b) == cfg.batch_size]
+                batches = [b for b in batches if len(b) == local_batch]
+            batches = batches[:steps_per_epoch]  # global batches only (padding never completes one)
             # The loader's own generator (worker base seeds) keeps the global RNG untouched.
             loader = DataLoader(data, batch_sampler=batches[batch_in_epoch:], num_workers=cfg.num_workers,
                                 collate_fn=collate_fn or default_collate,
@@ -395,7 +491,11 @@ def fit(
                     break
                 batch = _to_device(batch, device)
                 in_step = True
-                metrics = step_fn(model, batch, ctx)
+                generator.manual_seed(step_seed(cfg.seed, rank, ctx.step))
+                metrics = step_fn(net, batch, ctx)
+                if world_size > 1 and not synced:
+                    _broadcast_state(model)  # layers initialised from their first local batch (ActNorm)
+                    synced = True
                 ctx.step += 1
                 batch_in_epoch += 1
                 in_step = False
@@ -424,6 +524,16 @@ def fit(
                 save()
         log_train()
         save()
+    except RuntimeError as exc:
+        if world_size > 1 and _is_collective_failure(exc):
+            last = read_checkpoint(ckpt_path)["step"] if ckpt_path is not None and ckpt_path.is_file() else None
+            raise RuntimeError(
+                f"rank {rank}/{world_size}: a collective failed after step {ctx.step} - another process died, "
+                f"hung past the timeout or lost its network ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}). "
+                + (f"The last checkpoint ({ckpt_path}, step {last}) is intact: relaunch with --resume "
+                   "(any number of processes)." if last is not None else "No checkpoint was written yet.")
+            ) from exc
+        raise
     except KeyboardInterrupt:
         # Between two steps the state is consistent: save it so that --resume continues from here.
         # Inside a step, parameters may be half-updated: keep the last periodic checkpoint instead.

@@ -7,6 +7,12 @@ A training YAML (see ``configs/train_vae_mnist.yaml``)::
     train:  {epochs: 20, batch_size: 64, lr: 1.0e-3, seed: 0}   # medrecon.training.FitConfig
     output: {weights: data/weights/vae_mnist28.pt}              # optional final export
 
+Several processes: launch the same command with ``torchrun`` (see the README); nothing in the
+config changes. ``train.batch_size`` stays the GLOBAL batch (each of the N processes takes
+``batch_size / N`` items per step), gradients are averaged by ``DistributedDataParallel``, rank 0
+writes ``config.json``, the checkpoints, the logs, ``summary.json`` and the weights, and
+``--resume`` works with any number of processes (see ``medrecon.training.fit``).
+
 Extension point: ``MODELS`` maps ``model.name`` to ``("module:Class", "module:step_fn",
 "module:eval_fn")`` (and optionally a fourth entry ``"module:make_optimizers"`` returning the
 optimizer dict, e.g. a GAN's two Adams). Flow and GAN priors add their line here.
@@ -126,11 +132,30 @@ def train_from_config(
     ``out_dir``: run folder for checkpoint and logs (default ``runs/<config stem>``); ``resume``:
     continue from ``out_dir/checkpoint.pt``. Seeds the global torch RNG once from ``train.seed``
     (model initialisation) and writes ``config.json`` (resolved config, seed, git hash) there.
+    Under ``torchrun`` it joins the process group (``medrecon.distributed.init_from_env``) and
+    trains with every rank; only rank 0 writes files.
     """
+    from medrecon import distributed
+
+    cfg: TrainRunConfig = _load(config_path, overrides)
+    state = distributed.init_from_env(cfg.train.device)
+    try:
+        return _train(cfg, config_path, overrides, out_dir, resume, state)
+    finally:
+        distributed.shutdown()
+
+
+def _load(config_path, overrides) -> "TrainRunConfig":
     from medrecon.config import load_config
+
+    return load_config(config_path, TrainRunConfig, overrides=list(overrides))
+
+
+def _train(cfg: "TrainRunConfig", config_path, overrides, out_dir, resume, state) -> int:
+    from medrecon import distributed
     from medrecon.data.datasets import make_dataset
 
-    cfg: TrainRunConfig = load_config(config_path, TrainRunConfig, overrides=list(overrides))
+    main_rank = state.rank == 0
     stem = Path(config_path).stem if not isinstance(config_path, dict) else "train"
     out = Path(out_dir) if out_dir is not None else Path("runs") / stem
     if cfg.model.name not in MODELS:
@@ -147,21 +172,30 @@ def train_from_config(
     step_fn, eval_fn = _resolve(entry[1]), _resolve(entry[2])
     optimizers = None
     if len(entry) > 3:
-        model.to(resolve_device(cfg.train.device))
+        model.to(state.device if state.world_size > 1 else resolve_device(cfg.train.device))
         optimizers = _resolve(entry[3])(model, cfg.train)
 
-    out.mkdir(parents=True, exist_ok=True)
     resolved = dataclasses.asdict(cfg)
     run_info = {"config": resolved, "config_path": str(config_path) if not isinstance(config_path, dict) else None,
                 "overrides": list(overrides), "seed": cfg.train.seed, "git": _git_hash(), "resume": bool(resume),
-                "torch": torch.__version__, "argv": sys.argv}
-    (out / "config.json").write_text(json.dumps(run_info, indent=2, default=str))
+                "torch": torch.__version__, "argv": sys.argv, "world_size": state.world_size,
+                "backend": state.backend}
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(run_info, indent=2, default=str))
+    distributed.barrier()  # every rank sees the run folder before fit checks it
 
-    print(f"training {cfg.model.name} on {cfg.data.name} ({len(train_data)} train / {len(val_data) if val_data is not None else 0} val items), "
-          f"{sum(p.numel() for p in model.parameters())} parameters, run folder {out}", file=sys.stderr)
+    if main_rank:
+        n_val = len(val_data) if val_data is not None else 0
+        print(f"training {cfg.model.name} on {cfg.data.name} ({len(train_data)} train / {n_val} val items), "
+              f"{sum(p.numel() for p in model.parameters())} parameters, run folder {out}, "
+              f"{state.world_size} process(es)", file=sys.stderr)
     t0 = time.perf_counter()
     result: FitResult = fit(model, step_fn, train_data, cfg.train, optimizers=optimizers, out_dir=out,
-                            resume=resume, val_data=val_data, eval_fn=eval_fn, config=resolved)
+                            resume=resume, val_data=val_data, eval_fn=eval_fn, config=resolved,
+                            rank=state.rank, world_size=state.world_size)
+    if not main_rank:
+        return 0
     seconds = time.perf_counter() - t0
     summary = {"steps": result.step, "epochs": result.epoch, "seconds": round(seconds, 1),
                "train": result.train_metrics, "val": result.val_metrics}
