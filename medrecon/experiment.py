@@ -50,7 +50,7 @@ import numpy as np
 
 from .config import ConfigError, dump_config, load_config
 
-__all__ = ["ExperimentConfig", "ImageSpec", "OperatorSpec", "MethodSpec", "load_experiment_config",
+__all__ = ["simulate", "ExperimentConfig", "ImageSpec", "OperatorSpec", "MethodSpec", "load_experiment_config",
            "run_experiment", "check_output_dir", "OutputExistsError", "ExperimentError", "validate_methods",
            "image_seed"]
 
@@ -239,12 +239,16 @@ def build_operator(spec: OperatorSpec, size: int, *, seed: int):
 
 
 def simulate(op, x, noise_level: float, generator):
-    """``(y, sigma)``: ``y = A x + n`` with the noise model of the module doc; ``sigma (B,)``."""
+    """``(y, sigma)``: ``y = A x + n`` with the noise model of the module doc; ``sigma (B,)``.
+
+    ``generator`` is a CPU ``torch.Generator``; the noise is drawn on the CPU (so a seed gives the same
+    noise on every device) and moved to the operator's device.
+    """
     import torch
 
     with torch.no_grad():
         clean = op(x)
-        ones = torch.ones((1, 1, *op.out_shape), dtype=op.out_dtype)
+        ones = torch.ones((1, 1, *op.out_shape), dtype=op.out_dtype, device=op.device)
         support = op(op.adjoint(ones)).abs() > 0  # entries in the range of A: (1, 1, *out_shape)
         support_f = support.to(clean.real.dtype)
         count = support_f.sum()
@@ -255,7 +259,7 @@ def simulate(op, x, noise_level: float, generator):
         n = torch.randn(shape, generator=generator, dtype=real)
         if clean.is_complex():
             n = torch.complex(n, torch.randn(shape, generator=generator, dtype=real))
-        n = n * support_f * sigma.reshape(-1, *([1] * (len(shape) - 1)))
+        n = n.to(clean.device) * support_f * sigma.reshape(-1, *([1] * (len(shape) - 1)))
         return clean + n.to(clean.dtype), sigma
 
 

@@ -61,7 +61,6 @@ def _atomic_write(path: Path, writer: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: writer(str(tmp)))
-    os.chmod(path, 0o644)  # mkstemp's temp files are 0600; data files are meant to be shared/read
 
 
 def center_crop(x: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor:

@@ -7,12 +7,12 @@
 from .fit import CHECKPOINT_NAME, FitConfig, FitResult, StepContext, epoch_order, fit, resolve_device
 
 __all__ = ["fit", "FitConfig", "FitResult", "StepContext", "epoch_order", "resolve_device", "CHECKPOINT_NAME",
-           "train_from_config"]
+           "train_from_config", "export_weights"]
 
 
 def __getattr__(name: str):
-    if name == "train_from_config":  # lazy: run.py imports the config/data stack
-        from .run import train_from_config
+    if name in ("train_from_config", "export_weights"):  # lazy: run.py imports the config/data stack
+        from . import run
 
-        return train_from_config
+        return getattr(run, name)
     raise AttributeError(f"module 'medrecon.training' has no attribute {name!r}")
