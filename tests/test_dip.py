@@ -10,6 +10,7 @@ from medrecon.operators import DiagonalOperator, Identity
 from medrecon.operators.restoration import Downsampling, Grayscale
 from medrecon.priors.dip import (
     Hourglass,
+    PlateauVarianceStopping,
     WindowedVarianceStopping,
     ema_sequence,
     fit_dip,
@@ -231,9 +232,9 @@ def test_fit_with_wmv_returns_the_minimum_and_records_why():
     op = Identity((16, 16))
     y = torch.rand(1, 1, 16, 16, generator=_gen(0))
     res = fit_dip(op, y, n_iter=400, depth=2, channels=8, input_depth=4, window=10, patience=15,
-                  generator=_gen(0), x_true=y)
+                  generator=_gen(0), x_true=y, stopping="wmv")
     t = res.traces[0]
-    assert t.stop_reason.startswith(("wmv", "max_iter"))
+    assert t.stop_reason.startswith(("eswmv", "max_iter"))
     best = min(range(t.n_steps), key=lambda k: t.variance[k] if not math.isnan(t.variance[k]) else math.inf)
     assert t.returned_step == best
     assert t.psnr_returned == t.psnr_ema[best]
@@ -280,3 +281,66 @@ def test_warmup_skips_an_early_variance_minimum():
         warm.update(x)
     assert published.best_step < 100 and published.should_stop  # the published rule stops at the transient
     assert abs(warm.best_step - (300 + (window - 1) // 2)) <= 3
+
+
+# ----------------------------------------------------------------------------- wmv-plateau (the default)
+def _run_rule(rule, scales, losses):
+    fired_at = None
+    for k, x in enumerate(_noisy_sequence(scales)):
+        rule.update(x, losses[k]) if isinstance(rule, PlateauVarianceStopping) else rule.update(x)
+        if rule.should_stop:
+            fired_at = k
+            break
+    return fired_at
+
+
+def test_plateau_rule_ignores_an_early_dip_followed_by_improvement():
+    # The failure seen on CT/MRI: the iterate variance dips at step 100 right after the transient, rises a
+    # little while the fit is still improving (loss falling steeply), then settles lower and stays flat.
+    n, window, patience = 1200, 20, 100
+    scales = [0.02 + 0.03 * math.exp(-k / 15) + (0.01 * min(k - 100, 200) / 200 if k > 100 else 0.0)
+              - (0.012 * min(k - 300, 300) / 300 if k > 300 else 0.0) for k in range(n)]
+    losses = [1.0 + 100.0 * math.exp(-k / 150) for k in range(n)]  # flattens (1% per window) near step 700
+    published = WindowedVarianceStopping(window, patience)
+    assert _run_rule(published, scales, losses) is not None and published.best_step < 200  # stops too early
+    rule = PlateauVarianceStopping(n, window, patience)
+    assert _run_rule(rule, scales, losses) is None  # flat variance after the plateau: never fires
+    assert rule.armed_step >= 600 and not rule.should_stop
+
+
+def test_plateau_rule_fires_after_a_true_overfitting_minimum():
+    # Loss flat from about step 200; the variance falls to a minimum at step 500, then rises (noise fitting).
+    n, window, patience, k0 = 1200, 20, 100, 500
+    scales = [0.05 + 0.0002 * abs(k - k0) for k in range(n)]
+    losses = [1.0 + 10.0 * math.exp(-k / 30) for k in range(n)]
+    rule = PlateauVarianceStopping(n, window, patience)
+    fired = _run_rule(rule, scales, losses)
+    assert fired is not None and fired < n - 1
+    assert abs(rule.best_step - (k0 + (window - 1) // 2)) <= 5
+    assert fired >= rule.best_step + patience and rule.armed_step >= 0.25 * n
+
+
+def test_plateau_rule_needs_a_clear_rise():
+    # after the plateau the variance only wiggles (no sustained rise of 20%): no stop
+    n, window, patience = 1000, 20, 50
+    scales = [0.05 * (1.0 + 0.03 * math.sin(k / 40)) for k in range(n)]
+    losses = [1.0] * n
+    rule = PlateauVarianceStopping(n, window, patience)
+    assert _run_rule(rule, scales, losses) is None
+    with pytest.raises(ValueError, match="min_fraction"):
+        PlateauVarianceStopping(10, min_fraction=2.0)
+
+
+def test_fit_default_rule_run_to_end_and_published_alias():
+    op = Identity((16, 16))
+    y = torch.rand(1, 1, 16, 16, generator=_gen(0))
+    res = fit_dip(op, y, n_iter=120, depth=2, channels=8, input_depth=4, window=10, patience=10, rise=0.0,
+                  min_fraction=0.1, plateau_tol=1.0, generator=_gen(0), x_true=y, run_to_end=True)
+    t = res.traces[0]
+    assert t.settings["stopping"] == "wmv-plateau" and t.n_steps == 120  # ran on after the rule fired
+    assert t.stop_reason.startswith("wmv-plateau") and t.returned_step <= t.stop_step < 119
+    assert t.psnr_returned == t.psnr_ema[t.returned_step]
+    t2 = fit_dip(op, y, n_iter=30, stopping="eswmv", window=5, patience=5, generator=_gen(0), **TINY_NET).traces[0]
+    assert t2.settings["stopping"] == "wmv"
+    with pytest.raises(ValueError, match="eswmv"):
+        fit_dip(op, y, n_iter=3, stopping="bogus", **TINY_NET)
