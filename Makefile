@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m medrecon.cli.main reconstruct configs/ct_sparse_angle_30.yaml --out outputs/demo --overwrite
 
 bench: $(STAMP)
-	$(PY) benchmarks/ct_operators.py
+	$(PY) benchmarks/ct_operators.py --threads 2
 	$(PY) benchmarks/mri_operators.py
 
 clean-venv:
