@@ -158,10 +158,18 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def shutdown() -> None:
-    """Leave the process group if :func:`init_from_env` created it (safe to call twice)."""
+def shutdown(*, sync: bool = False) -> None:
+    """Leave the process group if :func:`init_from_env` created it (safe to call twice).
+
+    ``sync=True`` (after a successful run) waits at a barrier first, so that every rank leaves
+    together: a rank that destroys its gloo group while a peer's last collective is still in
+    flight can abort that peer ("terminate called without an active exception"). After an error
+    no barrier is attempted (a dead peer would make it wait for the timeout).
+    """
     global _STATE, _OWNS_GROUP
     if _OWNS_GROUP and dist.is_available() and dist.is_initialized():
+        if sync and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
     _OWNS_GROUP = False
     _STATE = None

@@ -405,10 +405,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: boo
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)
     try:
-        return _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
+        rows = _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
+    except BaseException:
+        distributed.shutdown()
+        raise
     finally:
         torch.set_num_threads(previous_threads)
-        distributed.shutdown()
+    distributed.shutdown(sync=True)
+    return rows
 
 
 def image_seed(seed: int, name: str, purpose: str) -> int:

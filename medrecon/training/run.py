@@ -140,9 +140,12 @@ def train_from_config(
     cfg: TrainRunConfig = _load(config_path, overrides)
     state = distributed.init_from_env(cfg.train.device)
     try:
-        return _train(cfg, config_path, overrides, out_dir, resume, state)
-    finally:
+        code = _train(cfg, config_path, overrides, out_dir, resume, state)
+    except BaseException:
         distributed.shutdown()
+        raise
+    distributed.shutdown(sync=True)
+    return code
 
 
 def _load(config_path, overrides) -> "TrainRunConfig":
