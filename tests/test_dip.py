@@ -23,15 +23,6 @@ from medrecon.priors.tv import total_variation
 TINY_NET = dict(depth=2, channels=8, skip_channels=2, input_depth=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions gain nothing from threads, and on a loaded 2-core machine two OpenMP
-    # threads made these fits 20-40x slower (measured); restore the suite's setting afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)

@@ -19,14 +19,6 @@ from medrecon.operators.coils import simulate_multicoil
 from medrecon.operators.masks import make_mask, stable_seed
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # MKL's 2-thread n-D FFT is pathologically slow on an oversubscribed 2-core machine (see test_mri.py)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _volume(slices, shape, rng):
     return torch.rand((slices, 1, *shape), generator=rng, dtype=torch.float64)

@@ -24,16 +24,6 @@ from medrecon.priors.flow import (
     reconstruct_flow,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These are many tiny ops: on the shared 2-core machine two intra-op threads made them ~20x
-    slower under load (measured: 20 training steps 1.9 s with one thread, 38 s with two)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CONFIGS = {
     "realnvp": dict(actnorm=False, inv_conv="none", preprocess="none"),
     "glow-lu": dict(actnorm=True, inv_conv="lu", preprocess="logit"),

@@ -29,17 +29,6 @@ from medrecon.training.fit import FitConfig, fit
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(REPO.glob("configs/train_gan_*.yaml"))
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny: a second intra-op thread only adds synchronisation (measured 6-50x slower
-    on the shared 2-core machine under load). Restores the suite's setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(seed: int = 0, **kw) -> DCGANPrior:
     torch.manual_seed(seed)  # tests may seed the global RNG for initialisation; library code never does
     params = dict(image_size=8, latent_dim=4, channels=(8, 8), d_channels=(4, 8), r1_gamma=1.0)

@@ -15,15 +15,6 @@ from medrecon.testing import check_adjoint, check_backward
 SIZES = [(7, 6), (9, 8), (5, 5), (6, 6)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # MKL's multi-threaded n-D FFT costs ~50 ms per call, even at 5x3, when the 2 cores are
-    # oversubscribed (measured under load 10); tiny FFTs gain nothing from threads anyway.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _crandn(shape, rng):
     return torch.complex(torch.randn(shape, dtype=torch.float64, generator=rng),
