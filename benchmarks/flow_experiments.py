@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,14 +28,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["flow_ct_sparse_angle_10", "flow_ct_sparse_angle_30"]
-
-
-def _git() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                              timeout=5).stdout.strip() or None
-    except Exception:  # noqa: BLE001 - provenance is best effort
-        return None
 
 
 #: Image groups of data/ct_test by file name: the priors were trained on random ellipses.
@@ -68,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medrecon.experiment import load_experiment_config, run_experiment
-    from medrecon.utils_io import atomic_write_text
+    from medrecon.utils_io import atomic_write_text, git_revision
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="*", default=CONFIGS, help="config names under configs/ (without .yaml)")
@@ -94,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} [{group}]: " + ", ".join(f"{m} {v['psnr_mean']:.2f} dB" for m, v in table.items()),
                   flush=True)
     doc = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-           "git": _git(), "torch": torch.__version__, "python": platform.python_version(),
+           "git": git_revision(), "torch": torch.__version__, "python": platform.python_version(),
            "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t_all, 1),
            "experiments": results}
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from medrecon.operators.restoration import (  # noqa: E402
     center_block_mask,
 )
 from medrecon.priors.gan import blend_measured, load_gan  # noqa: E402
+from medrecon.utils_io import git_revision  # noqa: E402
 
 SIZE = 28
 HOLE = 14  # 32/64 of the side, as in Yeh et al.
@@ -64,14 +64,6 @@ GRIDS = {
     # lam = 2 x the csgm grid (the bracket holds ||z||^2 / 2); d_weight 1 is the paper's objective.
     "gan-d": [{"lam": v, "d_weight": d} for v in (6e-3, 2e-2, 6e-2) for d in (1.0, 3.0)],
 }
-
-
-def _git() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                              timeout=5).stdout.strip() or None
-    except Exception:  # noqa: BLE001 - provenance is best effort
-        return None
 
 
 def _short(path: str) -> str:
@@ -202,7 +194,7 @@ def main(argv=None) -> int:
             p, s = scores(x_test, y_t)
             res["masked input"] = {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "params": {}}
         out["tasks"][task] = {"methods": res, "seconds": round(time.perf_counter() - t_task, 1)}
-    out["provenance"] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": _git(),
+    out["provenance"] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_revision(),
                          "torch": torch.__version__, "python": platform.python_version(),
                          "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
     if not args.quick:

@@ -38,7 +38,6 @@ import csv
 import io
 import json
 import pickle
-import subprocess
 import sys
 import time
 import zlib
@@ -49,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import ConfigError, dump_config, load_config
+from .utils_io import git_revision
 
 __all__ = ["simulate", "ExperimentConfig", "ImageSpec", "OperatorSpec", "MethodSpec", "load_experiment_config",
            "run_experiment", "check_output_dir", "OutputExistsError", "ExperimentError", "validate_methods",
@@ -261,21 +261,6 @@ def simulate(op, x, noise_level: float, generator):
             n = torch.complex(n, torch.randn(shape, generator=generator, dtype=real))
         n = n.to(clean.device) * support_f * sigma.reshape(-1, *([1] * (len(shape) - 1)))
         return clean + n.to(clean.dtype), sigma
-
-
-def _git_revision() -> str:
-    from .data.images import REPO_ROOT
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        rev = out.stdout.strip() if out.returncode == 0 else "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=5)
-        if dirty.returncode == 0 and dirty.stdout.strip():
-            rev += "+dirty"
-        return rev
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _versions() -> dict[str, str]:
@@ -581,7 +566,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         _figure(out_dir / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
                 cfg.figure_max_images)
     atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
-    run_info = {"seed": cfg.seed, "git_revision": _git_revision(), "versions": _versions(),
+    run_info = {"seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": _versions(),
                 "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
                 "total_seconds": round(time.perf_counter() - t_start, 3)}
     atomic_write_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")

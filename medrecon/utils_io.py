@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_save_torch", "atomic_save_npy"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_save_torch", "atomic_save_npy", "git_revision"]
 
 
 def atomic_write(path: str | os.PathLike, writer_fn: Callable[[Path], Any]) -> Path:
@@ -77,3 +77,24 @@ def atomic_save_npy(array: Any, path: str | os.PathLike) -> Path:
             np.save(f, np.asarray(array))
 
     return atomic_write(path, _write)
+
+
+def git_revision(*, mark_dirty: bool = False) -> str | None:
+    """The repository's ``HEAD`` commit (with ``+dirty`` for uncommitted changes to tracked files when
+    ``mark_dirty``), for provenance records; ``None`` outside a git checkout or without git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        rev = out.stdout.strip() if out.returncode == 0 else ""
+        if not rev:
+            return None
+        if mark_dirty:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=5)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                rev += "+dirty"
+        return rev
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "resolve_weights",
+    "image_size_of",
     "load_frozen",
     "GenerativePrior",
     "DensityPrior",
@@ -204,6 +205,16 @@ def resolve_weights(weights: str | os.PathLike | None, image_size: int, defaults
     if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
         p = _REPO_ROOT / p
     return p
+
+
+def image_size_of(op, y: Tensor, kind: str) -> tuple[int, int]:
+    """``(H, W)`` of the operator's images, after checking that a generative prior can serve it:
+    2-D images and measurements ``y`` of shape ``(B, 1, *out_shape)``."""
+    if len(op.in_shape) != 2:
+        raise ValueError(f"{kind} priors need 2-D images; the operator's image shape is {op.in_shape}")
+    if y.dim() < 2 or y.shape[1] != 1:
+        raise ValueError(f"{kind} priors need y of shape (B, 1, *out_shape), got {tuple(y.shape)}")
+    return op.in_shape
 
 
 def load_frozen(path: str | os.PathLike, expected: type, *, device: torch.device | str = "cpu") -> nn.Module:

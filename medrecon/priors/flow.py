@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import load_frozen, resolve_weights
+from medrecon.priors.base import image_size_of, load_frozen, resolve_weights
 
 __all__ = [
     "MultiScaleFlow",
@@ -588,11 +588,7 @@ def reconstruct_flow(
         raise ValueError(f"init must be 'inverse', 'zero' or 'random', got {init!r}")
     if optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
-    if len(op.in_shape) != 2:
-        raise ValueError(f"flow priors need 2-D images; the operator's image shape is {op.in_shape}")
-    if y.dim() < 2 or y.shape[1] != 1:
-        raise ValueError(f"flow priors need y of shape (B, 1, *out_shape), got {tuple(y.shape)}")
-    h, w = op.in_shape
+    h, w = image_size_of(op, y, "flow")
     path = _resolve_weights(weights, h)
     flow = load_flow(path, device=op.device)
     if flow.image_shape != (1, h, w):

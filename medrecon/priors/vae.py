@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import load_frozen, resolve_weights
+from medrecon.priors.base import image_size_of, load_frozen, resolve_weights
 from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
 
 __all__ = [
@@ -219,11 +219,7 @@ def load_vae(weights: str | os.PathLike, *, device: torch.device | str = "cpu") 
 
 
 def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
-    if len(op.in_shape) != 2:
-        raise ValueError(f"VAE priors need 2-D images; the operator's image shape is {op.in_shape}")
-    if y.dim() < 2 or y.shape[1] != 1:
-        raise ValueError(f"VAE priors need y of shape (B, 1, *out_shape), got {tuple(y.shape)}")
-    h, w = op.in_shape
+    h, w = image_size_of(op, y, "VAE")
     path = _resolve_weights(weights, h)
     vae = load_vae(path, device=op.device)
     s = vae.image_size

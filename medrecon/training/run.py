@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import torch
 
 from medrecon.priors.base import model_record
 from medrecon.training.fit import FitConfig, FitResult, fit, resolve_device
+from medrecon.utils_io import git_revision
 
 __all__ = ["ModelConfig", "DataConfig", "OutputConfig", "TrainRunConfig", "MODELS", "train_from_config",
            "build_model", "export_weights"]
@@ -97,15 +97,6 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         return cls(**dict(cfg.params))
     except TypeError as exc:
         raise ValueError(f"model.params do not fit {cls.__name__}: {exc}") from exc
-
-
-def _git_hash() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parents[2])
-        return out.stdout.strip() or None
-    except Exception:  # noqa: BLE001 - provenance is best effort
-        return None
 
 
 def export_weights(model: torch.nn.Module, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
@@ -180,7 +171,7 @@ def _train(cfg: "TrainRunConfig", config_path, overrides, out_dir, resume, state
 
     resolved = dataclasses.asdict(cfg)
     run_info = {"config": resolved, "config_path": str(config_path) if not isinstance(config_path, dict) else None,
-                "overrides": list(overrides), "seed": cfg.train.seed, "git": _git_hash(), "resume": bool(resume),
+                "overrides": list(overrides), "seed": cfg.train.seed, "git": git_revision(), "resume": bool(resume),
                 "torch": torch.__version__, "argv": sys.argv, "world_size": state.world_size,
                 "backend": state.backend}
     if main_rank:
