@@ -356,3 +356,13 @@ def test_astra_cuda_projector_2d():
     cpu = ParallelBeamCT(16, 8, backend="astra")
     x = shepp_logan(16)[None, None]
     assert float((op(x) - cpu(x)).norm() / cpu(x).norm()) < 0.1
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_direct_is_fbp_and_every_bin_is_a_measurement(kind, rng):
+    op = MAKERS[kind](8, "matrix")
+    y = torch.rand(2, 1, *op.out_shape, generator=rng)
+    torch.testing.assert_close(op.direct(y), op.fbp(y))
+    torch.testing.assert_close(op.direct(y, filter="hann"), op.fbp(y, filter="hann"))
+    assert op.measurement_support().all() and op.measurement_support().shape == op.out_shape
+    assert op.n_measurements() == op.n_angles * op.n_detectors

@@ -188,3 +188,16 @@ def test_bad_inputs(rng):
         op.adjoint(torch.ones(1, 1, 3, 4, 4, dtype=torch.complex64))
     with pytest.raises(OperatorInputError, match="shape"):
         op.zero_filled(torch.ones(1, 1, 4, 4, dtype=torch.complex64))
+
+
+def test_direct_support_and_measurement_count(rng):
+    shape = (7, 6)
+    mask = _mask(shape[1:], rng)
+    single = SingleCoilMRI(mask, image_shape=shape)
+    multi = MultiCoilMRI(mask, _crandn((3, *shape), rng))
+    for op in (single, multi):
+        sampled = torch.broadcast_to(mask != 0, shape)
+        assert torch.equal(op.measurement_support(), sampled.expand(op.out_shape))
+        assert op.n_measurements() == 2 * int(sampled.sum()) * (op.out_shape[0] if op is multi else 1)
+        y = op(_crandn((2, 1, *shape), rng))
+        torch.testing.assert_close(op.direct(y), op.zero_filled(y))

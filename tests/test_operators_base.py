@@ -108,3 +108,28 @@ def test_deepcopy_and_state_dict(rng):
     op2 = copy.deepcopy(op)
     x = torch.randn(1, 1, 5, dtype=torch.float64, generator=rng)
     torch.testing.assert_close(op(x), op2(x))
+
+
+def test_direct_default_is_scaled_adjoint(rng):
+    a = _dense(rng)
+    op = MatrixOperator(a)
+    y = torch.randn(2, 1, 7, dtype=torch.float64, generator=rng)
+    sigma = float(torch.linalg.matrix_norm(a, 2))
+    torch.testing.assert_close(op.direct(y), op.adjoint(y) / sigma**2, rtol=1e-6, atol=1e-12)
+    # A^H y / ||A||^2 is the exact inverse of A = s I
+    scaled = 3.0 * Identity((4,), dtype=torch.float64)
+    torch.testing.assert_close(scaled.direct(torch.ones(1, 1, 4, dtype=torch.float64)),
+                               torch.full((1, 1, 4), 1 / 3, dtype=torch.float64))
+
+
+def test_measurement_support_is_the_range_of_the_operator(rng):
+    d = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1e-9, 3.0]], dtype=torch.float64)
+    op = DiagonalOperator(d)
+    # |A A^H 1| = d^2: 1e-18 is below the relative threshold 1e-6 of max 9
+    assert torch.equal(op.measurement_support(), torch.tensor([[True, False, True], [False, False, True]]))
+    assert op.n_measurements() == 3
+    dc = DiagonalOperator(d.to(torch.complex128))
+    assert dc.n_measurements() == 6  # complex entries carry two real values
+    assert Identity((3, 4)).n_measurements() == 12
+    zero = MatrixOperator(torch.zeros(2, 3, dtype=torch.float64))
+    assert zero.n_measurements() == 0 and zero.measurement_support().shape == (2,)

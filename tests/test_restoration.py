@@ -101,3 +101,11 @@ def test_bad_arguments_are_named():
         center_block_mask((4, 4), 5)
     with pytest.raises(ValueError, match="keep_fraction"):
         random_pixel_mask((4, 4), 1.5)
+
+
+def test_inpainting_support_is_the_mask():
+    m = center_block_mask((7, 6), 2, dtype=F64)
+    op = Inpainting(m)
+    assert torch.equal(op.measurement_support(), m != 0) and op.n_measurements() == 7 * 6 - 4
+    y = torch.rand(1, 1, 7, 6, dtype=F64)
+    torch.testing.assert_close(op.direct(y), m * y)  # ||A|| = 1

@@ -7,6 +7,8 @@ from .base import (
     OperatorInputError,
     ScaledOperator,
     SumOperator,
+    measurement_support,
+    n_measurements,
 )
 from .ct import ConeBeamCT, FanBeamCT, ParallelBeamCT
 from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
@@ -18,7 +20,8 @@ from .restoration import Denoising, Downsampling, Grayscale, Inpainting, center_
 
 __all__ = [
     "LinearOperator", "OperatorInputError", "ComposedOperator", "ScaledOperator", "SumOperator",
-    "AdjointOperator", "GramOperator", "Identity", "DiagonalOperator", "MatrixOperator", "FiniteDifference2D",
+    "AdjointOperator", "GramOperator", "measurement_support", "n_measurements",
+    "Identity", "DiagonalOperator", "MatrixOperator", "FiniteDifference2D",
     "ParallelBeamCT", "FanBeamCT", "ConeBeamCT",
     "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
     "simulate_multicoil", "estimate_sensitivities", "coil_maps",

@@ -36,6 +36,8 @@ __all__ = [
     "OperatorInputError",
     "complex_dtype_of",
     "real_dtype_of",
+    "measurement_support",
+    "n_measurements",
 ]
 
 _COMPLEX_OF = {
@@ -62,6 +64,11 @@ def _all_finite(t: Tensor) -> bool:
     if bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(t).all())
+
+
+#: relative threshold of the default measurement_support(): |A A^H 1| above it counts as sampled
+#: (float32 rounding of entries outside the range stays far below it).
+_SUPPORT_RTOL = 1e-6
 
 
 class OperatorInputError(ValueError):
@@ -240,6 +247,36 @@ class LinearOperator(nn.Module):
         """||A||_2^2 (the Lipschitz constant of the gradient of 1/2||Ax - y||^2)."""
         return self.norm(**kwargs) ** 2
 
+    # ------------------------------------------------------------------ direct inverse and support
+    def direct(self, y: Tensor) -> Tensor:
+        """x = A^H y / ||A||^2: a quick image from the data, ``(B, C, *out_shape) -> (B, C, *in_shape)``.
+
+        The one direct reconstruction every operator has; subclasses override it with their
+        modality's own (FBP for CT, the zero-filled image for MRI). Differentiable like the adjoint.
+        """
+        x = self.adjoint(y)
+        n2 = self.norm_squared()
+        return x / n2 if n2 > 0 else x
+
+    def measurement_support(self) -> Tensor:
+        """Which measurement entries carry data: a bool tensor of ``out_shape`` on the operator's device.
+
+        Default: the entries in the range of A, ``|A A^H 1| > 1e-6 max |A A^H 1|`` (the sampled
+        k-space of a masked operator, the kept pixels of an inpainting mask). Operators that know
+        their sampling override it (MRI: the mask; CT: every detector bin).
+        """
+        with torch.no_grad():
+            ones = torch.ones((1, 1, *self.out_shape), dtype=self.out_dtype, device=self.device)
+            aah = self(self.adjoint(ones)).abs()[0, 0]
+            peak = float(aah.max())
+            if peak <= 0:
+                return torch.zeros(self.out_shape, dtype=torch.bool, device=self.device)
+            return aah > _SUPPORT_RTOL * peak
+
+    def n_measurements(self) -> int:
+        """Real measurement values that carry data, per image and channel: the support's size, x2 if complex."""
+        return int(self.measurement_support().sum()) * (2 if self.out_complex else 1)
+
     def _apply(self, fn, recurse: bool = True):  # called by .to(), .cuda(), .double() ...
         self._norm_cache = {}
         return super()._apply(fn, recurse)
@@ -281,6 +318,17 @@ class LinearOperator(nn.Module):
 
     # nn.Module defines __call__ -> forward; keep hashing by identity for the norm cache users.
     __hash__ = nn.Module.__hash__
+
+
+def measurement_support(op: LinearOperator) -> Tensor:
+    """``op.measurement_support()``: which entries of a measurement ``(*op.out_shape)`` carry data (bool)."""
+    return op.measurement_support()
+
+
+def n_measurements(op: LinearOperator) -> int:
+    """``op.n_measurements()``: real measurement values per image and channel (the ``m`` of Morozov's
+    discrepancy principle ``||A x - y||^2 ~ m sigma^2``)."""
+    return op.n_measurements()
 
 
 class ComposedOperator(LinearOperator):

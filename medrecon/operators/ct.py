@@ -561,6 +561,14 @@ class _Tomography2D(LinearOperator):
         """x = FBP(y), ``(B, C, n_angles, n_detectors) -> (B, C, N, N)``; batched, differentiable, torch."""
         raise NotImplementedError
 
+    def direct(self, y: Tensor, filter: str = "ramp", frequency_scaling: float = 1.0) -> Tensor:
+        """x = FBP(y): the direct reconstruction of CT (see :meth:`fbp` for the options)."""
+        return self.fbp(y, filter=filter, frequency_scaling=frequency_scaling)
+
+    def measurement_support(self) -> Tensor:
+        """Every detector bin carries data (also bins whose rays miss the image): all True, ``out_shape``."""
+        return torch.ones(self.out_shape, dtype=torch.bool, device=self.device)
+
 
 class ParallelBeamCT(_Tomography2D):
     """y = A x: 2D parallel-beam ray transform, ``(B, C, N, N) -> (B, C, n_angles, n_detectors)``.
@@ -788,6 +796,10 @@ class ConeBeamCT(LinearOperator):
             astra.data3d.delete([ids["vol_id"], ids["proj_id"]])
         except Exception:  # noqa: BLE001
             pass
+
+    def measurement_support(self) -> Tensor:
+        """Every detector pixel carries data: all True, ``out_shape``."""
+        return torch.ones(self.out_shape, dtype=torch.bool, device=self.device)
 
     def _A(self, x: Tensor) -> Tensor:
         src = x.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()

@@ -123,6 +123,17 @@ class _CartesianMRI(LinearOperator):
     def _check_y(self, y: Tensor) -> None:
         self._check(y, self.out_shape, self.out_dtype, "k-space y")
 
+    def measurement_support(self) -> Tensor:
+        """The sampled k-space: ``mask != 0`` broadcast to ``out_shape`` (every coil), bool."""
+        return (self.mask != 0).expand(self.out_shape).clone()
+
+    def direct(self, y: Tensor) -> Tensor:
+        """x = the zero-filled image (:meth:`zero_filled`)."""
+        return self.zero_filled(y)
+
+    def zero_filled(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
 
 class SingleCoilMRI(_CartesianMRI):
     """y = M F x.  x: (B, 1, H, W) complex image -> y: (B, 1, H, W) complex k-space.

@@ -74,6 +74,10 @@ class Inpainting(LinearOperator):
 
     _AH = _A
 
+    def measurement_support(self) -> Tensor:
+        """The kept pixels, ``mask != 0`` (bool, ``out_shape``)."""
+        return self.mask != 0
+
 
 def center_block_mask(shape: Sequence[int], block: int | Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
     """A mask of ones with a missing (zero) ``block`` (int or (h, w)) in the centre of ``shape (H, W)``.
