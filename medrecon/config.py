@@ -5,7 +5,9 @@ types are :class:`ConfigError` s that name the dotted key, e.g. ``operator.n_ang
 
 Supported field types: ``bool``, ``int``, ``float`` (an int is accepted), ``str``, ``pathlib.Path``
 (from a string), ``None``, ``Any``, ``X | Y`` / ``Optional``, ``Literal[...]``, ``list[T]``,
-``tuple[T, ...]``, ``tuple[A, B]``, ``dict[str, T]`` and nested dataclasses. ``bool`` is never
+``tuple[T, ...]``, ``tuple[A, B]``, ``dict[str, T]``, nested dataclasses, and tagged choices: a union
+of dataclasses that share a field typed as a one-value ``Literal`` (e.g. ``modality: Literal["ct"]``
+in one, ``Literal["mri"]`` in the other) picks the member by that field's value. ``bool`` is never
 accepted for ``int``/``float`` (and vice versa). YAML is read with ``yaml.safe_load`` semantics
 plus YAML 1.2 floats, so ``1e-3`` is a float (PyYAML alone reads it as the string ``'1e-3'``).
 
@@ -160,6 +162,25 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
+def _tagged_choice(members: tuple) -> tuple[str, dict[Any, type]] | None:
+    """``(tag, {value: dataclass})`` when every member of a union is a dataclass whose field ``tag``
+    is a one-value ``Literal`` (a tagged choice, e.g. ``modality: Literal["ct"]``), else ``None``."""
+    if not members or not all(dataclasses.is_dataclass(m) and isinstance(m, type) for m in members):
+        return None
+    for f in dataclasses.fields(members[0]):
+        choices: dict[Any, type] = {}
+        for m in members:
+            hint = typing.get_type_hints(m).get(f.name)
+            lit = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+            if len(lit) != 1:
+                break
+            choices[lit[0]] = m
+        else:
+            if len(choices) == len(members):
+                return f.name, choices
+    return None
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -170,6 +191,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return None
         raise ConfigError(f"config key '{where}': expected null, got {_describe(value)}")
     if origin in (Union, types.UnionType):
+        tagged = _tagged_choice(args)
+        if tagged is not None and isinstance(value, Mapping):
+            tag, choices = tagged
+            if tag not in value:
+                raise ConfigError(f"missing required config key '{where}.{tag}' "
+                                  f"(one of {', '.join(repr(c) for c in choices)})")
+            if value[tag] not in choices or isinstance(value[tag], bool):
+                raise ConfigError(f"config key '{where}.{tag}': expected one of "
+                                  f"{', '.join(repr(c) for c in choices)}, got {value[tag]!r}")
+            return build_config(choices[value[tag]], value, _where=where)
         errors = []
         for member in args:
             try:

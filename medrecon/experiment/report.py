@@ -1,0 +1,123 @@
+"""What an experiment writes and prints: the metrics table, the figure, progress bars, provenance."""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["format_table", "write_metrics_csv", "save_figure", "versions", "MethodProgress", "save_h5"]
+
+METRIC_FIELDS = ["image", "method", "psnr", "ssim", "nmse", "seconds"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on (for ``run.json``)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("medrecon", "torch", "numpy", "scipy", "scikit-image", "pydicom", "h5py", "astra-toolbox", "odl"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class MethodProgress:
+    """A tqdm bar fed by a method's callback (one tick per solver iteration)."""
+
+    def __init__(self, title: str, total: int | None, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"{title:>14s}", unit="it", leave=False, file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def __call__(self, k, x, info) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            res = info.get("residual") if isinstance(info, dict) else None
+            if res is not None and k % 10 == 0:
+                self.bar.set_postfix(residual=f"{float(res.float().mean()):.3g}")
+        return None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_table(rows: list[dict], titles: list[str]) -> str:
+    """The printed table: mean ± std over the images of PSNR, SSIM, NMSE and seconds, one line per method."""
+    head = f"{'method':<14s} {'PSNR [dB]':>15s} {'SSIM':>15s} {'NMSE':>19s} {'seconds':>9s}"
+    lines = [head, "-" * len(head)]
+    for t in titles:
+        r = [row for row in rows if row["method"] == t]
+        if not r:
+            continue
+
+        def ms(key: str) -> tuple[float, float]:
+            v = np.array([row[key] for row in r], dtype=np.float64)
+            return float(v.mean()), float(v.std())
+
+        p, s, n, sec = ms("psnr"), ms("ssim"), ms("nmse"), ms("seconds")
+        lines.append(f"{t:<14s} {p[0]:7.2f} ± {p[1]:5.2f} {s[0]:7.4f} ± {s[1]:5.3f} "
+                     f"{n[0]:9.2e} ± {n[1]:7.1e} {sec[0]:9.3f}")
+    return "\n".join(lines)
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    """``image,method,psnr,ssim,nmse,seconds`` (6 significant digits), atomically."""
+    from ..utils_io import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def save_figure(path: Path, names: list[str], truth: np.ndarray, panels: list[tuple[str, np.ndarray, list[float]]],
+                max_images: int) -> None:
+    """Ground truth, every method with its PSNR, and the absolute error maps (one row pair per image)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ..utils_io import atomic_write
+
+    n_img = min(len(names), max_images)
+    n_col = 1 + len(panels)
+    fig, axes = plt.subplots(2 * n_img, n_col, figsize=(1.9 * n_col, 2.0 * 2 * n_img), squeeze=False)
+    for i in range(n_img):
+        ax = axes[2 * i, 0]
+        ax.imshow(truth[i], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{names[i][:18]}\nground truth", fontsize=7)
+        axes[2 * i + 1, 0].axis("off")
+        err_max = max(float(np.abs(rec[i] - truth[i]).max()) for _, rec, _ in panels) or 1.0
+        for j, (title, rec, psnrs) in enumerate(panels, start=1):
+            ax = axes[2 * i, j]
+            ax.imshow(rec[i], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{title}\n{psnrs[i]:.2f} dB", fontsize=7)
+            axes[2 * i + 1, j].imshow(np.abs(rec[i] - truth[i]), cmap="magma", vmin=0, vmax=err_max)
+            axes[2 * i + 1, j].set_title("|error|", fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=80))
+    plt.close(fig)
+
+
+def save_h5(rec_dir: Path, names: list[str], x) -> None:
+    """fastMRI layout, one file per image: dataset ``reconstruction`` (1, H, W) float32 magnitudes."""
+    from ..data.fastmri import save_reconstructions
+
+    recons = {f"{name}.h5": (x[i:i + 1, 0].abs() if x.is_complex() else x[i:i + 1, 0]).cpu().numpy().astype(np.float32)
+              for i, name in enumerate(names)}
+    save_reconstructions(recons, rec_dir)

@@ -1,0 +1,268 @@
+"""Running an experiment: inputs on every rank, each method on the rank's images, the shared files on rank 0."""
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import dump_config
+from ..utils_io import git_revision
+from .build import build_operator, image_seed, simulate, torch_dtype
+from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
+from .report import MethodProgress, format_table, save_figure, save_h5, versions, write_metrics_csv
+
+__all__ = ["run_experiment", "check_output_dir"]
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """An existing non-empty ``out_dir`` is an error unless ``overwrite`` (then result files are
+    replaced one by one, atomically; nothing else in the directory is deleted)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise OutputExistsError(f"output path {out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()) and not overwrite:
+            raise OutputExistsError(f"output directory {out_dir} already exists and is not empty; "
+                                    "pass --overwrite to replace its results, or choose another --out")
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
+                   command: list[str] | None = None, echo=print) -> list[dict]:
+    """Run ``cfg``, write the outputs into ``out_dir`` (see the module doc) and return the metric rows.
+
+    Under ``torchrun`` every rank runs this with the same arguments: the images are sharded over the
+    ranks, rank 0 gathers the rows and writes the shared files, and returns all rows (the other
+    ranks return their own rows)."""
+    import torch
+
+    from .. import distributed
+
+    distributed.init_from_env(cfg.device)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)
+    try:
+        rows = _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
+    except BaseException:
+        distributed.shutdown()
+        raise
+    finally:
+        torch.set_num_threads(previous_threads)
+    distributed.shutdown(sync=True)
+    return rows
+
+
+def _agree(error: BaseException | None, payload: Any = None) -> list[Any]:
+    """All ranks' payloads (indexed by rank); if any rank failed, raise its exception on every rank
+    (each rank re-raises its own, the others the first failing rank's)."""
+    from .. import distributed
+
+    if distributed.world_size() == 1:
+        if error is not None:
+            raise error
+        return [payload]
+    sent = error
+    if error is not None:
+        try:
+            pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an unpicklable exception travels as its message
+            sent = ExperimentError(f"{type(error).__name__}: {error}")
+    gathered = distributed.all_gather_objects((sent, payload))
+    if error is not None:
+        raise error
+    for r, (err, _) in enumerate(gathered):
+        if err is not None:
+            raise err
+    return [p for _, p in gathered]
+
+
+def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: bool, command: list[str] | None,
+         echo) -> list[dict]:
+    import torch
+
+    from .. import distributed, metrics
+    from ..data.images import load_images
+    from ..methods import get_method
+    from ..utils_io import atomic_save_npy, atomic_write_text
+
+    rank, world = distributed.rank(), distributed.world_size()
+    main_rank = rank == 0
+    if not main_rank:
+        echo, progress = (lambda *a, **k: None), False
+    t_start = time.perf_counter()
+    # --- inputs (every rank loads the image list; each simulates only its shard)
+    error: BaseException | None = None
+    try:
+        validate_methods(cfg)
+        check_output_dir(out_dir, overwrite)
+        torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
+        names, images = [], []
+        for spec in cfg.images:
+            for label, img in load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
+                                          seed=spec.seed, slices=spec.slices, window=spec.window):
+                names.append(label)
+                images.append(img)
+        if len(set(names)) != len(names):
+            names = [f"{i:02d}_{n}" for i, n in enumerate(names)]
+        dtype = torch_dtype(cfg.dtype)
+        shard = list(range(rank, len(names), world))  # global indices of this rank's images
+        op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
+        estimated = (isinstance(cfg.operator, MRIOperatorSpec) and cfg.operator.coils > 1
+                     and cfg.operator.sensitivities == "estimated")
+        needed = sorted(set(shard) | ({0} if estimated else set()))
+        truth_all = {i: torch.from_numpy(images[i])[None, None].to(dtype) for i in needed}  # (1, 1, S, S)
+        y_all, sigma_all = {}, {}
+        for i in needed:  # each image's noise from its own generator: independent of order and rank
+            g = torch.Generator().manual_seed(image_seed(cfg.seed, names[i], "noise"))
+            y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
+            sigma_all[i] = float(s[0])
+        if estimated:
+            from ..operators.coils import estimate_sensitivities
+            from ..operators.mri import MultiCoilMRI
+
+            maps = estimate_sensitivities(y_all[0], op.mask if hasattr(op, "mask") else None)
+            op = MultiCoilMRI(op.mask, maps[0, 0]).to(dtype)  # the first image's maps (images share the operator)
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
+        error = exc
+    sigmas_by_rank = _agree(error, {i: sigma_all[i] for i in shard} if error is None else None)
+    sigma_list = [0.0] * len(names)
+    for part in sigmas_by_rank:
+        for i, s in part.items():
+            sigma_list[i] = s
+
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs loaded: a bad config leaves no directory
+    device = torch.device(cfg.device)
+    op = op.to(device)
+    B = len(shard)
+    truth = torch.cat([truth_all[i] for i in shard]) if B else torch.zeros((0, 1, cfg.image_size, cfg.image_size),
+                                                                             dtype=dtype)
+    y = torch.cat([y_all[i] for i in shard]).to(device) if B else None
+    x_in = truth.to(op.in_dtype).to(device)
+    truth = truth.to(device)
+    sigma = torch.tensor([sigma_all[i] for i in shard], dtype=truth.real.dtype)
+    echo(f"{cfg.name}: {len(names)} images {cfg.image_size}x{cfg.image_size}, operator {type(op).__name__} "
+         f"{op.in_shape}->{op.out_shape}, noise sigma = {cfg.operator.noise_level} x mean|Ax| "
+         f"(mean sigma {float(np.mean(sigma_list)):.3g}), seed {cfg.seed}"
+         + (f", {world} processes" if world > 1 else ""))
+
+    truth_np = truth[:, 0].cpu().numpy().astype(np.float64)
+    fig_ids = set(range(min(len(names), cfg.figure_max_images))) if cfg.figure else set()
+    rows: list[dict] = []
+    panels: list[tuple[str, np.ndarray, list[float]]] = []
+    baseline = "fbp" if callable(getattr(op, "fbp", None)) else "zero-filled"
+    titles = [m.title for m in cfg.methods]
+    specs = list(cfg.methods)
+    if baseline not in [m.name for m in specs]:
+        specs = [MethodSpec(baseline)] + specs  # the figure always shows the baseline
+        titles = [baseline] + titles
+    is_mri = cfg.operator.modality == "mri"
+    for spec in specs:
+        error, x = None, None
+        local_rows: list[dict] = []
+        fig_mags: dict[int, np.ndarray] = {}
+        try:
+            if B:
+                x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
+                                           progress, get_method)
+                mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
+                rec_dir = out_dir / "recon" / spec.title
+                rec_dir.mkdir(parents=True, exist_ok=True)
+                for j, i in enumerate(shard):  # each rank writes its own reconstructions (atomically)
+                    name = names[i]
+                    local_rows.append({"index": i, "image": name, "method": spec.title,
+                                       "psnr": metrics.psnr(truth_np[j], mag[j]),
+                                       "ssim": metrics.ssim(truth_np[j], mag[j]),
+                                       "nmse": metrics.nmse(truth_np[j], mag[j]), "seconds": seconds})
+                    atomic_save_npy(x[j, 0].cpu().numpy(), rec_dir / f"{name}.npy")
+                    if i in fig_ids:
+                        fig_mags[i] = mag[j]
+                if is_mri:
+                    save_h5(rec_dir, [names[i] for i in shard], x)
+        except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
+            error = exc
+        parts = _agree(error, (local_rows, fig_mags))
+        method_rows = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
+        for r in method_rows:
+            r.pop("index")
+        rows.extend(method_rows)
+        if fig_ids:
+            mags = {i: m for _, part in parts for i, m in part.items()}
+            panels.append((spec.title, np.stack([mags[i] for i in sorted(fig_ids)]),
+                           [r["psnr"] for r in method_rows[:len(fig_ids)]]))
+
+    if not main_rank:
+        return [r for r in rows if r["image"] in {names[i] for i in shard}]
+    # metrics.csv, table, figure, config, provenance (rank 0, after gathering)
+    write_metrics_csv(out_dir / "metrics.csv", rows)
+    table = format_table(rows, titles)
+    footer = (f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
+              f"seconds per image")
+    atomic_write_text(out_dir / "summary.txt", table + "\n" + footer + "\n")
+    if fig_ids:
+        fig_truth = np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
+        save_figure(out_dir / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
+                cfg.figure_max_images)
+    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
+    run_info = {"seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": versions(),
+                "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
+                "total_seconds": round(time.perf_counter() - t_start, 3)}
+    atomic_write_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+    echo(table)
+    echo(footer)
+    echo(f"wrote {out_dir}/ (metrics.csv, summary.txt, figure.png, recon/, config.yaml, run.json) "
+         f"in {run_info['total_seconds']:.1f} s")
+    return rows
+
+
+def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: ExperimentConfig, progress: bool,
+                  get_method) -> tuple[Any, float]:
+    """``(x, seconds per image)`` of one method on this rank's images. Deterministic methods run once
+    on the whole batch; random ones (those taking ``generator``) run image by image, each with a
+    generator seeded from ``(seed, image name)``, so that a result never depends on which other
+    images share the batch (the sharding over ranks, or the image order)."""
+    import torch
+
+    from ..methods import method_options
+
+    fn = get_method(spec.name)
+    base = dict(spec.options)
+    valid = set(method_options(spec.name))
+    per_image = "generator" in valid and "generator" not in base
+    groups = [[j] for j in range(len(names))] if per_image else [list(range(len(names)))]
+    outputs, total = [], 0.0
+    for group in groups:
+        options = dict(base)
+        if options.get("lam") == "sweep":
+            options["x_true"] = x_in[group]
+        if options.get("lam") == "discrepancy" and "noise_std" in valid and "noise_std" not in options:
+            options["noise_std"] = sigma[group]
+        if per_image:
+            options["generator"] = torch.Generator().manual_seed(image_seed(cfg.seed, names[group[0]], "method"))
+        bar = MethodProgress(spec.title, _default_n_iter(spec.name, options), progress)
+        if "callback" in valid:
+            options["callback"] = bar
+        try:
+            t0 = time.perf_counter()
+            outputs.append(fn(op, y[group], **options).detach())
+            total += time.perf_counter() - t0
+        except (ValueError, RuntimeError, NotImplementedError) as exc:
+            raise ExperimentError(f"method {spec.title!r} failed: {' '.join(str(exc).split())}") from exc
+        finally:
+            bar.close()
+    return torch.cat(outputs), total / len(names)
+
+
+def _default_n_iter(name: str, options: dict) -> int | None:
+    import inspect
+
+    from ..methods import get_method
+
+    if "n_iter" in options:
+        return int(options["n_iter"])
+    param = inspect.signature(get_method(name)).parameters.get("n_iter")
+    if param is not None and isinstance(param.default, int):
+        return param.default
+    return None
