@@ -1,4 +1,4 @@
-"""CT operators: adjoints, backends against each other and scikit-image, geometry, FBP, bad inputs."""
+"""CT operators: backends against each other and scikit-image, geometry, FBP, matrix cache, bad inputs."""
 import copy
 import math
 import warnings
@@ -6,21 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from operator_zoo import matrix_cache  # noqa: F401 - autouse: system matrices go to a temporary cache
 
 from medrecon.data.phantoms import shepp_logan
 from medrecon.operators import OperatorInputError
 from medrecon.operators import ct
 from medrecon.operators.ct import ConeBeamCT, FanBeamCT, ParallelBeamCT
-from medrecon.testing import check_adjoint, check_backward
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _matrix_cache(tmp_path_factory):
-    """System matrices go to a temporary cache, never to the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDRECON_CACHE", str(tmp_path_factory.mktemp("medrecon_cache")))
-        mp.delenv("MEDRECON_CT_MATRIX_MAX_BYTES", raising=False)
-        yield
+from medrecon.testing import check_adjoint
 
 
 def _parallel(n, backend, **kw):
@@ -41,28 +33,9 @@ def _psnr(target: torch.Tensor, x: torch.Tensor) -> float:
     return 10 * math.log10(float(target.max()) ** 2 / mse)
 
 
-# ------------------------------------------------------------------------------------ adjoints
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", MAKERS)
-def test_adjoint_dot_product(kind, backend, size):
-    op = MAKERS[kind](size, backend)
-    assert op.out_shape == (op.n_angles, op.n_detectors)
-    # ASTRA computes in float32: the relative error is rounding-level.
-    assert check_adjoint(op) < 1e-5
-    if backend == "matrix":  # exact transpose: float64 reaches machine precision
-        assert check_adjoint(op.to(torch.float64)) < 1e-12
-
-
-@pytest.mark.parametrize("size", [5, 6])
-@pytest.mark.parametrize("kind", MAKERS)
-def test_matrix_backend_gradcheck(kind, size):
-    # gradcheck builds full Jacobians by finite differences: tiny odd and even sizes keep it fast.
-    op = MAKERS[kind](size, "matrix", n_angles=3)  # float32: check_backward works on a float64 deep copy
-    assert check_backward(op)
-    assert op.real_dtype == torch.float32  # the caller's operator is untouched
-
-
+# ------------------------------------------------------------------------------------ gradients
+# Adjoint, gradcheck, linearity, dtype moves and deepcopy of every geometry and backend: the operator
+# zoo (tests/operator_zoo.py, test_operator_properties.py). Here: FBP, references, geometry.
 @pytest.mark.parametrize("kind", MAKERS)
 def test_fbp_gradcheck(kind):
     op = MAKERS[kind](5, "matrix", n_angles=3).to(torch.float64)
@@ -250,19 +223,6 @@ def test_auto_backend_threshold(monkeypatch):
     monkeypatch.setenv("MEDRECON_CT_MATRIX_MAX_BYTES", "1000")
     assert ParallelBeamCT(16, 8).backend == "astra"
     assert FanBeamCT(16, 8, source_radius=40.0, detector_radius=20.0).backend == "astra"
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_deepcopy_and_dtype_moves(backend, rng):
-    op = ParallelBeamCT(8, 4, backend=backend)
-    x = torch.rand(2, 1, 8, 8, generator=rng)
-    clone = copy.deepcopy(op)
-    torch.testing.assert_close(clone(x), op(x))
-    op64 = copy.deepcopy(op).to(torch.float64)
-    assert op64.real_dtype == torch.float64 and op64(x.double()).dtype == torch.float64
-    torch.testing.assert_close(op64(x.double()).float(), op(x), rtol=1e-5, atol=1e-5)
-    with pytest.raises(OperatorInputError, match="dtype"):
-        op64(x)
 
 
 @pytest.mark.gpu

@@ -1,10 +1,10 @@
-import copy
-
 import pytest
 import torch
 
+"""Generic operators against dense references, the norm, dtype moves, autograd, bad input, direct/support.
+
+The properties every operator shares (adjoint, linearity, deepcopy, ...) run in test_operator_properties.py."""
 from medrecon.operators import DiagonalOperator, Identity, MatrixOperator, OperatorInputError
-from medrecon.testing import check_adjoint, check_backward
 
 
 def _dense(rng, m=7, n=5, complex=False):
@@ -12,32 +12,6 @@ def _dense(rng, m=7, n=5, complex=False):
     if complex:
         a = torch.complex(a, torch.randn(m, n, dtype=torch.float64, generator=rng))
     return a
-
-
-TINY = {
-    "identity": lambda rng: Identity((3, 4), dtype=torch.float64),
-    "identity-complex": lambda rng: Identity((3, 4), complex=True, dtype=torch.float64),
-    "diag-complex": lambda rng: DiagonalOperator(_dense(rng, 3, 4, complex=True)),
-    "dense": lambda rng: MatrixOperator(_dense(rng), in_shape=(5,), out_shape=(7,)),
-    "dense-complex": lambda rng: MatrixOperator(_dense(rng, complex=True)),
-    "sparse": lambda rng: MatrixOperator(_dense(rng, 6, 6).relu().to_sparse(), (2, 3), (3, 2)),
-    "composed": lambda rng: MatrixOperator(_dense(rng, 4, 7)) @ MatrixOperator(_dense(rng, 7, 5)),
-    "scaled-sum": lambda rng: 2.5 * MatrixOperator(_dense(rng)) - MatrixOperator(_dense(rng)),
-    "adjoint": lambda rng: MatrixOperator(_dense(rng, complex=True)).H,
-    "gram": lambda rng: MatrixOperator(_dense(rng)).gram(),
-}
-
-
-@pytest.mark.parametrize("name", TINY)
-def test_adjoint_dot_product(name, rng):
-    op = TINY[name](rng)
-    assert check_adjoint(op) < 1e-12
-
-
-@pytest.mark.parametrize("name", TINY)
-def test_backward_is_adjoint(name, rng):
-    op = TINY[name](rng)
-    assert check_backward(op)
 
 
 def test_matches_dense_matmul(rng):
@@ -101,13 +75,6 @@ def test_bad_input_is_named(make_x, message, rng):
 def test_bad_composition(rng):
     with pytest.raises(ValueError, match="cannot compose"):
         MatrixOperator(_dense(rng, 4, 6)) @ MatrixOperator(_dense(rng, 7, 5))
-
-
-def test_deepcopy_and_state_dict(rng):
-    op = MatrixOperator(_dense(rng))
-    op2 = copy.deepcopy(op)
-    x = torch.randn(1, 1, 5, dtype=torch.float64, generator=rng)
-    torch.testing.assert_close(op(x), op2(x))
 
 
 def test_direct_default_is_scaled_adjoint(rng):

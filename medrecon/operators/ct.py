@@ -80,6 +80,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._sparse import sparse_csr as _sparse_csr
 from .base import LinearOperator
 
 __all__ = ["ParallelBeamCT", "FanBeamCT", "ConeBeamCT", "MATRIX_AUTO_MAX_BYTES", "FBP_FILTERS", "ct_cache_dir"]
@@ -158,20 +159,6 @@ def _angle_weights(angles: np.ndarray, period: float) -> np.ndarray:
     w = np.empty(n)
     w[order] = w_sorted
     return w
-
-
-_CSR_WARNED = False
-
-
-def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
-    """A sparse CSR view of three buffers (no copy, no invariant check)."""
-    global _CSR_WARNED
-    if not _CSR_WARNED:  # torch warns once per process that sparse CSR is beta: consume it quietly
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
-        _CSR_WARNED = True
-    return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _astra():

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._sparse import csr_of, register_csr
 from .base import LinearOperator
 
 __all__ = ["Identity", "DiagonalOperator", "MatrixOperator"]
@@ -75,8 +76,8 @@ class MatrixOperator(LinearOperator):
             coo = matrix.to_sparse_coo().coalesce()
             with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
                 warnings.simplefilter("ignore", UserWarning)
-                self.register_buffer("_m", coo.to_sparse_csr())
-                self.register_buffer("_mt", coo.t().coalesce().to_sparse_csr())
+                for name, csr in (("m", coo.to_sparse_csr()), ("mt", coo.t().coalesce().to_sparse_csr())):
+                    register_csr(self, name, csr.crow_indices(), csr.col_indices(), csr.values())
         else:
             self.register_buffer("_m", torch.view_as_real(matrix).clone() if is_complex else matrix.clone())
 
@@ -84,14 +85,14 @@ class MatrixOperator(LinearOperator):
     def matrix(self) -> Tensor:
         """The matrix (dense, or sparse CSR)."""
         if self._sparse:
-            return self._m
+            return csr_of(self, "m", (math.prod(self.out_shape), math.prod(self.in_shape)))
         return torch.view_as_complex(self._m) if self._is_complex else self._m
 
     def _A(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         flat = x.reshape(n, -1)  # (N, n)
         if self._sparse:
-            y = (self._m @ flat.T).T  # (N, m)
+            y = (self.matrix @ flat.T).T  # (N, m)
         else:
             y = flat @ self.matrix.T
         return y.reshape(n, *self.out_shape)
@@ -100,7 +101,7 @@ class MatrixOperator(LinearOperator):
         n = y.shape[0]
         flat = y.reshape(n, -1)  # (N, m)
         if self._sparse:
-            x = (self._mt @ flat.T).T  # (N, n)
+            x = (csr_of(self, "mt", (flat.shape[1], math.prod(self.in_shape))) @ flat.T).T  # (N, n)
         else:
             x = flat @ self.matrix.conj()
         return x.reshape(n, *self.in_shape)
