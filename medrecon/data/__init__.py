@@ -1,4 +1,4 @@
-"""Data: phantoms, DICOM slices, image files, fastMRI HDF5, and training datasets.
+"""Data: phantoms, DICOM slices, image files, fastMRI HDF5, real CT/MRI scans (``real``), and training datasets.
 
 Heavy modules (h5py, pydicom) load on first use.
 """
@@ -12,6 +12,7 @@ _EXPORTS = {
     "load_images": "images", "resolve_path": "images", "ImageLoadError": "images",
     "FastMRISliceDataset": "fastmri", "write_fastmri_h5": "fastmri", "save_reconstructions": "fastmri",
     "read_metadata": "fastmri", "FastMRIDataError": "fastmri",
+    "load_corpus": "real", "load_volume": "real", "RealDataError": "real",
 }
 
 __all__ = sorted(_EXPORTS)
