@@ -36,7 +36,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence, TypeVar, Union
 import yaml
 
 __all__ = ["ConfigError", "load_config", "build_config", "apply_overrides", "config_to_dict", "dump_config",
-           "read_yaml"]
+           "read_yaml", "check_device"]
 
 T = TypeVar("T")
 
@@ -316,3 +316,24 @@ def config_to_dict(cfg: Any) -> Any:
 def dump_config(cfg: Any) -> str:
     """The YAML text of a config (round-trips through :func:`load_config`)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+# --------------------------------------------------------------------------- values that need the machine
+def check_device(name: str, key: str = "device") -> None:
+    """A ConfigError unless ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``) exists on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(name) if name != "auto" else torch.device("cpu")
+    except RuntimeError:
+        raise ConfigError(f"config key '{key}': {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key '{key}': {name!r} asked for, but CUDA is not available on this machine "
+                          "(use cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"config key '{key}': {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ConfigError(f"config key '{key}': 'mps' is not available on this machine (use cpu)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"config key '{key}': device type {dev.type!r} is not supported (auto, cpu, cuda, mps)")

@@ -104,7 +104,7 @@ def test_set_overrides_and_mri_h5_output(tmp_path):
         ({"operator": {"modality": "ct", "n_angle": 10}}, "unknown config key 'operator.n_angle'; valid keys of 'operator': modality"),
         ({"operator": {"modality": "ct", "n_angles": "ten"}}, "config key 'operator.n_angles': expected int, got str 'ten'"),
         ({"seed": 1.5}, "config key 'seed': expected int, got float 1.5"),
-        ({"methods": [{"name": "art"}]}, "methods.0: unknown method 'art'; valid methods: fbp, zero-filled, cgls"),
+        ({"methods": [{"name": "art"}]}, "methods.0: unknown method 'art'; valid methods: fbp,"),
         ({"methods": [{"name": "tv", "options": {"weight": 0.1}}]},
          "methods.0 (tv): unknown option(s) weight; valid options: lam, n_iter"),
         ({"images": [{"kind": "jpeg"}]}, "unknown image kind 'jpeg'"),
@@ -135,10 +135,12 @@ def test_bad_override_and_missing_file(tmp_path, capsys):
 def test_train_delegates_to_the_training_module(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("medrecon.training.run")
-    fake.train_from_config = lambda config, overrides, out, resume: calls.append((config, overrides, out, resume)) or 0
+    fake.train_from_config = lambda config, overrides, out, resume, replace_weights: calls.append(
+        (config, overrides, out, resume, replace_weights)) or 0
     monkeypatch.setitem(sys.modules, "medrecon.training.run", fake)
     assert main(["train", "c.yaml", "--set", "a=1", "--out", str(tmp_path), "--resume"]) == 0
-    assert calls == [("c.yaml", ["a=1"], tmp_path, True)]
+    assert main(["train", "c.yaml", "--replace-weights"]) == 0
+    assert calls == [("c.yaml", ["a=1"], tmp_path, True, False), ("c.yaml", [], None, False, True)]
 
 
 def test_repository_configs_load_and_name_existing_methods():
@@ -162,3 +164,65 @@ def test_a_failing_method_exits_1_with_its_name(tmp_path, capsys):
     assert main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "o"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "method 'fbp' failed" in err and "SingleCoilMRI has none" in err and "Traceback" not in err
+
+
+def _hashes(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_complete_old_run_until_the_new_one_is_complete(tmp_path, capsys):
+    out = tmp_path / "res"
+    good = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}]}, "good.yaml")
+    assert main(["reconstruct", str(good), "--out", str(out), "--quiet"]) == 0
+    (out / "my_notes.txt").write_text("precious")
+    before = _hashes(out)
+    assert "recon/tv/shepp_logan.npy" in before
+    # fails part way: zero-filled runs and writes its files, then fbp fails on the MRI operator
+    bad = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}],
+                            "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+                            "methods": [{"name": "zero-filled"}, {"name": "fbp"}]}, "bad.yaml")
+    assert main(["reconstruct", str(bad), "--out", str(out), "--quiet", "--overwrite"]) == 1
+    assert "method 'fbp' failed" in capsys.readouterr().err
+    assert _hashes(out) == before  # the complete old run, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "good.yaml", "res"]  # no work folder left
+    only_fbp = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}]},
+                      "fbp.yaml")
+    assert main(["reconstruct", str(only_fbp), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    after = _hashes(out)
+    assert "recon/tv/shepp_logan.npy" not in after and "recon/fbp/shepp_logan.npy" in after  # the new run only
+    assert (out / "my_notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "fbp.yaml", "good.yaml", "res"]
+
+
+def test_a_failed_first_run_leaves_no_folder_and_the_rerun_works(tmp_path, capsys):
+    out = tmp_path / "res"
+    bad = {**TINY_CT, "images": [{"kind": "shepp_logan"}],
+           "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+           "methods": [{"name": "zero-filled"}, {"name": "fbp"}]}
+    assert main(["reconstruct", str(_write(tmp_path, bad)), "--out", str(out), "--quiet"]) == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
+    bad["methods"] = [{"name": "zero-filled"}]
+    assert main(["reconstruct", str(_write(tmp_path, bad)), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+
+
+def test_version_and_help_example(tmp_path, capsys):
+    import medrecon
+
+    with pytest.raises(SystemExit):
+        from medrecon.cli.main import build_parser
+
+        build_parser().parse_args(["--version"])
+    assert medrecon.__version__ in capsys.readouterr().out
+    assert main(["reconstruct", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    example = "--set 'images=[{kind: npy, path: my.npy}]'"
+    assert example in text
+    np.save(tmp_path / "my.npy", np.random.default_rng(0).random((32, 32)))
+    cfg = _write(tmp_path, {**TINY_CT, "methods": [{"name": "fbp"}]})
+    assert main(["reconstruct", str(cfg), "--out", str(tmp_path / "o"), "--quiet", "--set",
+                 f"images=[{{kind: npy, path: {tmp_path / 'my.npy'}}}]"]) == 0
+    assert (tmp_path / "o" / "recon" / "fbp" / "my.npy").is_file()

@@ -210,3 +210,113 @@ def test_training_datasets(tmp_path):
     assert make_dataset("fastmri", "val", 16, root=str(tmp_path)) is None  # no val/ folder
     with pytest.raises(ValueError, match="MNIST images are 28x28"):
         make_dataset("mnist", "train", 32)
+
+
+# ----------------------------------------------------------------------------- nothing lost (medrecon train)
+def _train_cfg(tmp_path, **output):
+    import yaml
+
+    cfg = {
+        "model": {"name": "conv_vae", "params": {"image_size": 16, "latent_dim": 2, "channels": [4], "hidden": 8}},
+        "data": {"name": "ellipses", "n": 32, "val_n": 8},
+        "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "tensorboard": False,
+                  "log_every": 1},
+        "output": output,
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _hashes(folder):
+    import hashlib
+
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_exported_weights_stay_in_the_run_folder_and_are_never_replaced_silently(tmp_path, capsys):
+    from medrecon.cli.main import main
+
+    cfg = _train_cfg(tmp_path, weights="data/weights/vae_mnist28.pt")  # the path of a bundled file
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run)]) == 0
+    assert (run / "data" / "weights" / "vae_mnist28.pt").is_file()  # inside --out, not the repository's
+    load_prior(run / "data" / "weights" / "vae_mnist28.pt", expected=ConvVAE)
+    target = tmp_path / "mine.pt"
+    target.write_bytes(b"my own weights")
+    before = _hashes(tmp_path)
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--set", f"output.weights={target}"]) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass --replace-weights" in err and err.count("\n") == 1
+    assert _hashes(tmp_path) == before and not (tmp_path / "run2").exists()  # refused: nothing written
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--set", f"output.weights={target}",
+                 "--replace-weights"]) == 0
+    load_prior(target, expected=ConvVAE)
+
+
+def test_refused_train_changes_nothing(tmp_path, capsys):
+    from medrecon.cli.main import main
+
+    cfg = _train_cfg(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run)]) == 0
+    before = _hashes(tmp_path)
+    capsys.readouterr()
+    for argv, message in [
+        ([], "already exists and holds a checkpoint: pass --resume"),
+        (["--set", "train.epochs=0"], "'train.epochs' must be >= 1"),
+        (["--set", "data.name=imagenet"], "unknown dataset 'imagenet'"),
+        (["--set", "model.params.image_size=0"], "'model.params.image_size' must be an integer >= 4"),
+        (["--set", "train.device=cuda"] if not torch.cuda.is_available() else ["--set", "train.device=cuda:99"],
+         "train.device"),
+        (["--set", "model.name=unet"], "unknown model 'unet'"),
+    ]:
+        assert main(["train", str(cfg), "--out", str(run), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert _hashes(tmp_path) == before and not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.slow  # two subprocesses (about 20 s on a busy 2-core machine)
+@pytest.mark.parametrize("first, second", [("SIGINT", "SIGTERM")])
+def test_a_signal_writes_a_checkpoint_and_exits_130(tmp_path, first, second):
+    """A real signal to a ``medrecon train`` subprocess: checkpoint, one line naming it and --resume, exit 130;
+    the resumed run continues from that step and stops the same way on the other signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _train_cfg(tmp_path)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def interrupted(extra, sig, min_step):
+        proc = subprocess.Popen([sys.executable, "-m", "medrecon.cli.main", "train", str(cfg), "--out", str(run),
+                                 "--set", "train.epochs=100000", *extra], stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            log = run / "train_metrics.csv"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # wait until this process has made two steps
+                if log.exists() and sum(1 for _ in open(log)) >= min_step + 3:
+                    break
+                time.sleep(0.1)
+            proc.send_signal(getattr(signal, sig))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        return proc.returncode, err
+
+    rc, err = interrupted([], first, 0)
+    step = read_checkpoint(run / "checkpoint.pt")["step"]
+    assert rc == 130 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert f"interrupted ({first}) at step {step}" in last and "checkpoint" in last and "--resume" in last, err
+    assert step >= 2
+    rc, err = interrupted(["--resume"], second, step)
+    assert rc == 130 and "Traceback" not in err and f"({second})" in err, err
+    assert read_checkpoint(run / "checkpoint.pt")["step"] > step

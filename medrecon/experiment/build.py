@@ -5,9 +5,9 @@ import zlib
 from typing import Any
 
 from ..config import ConfigError
-from .config import CTOperatorSpec, MRIOperatorSpec
+from .config import CTOperatorSpec, ExperimentConfig, MRIOperatorSpec
 
-__all__ = ["build_operator", "simulate", "image_seed", "torch_dtype"]
+__all__ = ["build_operator", "simulate", "image_seed", "torch_dtype", "check_resources", "memory_estimate"]
 
 
 def torch_dtype(name: str):
@@ -92,3 +92,52 @@ def image_seed(seed: int, name: str, purpose: str) -> int:
     True
     """
     return zlib.crc32(f"{int(seed)}/{name}/{purpose}".encode())
+
+
+#: working copies of one image and its measurements a method may hold at once (iterates, gradients,
+#: residuals, solver state, the network's activations are not counted): a deliberately low bound
+_WORKING_COPIES = 8
+
+
+def memory_estimate(cfg: ExperimentConfig) -> int:
+    """A lower bound of the bytes one image of ``cfg`` needs while a method runs: image and measurements
+    (CT: angles x detectors; MRI: coils x the image, complex) times a few working copies."""
+    s = cfg.image_size
+    real = 4 if cfg.dtype == "float32" else 8
+    if isinstance(cfg.operator, CTOperatorSpec):
+        n_det = cfg.operator.n_detectors or int(1.5 * s) + 2  # about the image diagonal (the CT default)
+        measurement = cfg.operator.n_angles * n_det * real
+        image = s * s * real
+    else:
+        measurement = cfg.operator.coils * s * s * 2 * real
+        image = s * s * 2 * real
+    return _WORKING_COPIES * (image + measurement)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """ConfigErrors for what this machine cannot run: a device it does not have, images too large for its memory."""
+    from ..config import check_device
+
+    check_device(cfg.device, "device")
+    need = memory_estimate(cfg)
+    have = _available_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"config key 'image_size': {cfg.image_size}x{cfg.image_size} images need at least "
+                          f"{need / 2**30:.1f} GiB while a method runs (estimate), this machine has "
+                          f"{have / 2**30:.1f} GiB available; choose a smaller image_size")

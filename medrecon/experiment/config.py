@@ -27,8 +27,9 @@ class ImageSpec:
     name: str | None = None
     n: int = 1
     seed: int = 0
-    slices: list[int] | None = None
+    slices: list[int] | int | None = None  # an int: that many evenly spaced slices (real_ct / real_mri)
     window: tuple[float, float] | None = None
+    split: str | None = None  # real_ct / real_mri: train | validation (default)
 
     def __post_init__(self) -> None:
         from ..data.images import IMAGE_KINDS
@@ -37,6 +38,8 @@ class ImageSpec:
             raise ConfigError(f"unknown image kind {self.kind!r}; valid kinds: {', '.join(IMAGE_KINDS)}")
         if self.n < 1:
             raise ConfigError(f"config key 'images.n' must be >= 1, got {self.n}")
+        if self.split is not None and self.split not in ("train", "validation"):
+            raise ConfigError(f"config key 'images.split' must be 'train' or 'validation', got {self.split!r}")
         if self.window is not None and not (math.isfinite(self.window[0]) and math.isfinite(self.window[1])
                                             and self.window[1] > self.window[0]):
             raise ConfigError(f"config key 'images.window' must be [lo, hi] with finite lo < hi, got "
@@ -213,3 +216,58 @@ def validate_methods(cfg: ExperimentConfig) -> None:
         reserved = sorted(set(m.options) & {"callback", "x_true"})
         if reserved:
             raise ConfigError(f"methods.{i} ({m.name}): option(s) {', '.join(reserved)} are set by the experiment")
+        for key, value in m.options.items():
+            problem = _option_problem(get_method(m.name), key, value)
+            if problem:
+                raise ConfigError(f"config key 'methods.{i}.options.{key}' ({m.name}): {problem}, got {value!r}")
+
+
+#: options that count something (>= 1) or may be zero (>= 0), and step-like (> 0) or weight-like (>= 0) numbers
+_COUNTS = {"n_iter", "restarts", "channels", "depth", "input_depth", "window", "patience", "max_iter", "n_restarts"}
+_COUNTS0 = {"warmup", "skip_channels"}
+_POSITIVE = {"lr", "step", "tol", "plateau_tol", "mu", "tau", "step_ratio", "rtol", "atol"}
+_NONNEGATIVE = {"lam", "gamma", "tv_weight", "z_bound", "perturbation", "noise_std", "rise"}
+_LAM_RULES = ("discrepancy", "sweep")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _option_problem(fn, key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for option ``key`` of method ``fn`` (its type from the signature's
+    default, its range from the option's name), or None. Checked before the first method runs."""
+    import inspect
+
+    param = inspect.signature(fn).parameters.get(key)
+    default = param.default if param is not None else inspect.Parameter.empty
+    if key == "lam" and isinstance(value, str):
+        return None if value in _LAM_RULES else f"expected a number >= 0 or one of {', '.join(_LAM_RULES)}"
+    if key == "weights" and isinstance(value, str):
+        from ..priors.base import resolve_weights
+
+        path = resolve_weights(value, 0, {}, "")
+        return None if path.is_file() else f"weights file {value} does not exist"
+    if key in _COUNTS or key in _COUNTS0 or (isinstance(default, int) and not isinstance(default, bool)):
+        low = 0 if key in _COUNTS0 else 1
+        if key in _COUNTS or key in _COUNTS0:
+            if not (isinstance(value, int) and not isinstance(value, bool)) or value < low:
+                return f"expected an integer >= {low}"
+        elif not (isinstance(value, int) and not isinstance(value, bool)):
+            return "expected an integer"
+        return None
+    if key in _POSITIVE or key in _NONNEGATIVE or isinstance(default, float):
+        if value is None and default is None:
+            return None
+        if not _is_number(value) or not math.isfinite(value):
+            return "expected a finite number"
+        if key in _POSITIVE and value <= 0:
+            return "expected a number > 0"
+        if key in _NONNEGATIVE and value < 0:
+            return "expected a number >= 0"
+        return None
+    if isinstance(default, bool) and not isinstance(value, bool):
+        return "expected true or false"
+    if isinstance(default, str) and not isinstance(value, str):
+        return "expected a string"
+    return None

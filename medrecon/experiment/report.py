@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["format_table", "write_metrics_csv", "save_figure", "versions", "MethodProgress", "save_h5"]
+__all__ = ["format_table", "write_metrics_csv", "save_figure", "versions", "MethodProgress", "MethodStatus", "save_h5"]
 
 METRIC_FIELDS = ["image", "method", "psnr", "ssim", "nmse", "seconds"]
 
@@ -24,6 +24,42 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class MethodStatus:
+    """One stderr line per method, ``method k/N: title`` before it runs and its time with an estimate of
+    what is left (the mean time of the methods done so far times the methods to come) after it."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        import time
+
+        self.total, self.enabled, self.clock = total, enabled, time.perf_counter
+        self.t0 = self.clock()
+        self.t_method = self.t0
+
+    def start(self, k: int, title: str) -> None:
+        self.t_method = self.clock()
+        if self.enabled:
+            print(f"method {k}/{self.total}: {title} ...", file=sys.stderr, flush=True)
+
+    def done(self, k: int, title: str) -> None:
+        now = self.clock()
+        if not self.enabled:
+            return
+        elapsed = now - self.t0
+        left = self.total - k
+        estimate = f", about {_duration(elapsed / k * left)} left" if left else ""
+        print(f"method {k}/{self.total}: {title} took {_duration(now - self.t_method)} "
+              f"(elapsed {_duration(elapsed)}{estimate})", file=sys.stderr, flush=True)
 
 
 class MethodProgress:

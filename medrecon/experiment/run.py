@@ -11,16 +11,16 @@ import numpy as np
 
 from ..config import dump_config
 from ..utils_io import git_revision
-from .build import build_operator, image_seed, simulate, torch_dtype
+from .build import build_operator, check_resources, image_seed, simulate, torch_dtype
 from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
-from .report import MethodProgress, format_table, save_figure, save_h5, versions, write_metrics_csv
+from .report import MethodProgress, MethodStatus, format_table, save_figure, save_h5, versions, write_metrics_csv
 
-__all__ = ["run_experiment", "check_output_dir"]
+__all__ = ["run_experiment", "check_output_dir", "publish", "work_dir", "RESULT_NAMES"]
 
 
 def check_output_dir(out_dir: Path, overwrite: bool) -> None:
-    """An existing non-empty ``out_dir`` is an error unless ``overwrite`` (then result files are
-    replaced one by one, atomically; nothing else in the directory is deleted)."""
+    """An existing non-empty ``out_dir`` is an error unless ``overwrite`` (then the old results are
+    replaced by the new ones as a whole once the run completes; nothing else in the directory is deleted)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -28,6 +28,65 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
         if any(out_dir.iterdir()) and not overwrite:
             raise OutputExistsError(f"output directory {out_dir} already exists and is not empty; "
                                     "pass --overwrite to replace its results, or choose another --out")
+
+
+#: what a run writes into its output folder (everything else there belongs to the user and is kept)
+RESULT_NAMES = ("metrics.csv", "summary.txt", "figure.png", "config.yaml", "run.json", "recon")
+
+
+def work_dir(out_dir: Path) -> Path:
+    """The sibling folder a run into ``out_dir`` is built in before :func:`publish` moves it into place."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.medrecon-tmp"
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def publish(work: Path, out_dir: Path) -> None:
+    """Move a complete run from ``work`` to ``out_dir``: ``out_dir`` holds the complete old run or the
+    complete new one at every moment a reader can see. The user's own files in an existing ``out_dir``
+    (anything not in ``RESULT_NAMES``) are linked (or copied) into the new folder first, then the two
+    folders are swapped by renames and the old one removed."""
+    import os
+    import shutil
+
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        os.replace(work, out_dir)
+        return
+    for entry in out_dir.iterdir():
+        if entry.name in RESULT_NAMES:
+            continue
+        target = work / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, target)
+    old = out_dir.parent / f".{out_dir.name}.medrecon-old"
+    _remove_tree(old)
+    os.replace(out_dir, old)
+    os.replace(work, out_dir)
+    _remove_tree(old)
+
+
+def _link_or_copy(src, dst) -> None:
+    import os
+    import shutil
+
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
@@ -47,6 +106,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: boo
     try:
         rows = _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
     except BaseException:
+        if distributed.rank() == 0:
+            _remove_tree(work_dir(Path(out_dir)))  # a failed run leaves no trace
         distributed.shutdown()
         raise
     finally:
@@ -97,12 +158,14 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     error: BaseException | None = None
     try:
         validate_methods(cfg)
+        check_resources(cfg)
         check_output_dir(out_dir, overwrite)
         torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
         names, images = [], []
         for spec in cfg.images:
             for label, img in load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
-                                          seed=spec.seed, slices=spec.slices, window=spec.window):
+                                          seed=spec.seed, slices=spec.slices, window=spec.window,
+                                          split=spec.split):
                 names.append(label)
                 images.append(img)
         if len(set(names)) != len(names):
@@ -133,7 +196,13 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         for i, s in part.items():
             sigma_list[i] = s
 
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs loaded: a bad config leaves no directory
+    # Everything is written into a sibling work folder, moved into place only when complete: a run
+    # that fails (or is killed) leaves out_dir as it was, old results included.
+    work = work_dir(out_dir)
+    if main_rank:
+        _remove_tree(work)  # a leftover of a killed run
+        work.mkdir(parents=True)
+    distributed.barrier()
     device = torch.device(cfg.device)
     op = op.to(device)
     B = len(shard)
@@ -159,7 +228,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         specs = [MethodSpec(baseline)] + specs  # the figure always shows the baseline
         titles = [baseline] + titles
     is_mri = cfg.operator.modality == "mri"
-    for spec in specs:
+    status = MethodStatus(len(specs), enabled=progress)
+    for k, spec in enumerate(specs, start=1):
+        status.start(k, spec.title)
         error, x = None, None
         local_rows: list[dict] = []
         fig_mags: dict[int, np.ndarray] = {}
@@ -168,7 +239,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                 x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
                                            progress, get_method)
                 mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
-                rec_dir = out_dir / "recon" / spec.title
+                rec_dir = work / "recon" / spec.title
                 rec_dir.mkdir(parents=True, exist_ok=True)
                 for j, i in enumerate(shard):  # each rank writes its own reconstructions (atomically)
                     name = names[i]
@@ -183,6 +254,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                     save_h5(rec_dir, [names[i] for i in shard], x)
         except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
             error = exc
+        status.done(k, spec.title)
         parts = _agree(error, (local_rows, fig_mags))
         method_rows = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
         for r in method_rows:
@@ -196,20 +268,21 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     if not main_rank:
         return [r for r in rows if r["image"] in {names[i] for i in shard}]
     # metrics.csv, table, figure, config, provenance (rank 0, after gathering)
-    write_metrics_csv(out_dir / "metrics.csv", rows)
+    write_metrics_csv(work / "metrics.csv", rows)
     table = format_table(rows, titles)
     footer = (f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
               f"seconds per image")
-    atomic_write_text(out_dir / "summary.txt", table + "\n" + footer + "\n")
+    atomic_write_text(work / "summary.txt", table + "\n" + footer + "\n")
     if fig_ids:
         fig_truth = np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
-        save_figure(out_dir / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
+        save_figure(work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
                 cfg.figure_max_images)
-    atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
+    atomic_write_text(work / "config.yaml", dump_config(cfg))
     run_info = {"seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": versions(),
                 "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
                 "total_seconds": round(time.perf_counter() - t_start, 3)}
-    atomic_write_text(out_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+    atomic_write_text(work / "run.json", json.dumps(run_info, indent=2) + "\n")
+    publish(work, out_dir)
     echo(table)
     echo(footer)
     echo(f"wrote {out_dir}/ (metrics.csv, summary.txt, figure.png, recon/, config.yaml, run.json) "

@@ -1,4 +1,4 @@
-"""``fit(model, step_fn, data, cfg)``: the one training loop of medrecon (VAE now; flows and GANs later).
+"""``fit(model, step_fn, data, cfg)``: the one training loop of medrecon (VAE, flow and GAN priors).
 
 What the loop owns, so that no prior rewrites it:
 
@@ -33,6 +33,11 @@ What the loop owns, so that no prior rewrites it:
   ``cfg.checkpoint_every`` steps, at the end of each epoch and at the end: model (class path,
   hyperparameters, weights), every optimizer, step, epoch, position in the epoch, RNG states, the
   run's config. ``torch.load(weights_only=True)`` reads it.
+* **Interruption.** While ``fit`` runs in the main thread, SIGINT (Ctrl-C) and SIGTERM only set a
+  flag: the current step finishes, a checkpoint is written (atomically) and ``fit`` raises
+  :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming it; ``resume=True`` continues from
+  there. A second signal stops at once (the last checkpoint stays intact). With several processes
+  the ranks agree after every step, so all of them stop at the same step.
 * **Logging.** Running means of the step's metrics every ``cfg.log_every`` steps to
   ``out_dir/train_metrics.csv`` and TensorBoard (``out_dir/tensorboard``), validation means each
   epoch to ``val_metrics.csv``; a tqdm progress bar.
@@ -69,9 +74,50 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from medrecon.priors.base import check_state_matches, model_record, read_checkpoint
 
 __all__ = ["FitConfig", "StepContext", "FitResult", "fit", "epoch_order", "step_seed", "resolve_device",
-           "CHECKPOINT_NAME"]
+           "CHECKPOINT_NAME", "TrainingInterrupted"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped ``fit`` between two steps; ``checkpoint`` (or None without ``out_dir``) holds
+    the state after ``step`` steps."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None) -> None:
+        where = f"checkpoint {checkpoint} written" if checkpoint is not None else "no out_dir: nothing saved"
+        super().__init__(f"{signal_name} at step {step}: {where}")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+
+class _StopSignals:
+    """Inside ``with``: the first SIGINT/SIGTERM sets ``self.signal``; a second one raises KeyboardInterrupt.
+    Only in the main thread (elsewhere ``signal.signal`` is not allowed; nothing changes there)."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        import signal
+
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @dataclass(frozen=True)
@@ -475,7 +521,25 @@ def fit(
         pbar.set_postfix({k: f"{v:.4g}" for k, v in list(last_train.items())[:3]})
         running, n_running = {}, 0
 
+    stop = _StopSignals()
+
+    def check_stop() -> None:
+        """After a complete step: on a signal (any rank's), save and raise TrainingInterrupted."""
+        name = stop.signal
+        if world_size > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if name else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            name = name or ("SIGTERM" if float(flag) > 0 else None)
+        if name is None:
+            return
+        log_train()
+        save()
+        raise TrainingInterrupted(name, ctx.step, ckpt_path if ckpt_path is not None and rank == 0 else None)
+
     try:
+        stop.__enter__()
         while ctx.epoch < cfg.epochs and ctx.step < total:
             order = epoch_order(n, cfg.seed, ctx.epoch, rank, world_size)
             batches = [order[i: i + local_batch].tolist() for i in range(0, len(order), local_batch)]
@@ -510,6 +574,7 @@ def fit(
                 if cfg.checkpoint_every and ctx.step % cfg.checkpoint_every == 0:
                     log_train()
                     save()
+                check_stop()
             if batch_in_epoch >= len(batches):  # epoch complete
                 ctx.epoch += 1
                 batch_in_epoch = 0
@@ -522,6 +587,7 @@ def fit(
                         for k, v in last_val.items():
                             writer.add_scalar(f"val/{k}", v, ctx.step)
                 save()
+                check_stop()
         log_train()
         save()
     except RuntimeError as exc:
@@ -534,6 +600,8 @@ def fit(
                    "(any number of processes)." if last is not None else "No checkpoint was written yet.")
             ) from exc
         raise
+    except TrainingInterrupted:
+        raise
     except KeyboardInterrupt:
         # Between two steps the state is consistent: save it so that --resume continues from here.
         # Inside a step, parameters may be half-updated: keep the last periodic checkpoint instead.
@@ -541,6 +609,7 @@ def fit(
             save()
         raise
     finally:
+        stop.__exit__()
         pbar.close()
         if writer is not None:
             writer.close()
