@@ -49,7 +49,8 @@ from medrecon.operators.restoration import (  # noqa: E402
     Inpainting,
     center_block_mask,
 )
-from medrecon.priors.gan import blend_measured, load_gan  # noqa: E402
+from medrecon.methods.gan import blend_measured  # noqa: E402
+from medrecon.priors.gan import load_gan  # noqa: E402
 from medrecon.utils_io import git_revision  # noqa: E402
 
 SIZE = 28

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["reconstruct", "available_methods", "__version__"]
+__all__ = ["reconstruct", "available_methods", "validate_options", "__version__"]
 
 
 def __getattr__(name: str):
-    # Lazy, so that `import medrecon` stays light (no ASTRA/ODL import until needed).
-    if name in ("reconstruct", "available_methods"):
+    # Lazy, so that `import medrecon` (and the CLI's --help) does not import torch and every model.
+    if name in ("reconstruct", "available_methods", "validate_options"):
         from . import methods
 
         return getattr(methods, name)

@@ -21,8 +21,8 @@ from medrecon.priors.flow import (
     flow_eval,
     flow_step,
     load_flow,
-    reconstruct_flow,
 )
+from medrecon.methods.flow import reconstruct_flow
 
 CONFIGS = {
     "realnvp": dict(actnorm=False, inv_conv="none", preprocess="none"),
@@ -222,8 +222,11 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="expected weights of medrecon.priors.flow:MultiScaleFlow"):
         load_flow(tmp_path / "other.pt")
     # weights of the wrong image size for the operator
-    with pytest.raises(ValueError, match="trained on 8x8 images but the operator's images are 4x4"):
+    with pytest.raises(ValueError, match="is for 1x8x8 images but the operator's images are 1x4x4"):
         reconstruct_flow(Identity((4, 4)), torch.rand(1, 1, 4, 4), weights=str(path), n_iter=1)
+
+
+START = dict(n_iter=1, lr=1e-12)  # one step of negligible length: the starting image (n_iter=0 is an error)
 
 
 def _residual(op, x, y):
@@ -239,27 +242,28 @@ def test_reconstruct_flow_fits_the_data(tmp_path, rng, optimizer, mode):
     x_true = _blobs(2, 8, rng)
     y = op(x_true)
     seen = []
-    x0 = reconstruct_flow(op, y, weights=str(path), init="zero", mode=mode, n_iter=0)
-    x = reconstruct_flow(op, y, weights=str(path), init="zero", mode=mode, optimizer=optimizer, n_iter=15,
-                         lr=0.1 if optimizer == "adam" else 1.0, gamma=1e-3,
+    x0 = reconstruct_flow(op, y, weights=str(path), init="zeros", mode=mode, **START)
+    x = reconstruct_flow(op, y, weights=str(path), init="zeros", mode=mode, optimizer=optimizer, n_iter=15,
+                         lr=0.1 if optimizer == "adam" else 1.0, lam=1e-3,
                          callback=lambda k, xk, info: seen.append(k))
     assert x.shape == (2, 1, 8, 8) and x.dtype == torch.float32
     assert seen == list(range(15))
     assert _residual(op, x, y) < 0.5 * _residual(op, x0, y)
 
 
-@pytest.mark.parametrize("init", ["inverse", "zero", "random"])
+@pytest.mark.parametrize("init", ["inverse", "zeros", "random"])
 def test_reconstruct_flow_inits_and_denoising_identity(tmp_path, rng, init):
     _, path = _save_flow(tmp_path)
     op = Identity((8, 8))
     x_true = _blobs(1, 8, rng) * 0.9 + 0.05
-    x = reconstruct_flow(op, x_true, weights=str(path), init=init, n_iter=0 if init == "inverse" else 40, lr=0.1,
-                         generator=torch.Generator().manual_seed(0))
+    steps = START if init == "inverse" else dict(n_iter=40, lr=0.1)
+    x = reconstruct_flow(op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0),
+                         **steps)
     if init == "inverse":  # G(G^{-1}(x0)) = x0 exactly: no representation error
         assert torch.allclose(x, x_true, atol=1e-5)
     else:  # any start moves to the data: the flow's range is everything
-        x0 = reconstruct_flow(op, x_true, weights=str(path), init=init, n_iter=0,
-                              generator=torch.Generator().manual_seed(0))
+        x0 = reconstruct_flow(op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0),
+                              **START)
         assert _residual(op, x, x_true) < 0.05 * _residual(op, x0, x_true)
 
 
@@ -300,9 +304,9 @@ def test_reconstruct_flow_on_restoration_and_mri_operators(tmp_path, rng, kind):
         op = SingleCoilMRI(mask)
         x_true = x_true.to(torch.complex64)
     y = op(x_true)
-    x0 = reconstruct_flow(op, y, weights=str(path), init="zero", n_iter=0)
+    x0 = reconstruct_flow(op, y, weights=str(path), init="zeros", **START)
     for mode in ("latent", "map"):
-        x = reconstruct_flow(op, y, weights=str(path), init="zero", n_iter=20, lr=0.1, mode=mode, gamma=1e-3)
+        x = reconstruct_flow(op, y, weights=str(path), init="zeros", n_iter=20, lr=0.1, mode=mode, lam=1e-3)
         assert x.dtype == op.in_dtype and x.shape == x_true.shape
         assert _residual(op, x, y) < 0.5 * _residual(op, x0, y)
 

@@ -13,17 +13,8 @@ from torch.utils.data import TensorDataset
 import medrecon
 from medrecon.operators import Identity, MatrixOperator
 from medrecon.priors.base import CheckpointMismatchError, check_state_matches, load_prior
-from medrecon.priors.gan import (
-    DCGANPrior,
-    _latent_search,
-    blend_measured,
-    gan_step,
-    load_gan,
-    make_optimizers,
-    reconstruct_csgm,
-    reconstruct_gan_d,
-    yeh_prior_term,
-)
+from medrecon.methods.gan import _latent_search, blend_measured, reconstruct_csgm, reconstruct_gan_d
+from medrecon.priors.gan import DCGANPrior, gan_step, load_gan, make_optimizers, yeh_prior_term
 from medrecon.training.fit import FitConfig, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +135,7 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="expected weights of medrecon.priors.gan:DCGANPrior"):
         vae = ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=8)
         load_gan(export_weights(vae, tmp_path / "vae.pt"))
-    with pytest.raises(ValueError, match=r"makes 1x8x8 images but the operator's images are 1x12x12"):
+    with pytest.raises(ValueError, match=r"is for 1x8x8 images but the operator's images are 1x12x12"):
         reconstruct_csgm(Identity((12, 12)), torch.zeros(1, 1, 12, 12), weights=path, n_iter=1)
 
 

@@ -71,13 +71,14 @@ def test_soft_range_reaches_a_range_image_and_stops(rng):
     assert res.info["converged"] and res.info["n_iter"] < 400
 
 
-def test_initial_image_uses_capabilities(rng):
-    op = Identity((3, 3), dtype=torch.float64)
-    y = torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=rng)
-    torch.testing.assert_close(initial_image(op, y), y)  # no fbp/zero_filled: the adjoint
-    op.fbp = lambda v: 2 * v  # a CT-like operator
-    torch.testing.assert_close(initial_image(op, y), 2 * y)
+def test_initial_image_is_the_magnitude_of_the_direct_reconstruction(rng):
+    a = torch.randn(5, 9, dtype=torch.float64, generator=rng)
+    op = MatrixOperator(a, in_shape=(3, 3), out_shape=(5,))
+    y = torch.randn(1, 1, 5, dtype=torch.float64, generator=rng)
+    torch.testing.assert_close(initial_image(op, y), op.adjoint(y) / op.norm_squared())  # the default direct
+    op.direct = lambda v: 2 * op.adjoint(v)  # a CT-like operator with its own (FBP)
+    torch.testing.assert_close(initial_image(op, y), 2 * op.adjoint(y))
     op2 = Identity((3, 3), complex=True, dtype=torch.float64)
-    op2.zero_filled = lambda v: -v  # an MRI-like operator: magnitude of its zero-filled image
-    yc = torch.complex(y, y)
+    op2.direct = lambda v: -v  # an MRI-like operator: magnitude of its zero-filled image
+    yc = torch.complex(y[..., :3], y[..., 1:4]).reshape(1, 1, 1, 3).expand(1, 1, 3, 3)
     torch.testing.assert_close(initial_image(op2, yc), yc.abs())

@@ -1,19 +1,28 @@
 """The method registry (medrecon.reconstruct) and the classical methods: errors that list the valid
-names, weight selection by the discrepancy principle and by a sweep, FBP / zero-filled dispatch."""
+names, the shared checks of y and of option values, deprecated names, weight selection by the
+discrepancy principle and by a sweep, FBP / direct dispatch."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 import medrecon
-from medrecon.methods import available_methods, method_options
+from medrecon.methods import (
+    available_methods,
+    get_method,
+    method_defaults,
+    method_options,
+    register_method,
+    sweep_weight,
+    validate_options,
+)
 from medrecon.operators import Identity, MatrixOperator
-from medrecon.solvers.classical import sweep_weight
 
 F64 = torch.float64
-CLASSICAL = ["fbp", "zero-filled", "cgls", "tikhonov", "tv", "sense"]
+CLASSICAL = ["fbp", "direct", "zero-filled", "cgls", "tikhonov", "tv", "sense"]
 
 
 def _blur_problem(rng, n=12, sigma=0.05, batch=2):
@@ -37,7 +46,8 @@ def test_classical_methods_are_registered_with_callback():
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown method 'art'; valid methods: fbp, zero-filled, cgls, tikhonov, tv, sense"):
+    with pytest.raises(ValueError, match=r"unknown method 'art'; valid methods: fbp, direct, zero-filled, cgls, "
+                                         r"tikhonov, tv, sense, dip, dip-tv, flow, csgm, gan-d, vae-range, vae-soft"):
         medrecon.reconstruct(Identity((3, 3)), torch.zeros(1, 1, 3, 3), "art")
 
 
@@ -53,16 +63,17 @@ def test_fbp_needs_a_ct_operator_and_sense_a_complex_one():
         medrecon.reconstruct(Identity((3, 3)), torch.zeros(1, 1, 3, 3), "sense")
 
 
-def test_zero_filled_uses_the_operators_own_or_the_adjoint(rng):
+@pytest.mark.parametrize("name", ["direct", "zero-filled"])
+def test_direct_uses_the_operators_own_or_the_scaled_adjoint(name, rng):
     op = MatrixOperator(torch.randn(5, 4, dtype=F64, generator=rng))
     y = torch.randn(2, 1, 5, dtype=F64, generator=rng)
-    torch.testing.assert_close(medrecon.reconstruct(op, y, "zero-filled"), op.adjoint(y))
+    torch.testing.assert_close(medrecon.reconstruct(op, y, name), op.adjoint(y) / op.norm_squared())
 
-    class WithZeroFilled(Identity):
-        def zero_filled(self, y):
+    class WithDirect(Identity):
+        def direct(self, y):
             return 2 * y
 
-    assert float(medrecon.reconstruct(WithZeroFilled((2, 2)), torch.ones(1, 1, 2, 2), "zero-filled").sum()) == 8.0
+    assert float(medrecon.reconstruct(WithDirect((2, 2)), torch.ones(1, 1, 2, 2), name).sum()) == 8.0
 
 
 def test_fbp_calls_op_fbp_with_its_options():
@@ -135,3 +146,210 @@ def test_sweep_picks_the_best_weight_of_the_grid(rng):
     torch.testing.assert_close(x, result.x)
     with pytest.raises(ValueError, match="needs x_true"):
         medrecon.reconstruct(op, y, "tikhonov", lam="sweep")
+
+
+# --------------------------------------------------------------------------- shared checks of y and options
+def _ops_for(name):
+    """A tiny operator each method can run on (complex for sense)."""
+    if name == "sense":
+        from medrecon.operators import SingleCoilMRI
+
+        return SingleCoilMRI(torch.ones(6, 6))
+    return MatrixOperator(torch.eye(36, dtype=torch.float32), in_shape=(6, 6), out_shape=(36,))
+
+
+@pytest.mark.parametrize("name", available_methods())
+def test_every_method_rejects_y_without_batch_and_channel_axes(name):
+    op = _ops_for(name)
+    y = torch.zeros(op.out_shape, dtype=op.out_dtype)  # (36,): no (B, C)
+    with pytest.raises(ValueError, match=rf"method '{name}': y must have shape \(B, C, .*\) = \(B, C, \*op.out_shape\)"):
+        medrecon.reconstruct(op, y, name)
+    wrong_kind = torch.zeros(1, 1, *op.out_shape, dtype=torch.float32 if op.out_complex else torch.complex64)
+    with pytest.raises(ValueError, match=rf"method '{name}': .* takes (real|complex) measurements"):
+        medrecon.reconstruct(op, wrong_kind, name)
+
+
+def test_a_2d_sinogram_is_an_error_not_a_broadcast():
+    from medrecon.operators import ParallelBeamCT
+
+    op = ParallelBeamCT(8, 5, backend="matrix")
+    y = torch.zeros(op.out_shape)  # (n_angles, n_detectors)
+    with pytest.raises(ValueError, match=r"y must have shape \(B, C, 5, \d+\) .* got \(5, \d+\); add the batch"):
+        medrecon.reconstruct(op, y, "tv")
+
+
+N_ITER_METHODS = [m for m in available_methods() if "n_iter" in method_options(m)]
+
+
+@pytest.mark.parametrize("name", N_ITER_METHODS)
+@pytest.mark.parametrize("bad", [-1, 0, "ten", 2.5, True, None])
+def test_iteration_counts_are_range_checked_before_anything_runs(name, bad):
+    op = _ops_for(name)
+    y = torch.zeros(1, 1, *op.out_shape, dtype=op.out_dtype)
+    calls = []
+    with pytest.raises(ValueError, match=rf"method '{name}': option n_iter must be an integer >= 1, got {bad!r}"):
+        medrecon.reconstruct(op, y, name, n_iter=bad, callback=lambda *a: calls.append(a))
+    assert calls == []
+
+
+@pytest.mark.parametrize("name, options, rule", [
+    ("tv", {"lam": -1.0}, r"lam must be a number >= 0 or 'discrepancy' or 'sweep', got -1.0"),
+    ("tv", {"lam": float("nan")}, r"lam must be a number >= 0"),
+    ("tv", {"tol": -1e-3}, r"tol must be a finite number >= 0"),
+    ("tv", {"step_ratio": 0.0}, r"step_ratio must be a finite number > 0"),
+    ("tv", {"init": "fbp2"}, r"init must be one of 'zeros', 'adjoint', 'direct'"),
+    ("tv", {"noise_std": 0.0, "lam": "discrepancy"}, r"noise_std must be None or a finite number > 0"),
+    ("tikhonov", {"noise_std": torch.tensor([0.1, -0.1])}, r"noise_std must be None or a finite number > 0"),
+    ("tikhonov", {"tau": 0}, r"tau must be a finite number > 0"),
+    ("tikhonov", {"callback": "print"}, r"callback must be None or a function"),
+    ("sense", {"lam": "discrepancy"}, r"lam must be a finite number >= 0"),
+    ("fbp", {"filter": "hamming"}, r"filter must be one of 'ramp'"),
+    ("fbp", {"frequency_scaling": 1.5}, r"frequency_scaling must be a finite number > 0 and <= 1"),
+    ("vae-range", {"lr": 0.0}, r"lr must be a finite number > 0"),
+    ("vae-range", {"restarts": 0}, r"restarts must be an integer >= 1"),
+    ("vae-soft", {"lam": 0.0}, r"lam must be a finite number > 0"),
+    ("vae-soft", {"cg_iter": 0}, r"cg_iter must be an integer >= 1"),
+    ("flow", {"lr": -0.1}, r"lr must be None or a finite number > 0"),
+    ("flow", {"init": "inverted"}, r"init must be one of 'inverse', 'zeros', 'random'"),
+    ("flow", {"mode": "mle"}, r"mode must be one of 'latent', 'map'"),
+    ("csgm", {"z_norm_bound": -1.0}, r"z_norm_bound must be None or a finite number > 0"),
+    ("csgm", {"blend": "yes"}, r"blend must be one of False, 'copy', 'poisson'"),
+    ("gan-d", {"p": 0.0}, r"p must be a finite number > 0"),
+    ("dip", {"lr": 0.0}, r"lr must be a finite number > 0"),
+])
+def test_option_values_are_checked_by_one_rule_per_name(name, options, rule):
+    with pytest.raises(ValueError, match=rf"method '{name}': option {rule}"):
+        validate_options(name, options)
+    op = _ops_for(name)
+    with pytest.raises(ValueError, match=rf"method '{name}': option {rule}"):
+        medrecon.reconstruct(op, torch.zeros(1, 1, *op.out_shape, dtype=op.out_dtype), name, **options)
+
+
+def test_validate_options_accepts_good_options_and_names_bad_ones():
+    assert validate_options("tv", {"lam": "discrepancy", "n_iter": 5, "noise_std": 0.1}) == {
+        "lam": "discrepancy", "n_iter": 5, "noise_std": 0.1}
+    assert medrecon.validate_options is validate_options
+    with pytest.raises(ValueError, match=r"unknown method 'art'"):
+        validate_options("art", {})
+    with pytest.raises(ValueError, match=r"method 'tv' got unknown option\(s\) gamma; valid options: lam, n_iter"):
+        validate_options("tv", {"gamma": 0.1})
+    assert method_defaults("tv")["init"] == "zeros" and method_defaults("dip")["lam"] == 0.0
+
+
+@pytest.mark.parametrize("name, old, new, value", [
+    ("flow", "gamma", "lam", 0.1), ("dip", "tv_weight", "lam", 1e-3), ("dip-tv", "tv_weight", "lam", 1e-3)])
+def test_old_weight_names_are_deprecated_aliases_of_lam(name, old, new, value):
+    assert old not in method_options(name) and new in method_options(name)
+    assert validate_options(name, {old: value}) == {new: value}
+    with pytest.raises(ValueError, match=rf"give '{new}' only"):
+        validate_options(name, {old: value, new: value})
+
+
+def test_deprecated_names_warn_and_reach_the_method(rng):
+    op = Identity((6, 6), dtype=F64)
+    y = torch.rand(1, 1, 6, 6, dtype=F64, generator=rng)
+    with pytest.warns(DeprecationWarning, match=r"option 'tv_weight' is deprecated, use 'lam'"):
+        x_old = medrecon.reconstruct(op, y, "dip-tv", tv_weight=0.5, n_iter=3, depth=1, channels=4)
+    x_new = medrecon.reconstruct(op, y, "dip-tv", lam=0.5, n_iter=3, depth=1, channels=4)
+    torch.testing.assert_close(x_old, x_new)
+    with pytest.warns(DeprecationWarning, match=r"init='fbp' is deprecated, use 'direct'"):
+        medrecon.reconstruct(op, y, "tv", init="fbp", n_iter=2)
+    with pytest.warns(DeprecationWarning, match=r"init='zero' is deprecated, use 'zeros'"):
+        x_zero = medrecon.reconstruct(op, y, "tv", init="zero", lam=0.1, n_iter=20)
+    torch.testing.assert_close(x_zero, medrecon.reconstruct(op, y, "tv", lam=0.1, n_iter=20))
+
+
+@pytest.mark.parametrize("old, name, new", [
+    ("medrecon.priors.vae", "reconstruct_range", "medrecon.methods.vae"),
+    ("medrecon.priors.vae", "reconstruct_soft", "medrecon.methods.vae"),
+    ("medrecon.priors.flow", "reconstruct_flow", "medrecon.methods.flow"),
+    ("medrecon.priors.gan", "reconstruct_csgm", "medrecon.methods.gan"),
+    ("medrecon.priors.gan", "blend_measured", "medrecon.methods.gan"),
+    ("medrecon.solvers.classical", "tv", "medrecon.methods.classical"),
+    ("medrecon.solvers.classical", "sweep_weight", "medrecon.methods"),
+    ("medrecon.solvers.classical", "discrepancy_weight", "medrecon.solvers.weights"),
+])
+def test_old_import_locations_still_work_with_a_warning(old, name, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"{old}.{name} moved to {new}.{name}"):
+        obj = getattr(importlib.import_module(old), name)
+    assert obj is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError):
+        importlib.import_module(old).no_such_name  # noqa: B018
+
+
+def test_methods_take_a_model_or_a_path_checked_against_the_image_size(tmp_path):
+    from medrecon.priors import ConvVAE, DCGANPrior, MultiScaleFlow
+
+    op = Identity((12, 12))
+    y = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    for name, model in [("vae-range", ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=8)),
+                        ("csgm", DCGANPrior(image_size=8, latent_dim=3, channels=(4,), d_channels=(4,))),
+                        ("flow", MultiScaleFlow(image_size=8, n_levels=1, n_checker=1, n_channel=1, hidden=4))]:
+        with pytest.raises(ValueError, match=r"is for 1x8x8 images but the operator's images are 1x12x12"):
+            medrecon.reconstruct(op, y, name, weights=model, n_iter=1)
+    with pytest.raises(TypeError, match=r"weights must be a ConvVAE or a path to one, got a DCGANPrior"):
+        medrecon.reconstruct(op, y, "vae-range", weights=DCGANPrior(image_size=8, latent_dim=3, channels=(4,),
+                                                                        d_channels=(4,)), n_iter=1)
+    model = ConvVAE(image_size=12, latent_dim=2, channels=(4,), hidden=8)
+    x = medrecon.reconstruct(op, y, "vae-range", weights=model, n_iter=2, restarts=1)
+    assert x.shape == y.shape and not any(p.grad is not None for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- registering a method
+@pytest.fixture
+def scratch_registry():
+    from medrecon.methods import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
+
+
+def test_register_method_beside_the_function(scratch_registry):
+    from medrecon.methods.registry import number
+
+    @register_method("landweber", checks={"relax": number(0.0, strict=True, maximum=2.0)})
+    def landweber(op, y, *, n_iter: int = 10, relax: float = 1.0, callback=None):
+        x = torch.zeros(y.shape[0], y.shape[1], *op.in_shape, dtype=op.in_dtype)
+        step = relax / op.norm_squared()
+        for _ in range(n_iter):
+            x = x - step * op.adjoint(op(x) - y)
+        return x
+
+    assert "landweber" in available_methods() and get_method("landweber") is landweber
+    op = MatrixOperator(torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=F64))
+    y = torch.tensor([[[4.0, 3.0]]], dtype=F64)
+    torch.testing.assert_close(medrecon.reconstruct(op, y, "landweber", n_iter=200), y / torch.tensor([2.0, 1.0],
+                                                                                                   dtype=F64))
+    with pytest.raises(ValueError, match=r"option relax must be a finite number > 0 and <= 2, got 3"):
+        medrecon.reconstruct(op, y, "landweber", relax=3)
+    with pytest.raises(ValueError, match=r"option n_iter must be an integer >= 1"):  # the shared rule applies
+        landweber(op, y, n_iter=0)
+    with pytest.raises(ValueError, match=r"'landweber' is already registered"):
+        register_method("landweber")(lambda op, y: y)
+    with pytest.raises(ValueError, match=r"checks for options the function lacks: \['step'\]"):
+        register_method("other", checks={"step": number()})(lambda op, y, *, n_iter=1: y)
+    with pytest.raises(TypeError, match=r"give options_from= exactly when the function takes \*\*options"):
+        register_method("other")(lambda op, y, **options: y)
+
+
+def test_a_method_with_options_from_lists_them_once():
+    import inspect
+
+    from medrecon.priors.dip import fit_dip
+
+    params = inspect.signature(get_method("dip")).parameters
+    assert "tv_weight" not in params and params["lam"].default == 0.0
+    shared = set(inspect.signature(fit_dip).parameters) - {"op", "y", "tv_weight"}
+    assert shared <= set(params) and set(method_options("dip")) == shared | {"lam"}
+    assert inspect.signature(get_method("dip-tv")).parameters["lam"].default == 1e-3
+
+
+def test_no_warning_on_the_current_names(rng):
+    op = Identity((4, 4), dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        medrecon.reconstruct(op, torch.rand(1, 1, 4, 4, dtype=F64, generator=rng), "tv", init="direct", n_iter=2)

@@ -82,7 +82,7 @@ def test_methods_run_on_identity_and_check_image_size(tmp_path, rng):
     assert x.shape == y.shape and calls == list(range(5))
     x = medrecon.reconstruct(op, y, "vae-soft", weights=path, n_iter=3, z_steps=2)
     assert x.shape == y.shape
-    with pytest.raises(ValueError, match="trained on 8x8 images but the operator's images are 6x6"):
+    with pytest.raises(ValueError, match="is for 1x8x8 images but the operator's images are 1x6x6"):
         medrecon.reconstruct(Identity((6, 6)), torch.rand(1, 1, 6, 6), "vae-range", weights=path)
     with pytest.raises(ValueError, match="no bundled VAE weights for 6x6"):
         medrecon.reconstruct(Identity((6, 6)), torch.rand(1, 1, 6, 6), "vae-soft")

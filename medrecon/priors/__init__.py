@@ -1,9 +1,7 @@
-"""Priors: TV, and the generative priors (VAE, normalizing flow, Deep Image Prior, GAN).
-
-Each prior module also holds its registered reconstruction methods (``medrecon.reconstruct``
-names ``vae-range``, ``vae-soft``, ``flow``, ``dip``, ``dip-tv``, ``csgm``, ``gan-d``).
+"""Priors: TV, and the generative priors (VAE, normalizing flow, Deep Image Prior, GAN): the models,
+their training steps and loading. The reconstruction methods built on them are in :mod:`medrecon.methods`.
 """
-from .base import CheckpointMismatchError, DensityPrior, GenerativePrior, load_prior
+from .base import CheckpointMismatchError, DensityPrior, GenerativePrior, load_prior, load_weights
 from .dip import DIPResult, DIPTrace, Hourglass, WindowedVarianceStopping, fit_dip
 from .flow import MultiScaleFlow, load_flow
 from .gan import DCGANPrior, load_gan
@@ -11,7 +9,7 @@ from .tv import total_variation
 from .vae import ConvVAE, load_vae
 
 __all__ = [
-    "GenerativePrior", "DensityPrior", "CheckpointMismatchError", "load_prior",
+    "GenerativePrior", "DensityPrior", "CheckpointMismatchError", "load_prior", "load_weights",
     "total_variation",
     "ConvVAE", "load_vae",
     "MultiScaleFlow", "load_flow",

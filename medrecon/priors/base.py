@@ -16,11 +16,13 @@ Checkpoint format (written by ``medrecon.training``; a dict, loadable with
     {"format": "medrecon-checkpoint-v1", "model_class": "medrecon.priors.vae:ConvVAE",
      "model_hparams": {...}, "model_state": state_dict, ...training state (optional)...}
 
-Extension point for flow/GAN priors: give the model class ``hparams`` and a keyword constructor;
-``fit`` then saves it and ``load_prior(path, expected=MyPrior)`` loads it with the same checks.
+Extension point for a new learned prior: give the model class ``hparams``, a keyword constructor and
+an ``image_shape`` ``(C, H, W)``; ``fit`` then saves it, and ``load_weights(weights, MyPrior, ...)`` (the
+one loader every learned-prior method uses) accepts a file or a model and checks the image size.
 """
 from __future__ import annotations
 
+import copy
 import os
 from importlib import import_module
 from pathlib import Path
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "load_weights",
     "resolve_weights",
     "image_size_of",
     "load_frozen",
@@ -221,6 +224,42 @@ def load_frozen(path: str | os.PathLike, expected: type, *, device: torch.device
     """``load_prior`` for use as a fixed prior: eval mode, parameters without gradients."""
     model = load_prior(path, expected=expected, map_location=device)
     model.requires_grad_(False)
+    return model
+
+
+def load_weights(
+    weights: str | os.PathLike | nn.Module | None,
+    expected: type,
+    *,
+    image_shape: tuple[int, int, int],
+    defaults: Mapping[int, str | os.PathLike],
+    kind: str,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """The prior model for images ``(C, H, W) = image_shape``, from a path, a model, or the bundled default.
+
+    ``weights``: a file from ``medrecon train`` (loaded frozen, class and tensor shapes checked), an
+    instance of ``expected`` (a frozen copy in eval mode is used; the caller's model is left alone), or None (``defaults[H]`` for square images).
+    The model's ``image_shape`` must equal ``image_shape``; else an error names both and the bundled sizes.
+    """
+    if isinstance(weights, nn.Module):
+        if not isinstance(weights, expected):
+            raise TypeError(f"weights must be a {expected.__name__} or a path to one, got a {type(weights).__name__}")
+        # a frozen copy: the method neither accumulates gradients in the caller's model nor moves it
+        model = copy.deepcopy(weights).requires_grad_(False).eval().to(device)
+        source = f"the given {type(weights).__name__}"
+    elif weights is None or isinstance(weights, (str, os.PathLike)):
+        path = resolve_weights(weights, image_shape[1], defaults, kind)
+        model, source = load_frozen(path, expected, device=device), str(path)
+    else:
+        raise TypeError(f"weights must be a path, a {expected.__name__} or None, got {type(weights).__name__}")
+    found = tuple(int(v) for v in model.image_shape)
+    if found != tuple(image_shape):
+        bundled = ", ".join(f"{k}x{k}" for k in defaults)
+        raise ValueError(
+            f"the {kind} in {source} is for {'x'.join(map(str, found))} images but the operator's images are "
+            f"{'x'.join(map(str, image_shape))}; use weights trained at that size (bundled: {bundled})"
+        )
     return model
 
 

@@ -1,4 +1,4 @@
-"""Multi-scale normalizing flow prior (RealNVP / Glow) and its reconstruction method ("flow").
+"""Multi-scale normalizing flow prior (RealNVP / Glow); the method "flow" built on it: :mod:`medrecon.methods.flow`.
 
 The flow is an invertible map ``f: x -> z`` from an image ``x`` in [0, 1] to a Gaussian latent
 ``z ~ N(0, I)`` with exact log-likelihood
@@ -18,8 +18,8 @@ built from
 The generator is the inverse, ``x = G(z) = f^{-1}(z)``; being invertible it has no representation
 error, which is the point of Asim, Daniels, Leong, Hand and Ahmed, "Invertible generative models
 for inverse problems: mitigating representation error and dataset bias" (ICML 2020).
-``reconstruct_flow`` implements their latent maximum-likelihood formulation
-``min_z ||A G(z) - y||^2 + gamma ||z||^2`` and the image-space MAP ``min_x ||A x - y||^2 - gamma log p(x)``.
+The method ``flow`` implements their latent maximum-likelihood formulation
+``min_z ||A G(z) - y||^2 + lam ||z||^2`` and the image-space MAP ``min_x ||A x - y||^2 - lam log p(x)``.
 
 Training runs through the one training loop, ``medrecon.training.fit``, with ``flow_step`` /
 ``flow_eval`` (uniform dequantisation, negative log-likelihood in bits per dimension).
@@ -27,22 +27,21 @@ Training runs through the one training loop, ``medrecon.training.fit``, with ``f
 Multi-scale sizes: every one of ``n_levels`` levels squeezes once, so the image height and width
 must be divisible by ``2 ** n_levels`` (28x28 MNIST works unpadded with 2 levels: 28 = 4 * 7).
 
-Complex images (MRI): the flow models real images (magnitudes); ``reconstruct_flow`` feeds
+Complex images (MRI): the flow models real images (magnitudes); the ``flow`` method feeds
 ``G(z)`` to a complex operator as a complex image with zero imaginary part (``op.in_complex``).
 """
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_frozen, resolve_weights
+from medrecon._deprecated import moved
+from medrecon.priors.base import load_frozen
 
 __all__ = [
     "MultiScaleFlow",
@@ -57,7 +56,6 @@ __all__ = [
     "bits_per_dim",
     "dequantize",
     "load_flow",
-    "reconstruct_flow",
     "DEFAULT_WEIGHTS",
 ]
 
@@ -524,130 +522,14 @@ def flow_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
     return {"loss": float(loss), "bpd": float(bits_per_dim(loss, x[0].numel()))}
 
 
-# =========================================================================== reconstruction
-def _resolve_weights(weights: str | os.PathLike | None, image_size: int) -> Path:
-    return resolve_weights(weights, image_size, DEFAULT_WEIGHTS, "flow")
-
-
+# =========================================================================== loading
 def load_flow(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> MultiScaleFlow:
     """The MultiScaleFlow stored in ``weights`` (checked: another model class or shapes is an error); frozen, eval."""
     return load_frozen(weights, MultiScaleFlow, device=device)  # type: ignore[return-value]
 
 
-def _initial_image(op: LinearOperator, y: Tensor) -> Tensor:
-    from medrecon.solvers.latent import initial_image
-
-    return initial_image(op, y)
+_MOVED = {"reconstruct_flow": "medrecon.methods.flow"}
 
 
-def reconstruct_flow(
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    weights: str | None = None,
-    gamma: float = 0.0,
-    init: Literal["inverse", "zero", "random"] = "inverse",
-    optimizer: Literal["adam", "lbfgs"] = "adam",
-    n_iter: int = 300,
-    lr: float | None = None,
-    mode: Literal["latent", "map"] = "latent",
-    init_std: float = 0.7,
-    callback: Callable | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Reconstruction with a flow prior G (Asim et al., ICML 2020): ``y (B, 1, *op.out_shape) -> x (B, 1, H, W)``.
-
-    * ``mode="latent"`` (the paper's formulation): ``z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + gamma ||z||^2``,
-      ``x = G(z*)``;
-    * ``mode="map"``: ``x* = argmin_x ||A x - y||^2 / ||A||^2 - gamma log p(x) / D`` (explicit image-space
-      MAP), optimised over the logit-space image ``u = logit(alpha + (1 - 2 alpha) x)`` (a bijection,
-      so the minimisers are the same and x stays in the flow's domain).
-
-    The data term is divided by ``||A||^2`` (as the VAE methods do) and, in MAP mode, ``log p(x)`` by
-    the number of pixels D, so that ``gamma`` does not depend on the operator's scaling or the image size.
-
-    Args:
-        weights: a ``MultiScaleFlow`` file from ``medrecon train``; default: the bundled weights for
-            the operator's image size (``DEFAULT_WEIGHTS``).
-        gamma: prior weight (``gamma = 0`` in latent mode relies on the initialisation and early
-            stopping, which the paper found to work well).
-        init: ``"inverse"``: z0 = G^{-1}(x0) with x0 the FBP / zero-filled magnitude / adjoint image
-            clipped to [0, 1] (MAP mode: x0 itself); ``"zero"``: z0 = 0 (MAP: x = G(0));
-            ``"random"``: z0 ~ N(0, init_std^2 I) from ``generator`` (MAP: x = G(z0)).
-        optimizer: ``"adam"`` (lr default 0.05 latent, 0.05 map) or ``"lbfgs"`` (lr default 1, strong Wolfe).
-        n_iter: optimizer iterations.
-
-    MRI (``op.in_complex``): the flow models real magnitude images; G(z) enters the operator as a
-    complex image with zero imaginary part and x is returned as ``op.in_dtype`` (zero phase).
-    """
-    from medrecon.solvers.variational import minimize
-
-    if mode not in ("latent", "map"):
-        raise ValueError(f"mode must be 'latent' or 'map', got {mode!r}")
-    if init not in ("inverse", "zero", "random"):
-        raise ValueError(f"init must be 'inverse', 'zero' or 'random', got {init!r}")
-    if optimizer not in ("adam", "lbfgs"):
-        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
-    h, w = image_size_of(op, y, "flow")
-    path = _resolve_weights(weights, h)
-    flow = load_flow(path, device=op.device)
-    if flow.image_shape != (1, h, w):
-        raise ValueError(
-            f"the flow in {path} was trained on {flow.image_shape[1]}x{flow.image_shape[2]} images but the operator's "
-            f"images are {h}x{w}; use weights trained at {h}x{w} (bundled: {', '.join(f'{k}x{k}' for k in DEFAULT_WEIGHTS)})"
-        )
-    real = op.real_dtype
-    flow = flow.to(dtype=real)
-    b = y.shape[0]
-    data_weight = 1.0 / op.norm_squared()
-    n_pix = h * w
-
-    def to_op(x: Tensor) -> Tensor:
-        return x.to(op.in_dtype) if op.in_complex else x
-
-    def data_term(x: Tensor) -> Tensor:
-        r = op(to_op(x)) - y
-        return data_weight * (r.abs().pow(2) if r.is_complex() else r.pow(2)).reshape(b, -1).sum(1)
-
-    with torch.no_grad():
-        if init == "inverse":
-            x_init = _initial_image(op, y).to(real).clamp(0.0, 1.0)
-            z0 = flow.encode(x_init)
-        elif init == "zero":
-            z0 = torch.zeros(b, *flow.latent_shape, dtype=real, device=op.device)
-            x_init = flow.decode(z0)
-        else:
-            z0 = flow.sample_latent(b, generator=generator, temperature=init_std).to(real)
-            x_init = flow.decode(z0)
-
-    if lr is None:
-        lr = 1.0 if optimizer == "lbfgs" else 0.05
-
-    def cb(k: int, v: Tensor, info: dict):
-        if callback is None:
-            return None
-        with torch.no_grad():
-            x = flow.decode(v) if mode == "latent" else flow.preprocess.inverse(v) if flow.preprocess else v
-        return callback(k, to_op(x), info)
-
-    if mode == "latent":
-        def objective(z: Tensor) -> Tensor:
-            return data_term(flow.decode(z)) + gamma * z.pow(2).sum(1)
-
-        z = minimize(objective, z0.contiguous(), method=optimizer, n_iter=n_iter, lr=lr, callback=cb)
-        with torch.no_grad():
-            x = flow.decode(z)
-    else:
-        pre = flow.preprocess
-
-        def objective(u: Tensor) -> Tensor:
-            x = pre.inverse(u) if pre is not None else u
-            return data_term(x) + (gamma / n_pix) * flow.neg_log_prob_preprocessed(u)
-
-        with torch.no_grad():
-            u0 = pre(x_init.clamp(0.0, 1.0))[0] if pre is not None else x_init
-        # contiguous: torch's L-BFGS views the gradient flat (the FBP image may be a strided view)
-        u = minimize(objective, u0.contiguous(), method=optimizer, n_iter=n_iter, lr=lr, callback=cb)
-        with torch.no_grad():
-            x = pre.inverse(u) if pre is not None else u
-    return to_op(x.detach())
+def __getattr__(name: str):  # the method moved to medrecon.methods.flow
+    return moved(__name__, name, _MOVED)

@@ -1,4 +1,4 @@
-"""Convolutional VAE prior and its two reconstruction methods ("vae-range", "vae-soft").
+"""Convolutional VAE prior (the methods "vae-range", "vae-soft" built on it: :mod:`medrecon.methods.vae`).
 
 The method of Duff, Campbell & Ehrhardt, "Regularising inverse problems with generative machine
 learning models" (J. Math. Imaging Vis. 2024, arXiv:2107.11191): a VAE is trained on clean images
@@ -8,35 +8,24 @@ and its decoder G regularises a reconstruction by the distance of x to the range
   sigmoid output in [0, 1]; ``image_size`` must be divisible by ``2 ** len(channels)``.
 * ``vae_step`` / ``vae_eval``: the ``step_fn`` / ``eval_fn`` that ``medrecon.training.fit`` runs
   (negative ELBO: Bernoulli (BCE) or Gaussian (MSE) likelihood + beta * KL).
-* ``reconstruct_range(op, y, weights=...)``: ``min_z ||A G(z) - y||^2/||A||^2 + lam ||z||^2``.
-* ``reconstruct_soft(op, y, weights=...)``:
-  ``min_{x,z} ||A x - y||^2/||A||^2 + lam (||G(z) - x||^2 + mu ||z||^2)``.
-
-Both start from the encoder's mean applied to a quick reconstruction (``op.fbp`` when the operator
-has it, else ``op.zero_filled``, else the adjoint; clipped to [0, 1]) plus ``restarts - 1`` draws
-from the latent prior N(0, I).
+* ``load_vae(weights)``: a trained model from its file.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_frozen, resolve_weights
-from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
+from medrecon._deprecated import moved
+from medrecon.priors.base import load_frozen
 
 __all__ = [
     "ConvVAE",
     "vae_step",
     "vae_eval",
     "load_vae",
-    "reconstruct_range",
-    "reconstruct_soft",
     "DEFAULT_WEIGHTS",
 ]
 
@@ -95,6 +84,7 @@ class ConvVAE(nn.Module):
         )
         self.image_size, self.latent_dim, self.in_channels = int(image_size), int(latent_dim), int(in_channels)
         self.latent_shape = (self.latent_dim,)
+        self.image_shape = (self.in_channels, self.image_size, self.image_size)
         self.loss_kind, self.beta, self.sigma = loss, float(beta), float(sigma)
         s = image_size // 2**n_down
         self._bottom = (channels[-1], s, s)
@@ -208,107 +198,14 @@ def vae_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
             "mse": float(mse.mean())}
 
 
-# -------------------------------------------------------------------- reconstruction methods
-def _resolve_weights(weights: str | os.PathLike | None, image_size: int) -> Path:
-    return resolve_weights(weights, image_size, DEFAULT_WEIGHTS, "VAE")
-
-
+# -------------------------------------------------------------------- loading
 def load_vae(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> ConvVAE:
     """The ConvVAE stored in ``weights`` (checked: another model class or shapes is an error)."""
     return load_frozen(weights, ConvVAE, device=device)  # type: ignore[return-value]
 
 
-def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
-    h, w = image_size_of(op, y, "VAE")
-    path = _resolve_weights(weights, h)
-    vae = load_vae(path, device=op.device)
-    s = vae.image_size
-    if (h, w) != (s, s):
-        raise ValueError(
-            f"the VAE in {path} was trained on {s}x{s} images but the operator's images are {h}x{w}; "
-            f"use weights trained at {h}x{w} (bundled: {', '.join(f'{k}x{k}' for k in DEFAULT_WEIGHTS)})"
-        )
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
-    x_init = initial_image(op, y).to(op.real_dtype if not op.in_complex else torch.float32)
-    vae = vae.to(dtype=x_init.dtype)
-    with torch.no_grad():
-        mu, _ = vae.encode(x_init.clamp(0.0, 1.0))  # (B, latent)
-    starts = [mu]
-    for _ in range(restarts - 1):
-        starts.append(vae.sample_latent(y.shape[0], generator=generator).to(mu.dtype))
-    z0 = torch.stack(starts)  # (R, B, latent)
-    data_weight = 1.0 / op.norm_squared()
-    return vae, z0, data_weight
+_MOVED = {"reconstruct_range": "medrecon.methods.vae", "reconstruct_soft": "medrecon.methods.vae"}
 
 
-def reconstruct_range(
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    weights: str | None = None,
-    lam: float = 1e-4,
-    n_iter: int = 300,
-    lr: float = 5e-2,
-    restarts: int = 4,
-    tol: float = 1e-5,
-    callback: Callable | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """x = G(z*), z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + lam ||z||^2 (Duff et al.'s range method).
-
-    y: (B, 1, *op.out_shape) -> x: (B, 1, H, W) (real, in [0, 1]).
-
-    Args:
-        weights: a ``ConvVAE`` file from ``medrecon train``; default: the bundled weights for the
-            operator's image size (``DEFAULT_WEIGHTS``).
-        lam: latent prior weight (the data term is divided by ||A||^2, so lam does not depend on
-            the operator's scaling). The default was chosen on training-split images of the bundled
-            problems (sparse-angle CT, 2% noise); MAP reasoning gives lam ~ sigma^2 / ||A||^2.
-        n_iter, lr: Adam iterations and step size on z.
-        restarts: 1 start from the encoder applied to the FBP / zero-filled / adjoint image, plus
-            ``restarts - 1`` draws from N(0, I) (drawn from ``generator``); the best is kept.
-        tol: stop when no objective improved by more than ``tol`` (relative) over 25 iterations.
-    """
-    vae, z0, w = _setup(op, y, weights, restarts, generator)
-    res = range_solve(op, y, vae.decode, z0, lam=lam, n_iter=n_iter, lr=lr, data_weight=w, tol=tol,
-                      callback=callback)
-    return res.x.detach()
-
-
-def reconstruct_soft(
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    weights: str | None = None,
-    lam: float = 1e-3,
-    mu: float = 1e-2,
-    n_iter: int = 60,
-    z_steps: int = 10,
-    z_lr: float = 2e-2,
-    cg_iter: int = 30,
-    restarts: int = 1,
-    tol: float = 1e-4,
-    callback: Callable | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """x* of min_{x,z} ||A x - y||^2 / ||A||^2 + lam (||G(z) - x||^2 + mu ||z||^2) (Duff et al.'s soft range).
-
-    y: (B, 1, *op.out_shape) -> x: (B, 1, H, W) (``op.in_dtype``; real for CT).
-
-    Args:
-        weights: as in ``reconstruct_range``.
-        lam: weight of the distance to the range of G (relative to the data term / ||A||^2); MAP
-            reasoning gives lam ~ sigma^2 / (tau^2 ||A||^2) for noise sigma and a range distance of
-            tau per pixel. Default chosen on training-split images of the bundled CT problems.
-        mu: latent prior weight inside the bracket.
-        n_iter: outer (x-step, z-steps) iterations; stops earlier when x changes by less than ``tol``.
-        z_steps, z_lr: Adam steps on z per outer iteration and their step size.
-        cg_iter: conjugate-gradient iterations of each exact x-step.
-        restarts: as in ``reconstruct_range`` (1: the encoder start only).
-    """
-    vae, z0, w = _setup(op, y, weights, restarts, generator)
-    res = soft_range_solve(op, y, vae.decode, z0, lam=lam, mu=mu, n_iter=n_iter, z_steps=z_steps, z_lr=z_lr,
-                           cg_iter=cg_iter, data_weight=w, tol=tol, callback=callback)
-    return res.x.detach()
-
+def __getattr__(name: str):  # the methods moved to medrecon.methods.vae
+    return moved(__name__, name, _MOVED)

@@ -1,5 +1,6 @@
-"""Solvers: image-space variational methods (``variational``), classical reconstruction methods
-(``classical``, registered in ``medrecon.methods``) and latent-space solvers (``latent``)."""
+"""Solvers: image-space variational solvers (``variational``), the choice of a regularisation weight
+(``weights``) and latent-space solvers (``latent``). The reconstruction methods built on them are in
+:mod:`medrecon.methods`."""
 from .variational import conjugate_gradient, least_squares, minimize, pdhg_tv
 
 __all__ = ["conjugate_gradient", "least_squares", "minimize", "pdhg_tv"]

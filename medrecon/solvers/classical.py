@@ -1,135 +1,16 @@
-"""Classical reconstruction methods, registered by name in :mod:`medrecon.methods`.
-
-Each is ``fn(op, y, *, <keyword options>) -> x`` with ``y (B, C, *op.out_shape) -> x (B, C, *op.in_shape)``
-and accepts ``callback(k, x, info)`` (returning ``True`` stops an iterative method).
-
-Regularisation weights are **relative to the operator's squared norm**: ``tikhonov`` minimises
-``1/2 ||Ax - y||^2 + lam/2 ||A||^2 ||x||^2`` and ``tv`` minimises ``1/2 ||Ax - y||^2 + lam ||A||^2 TV(x)``.
-Scaling ``A`` and ``y`` together then leaves the best ``lam`` unchanged (so one value fits CT with
-10 or 30 angles), and for ``||A|| = 1`` (identity, orthonormal Cartesian MRI) ``lam`` is the plain
-weight (``tv`` with the identity is ``skimage.restoration.denoise_tv_chambolle(weight=lam)``).
-
-``lam`` may also be ``"discrepancy"`` (with ``noise_std=``) or ``"sweep"`` (with ``x_true=``): see
-:mod:`medrecon.solvers.weights`.
-"""
+"""Deprecated: the classical methods moved to :mod:`medrecon.methods.classical` and the weight
+selection to :mod:`medrecon.solvers.weights`. The old names still resolve, with a ``DeprecationWarning``."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from medrecon._deprecated import moved
 
-import torch
-from torch import Tensor
-
-from medrecon.operators.base import LinearOperator
-
-from .variational import Callback, least_squares, pdhg_tv
-from .weights import DEFAULT_GRID, SweepResult, _Lam, _n_measurements, _per_element, _resolve_lam, discrepancy_weight
-from .weights import sweep_weight as _sweep_weight
-
-__all__ = ["fbp", "zero_filled", "cgls", "tikhonov", "tv", "sense", "sweep_weight", "discrepancy_weight",
-           "SweepResult", "DEFAULT_GRID"]
+_MOVED = {
+    **{name: "medrecon.methods.classical" for name in ("fbp", "cgls", "tikhonov", "tv", "sense", "zero_filled")},
+    **{name: "medrecon.solvers.weights" for name in ("discrepancy_weight", "SweepResult", "DEFAULT_GRID",
+                                                     "_n_measurements")},
+    "sweep_weight": "medrecon.methods",  # accepts a method name, so it lives above the registry
+}
 
 
-def _info_residual(op: LinearOperator, x: Tensor, y: Tensor) -> dict:
-    with torch.no_grad():
-        return {"residual": torch.linalg.vector_norm((op(x) - y).flatten(1), dim=1)}
-
-
-# --------------------------------------------------------------------------- direct methods
-def fbp(op: LinearOperator, y: Tensor, *, filter: str = "ramp", frequency_scaling: float = 1.0,
-        callback: Callback | None = None) -> Tensor:
-    """x = FBP(y) through ``op.fbp`` (CT operators); an error for operators without one."""
-    if not callable(getattr(op, "fbp", None)):
-        raise ValueError(
-            f"method 'fbp' needs an operator with an .fbp method (a CT operator); {type(op).__name__} has none. "
-            "Use 'zero-filled', 'cgls' or 'tikhonov' instead."
-        )
-    with torch.no_grad():
-        x = op.fbp(y, filter=filter, frequency_scaling=frequency_scaling)
-    if callback is not None:
-        callback(0, x, _info_residual(op, x, y))
-    return x
-
-
-def zero_filled(op: LinearOperator, y: Tensor, *, callback: Callback | None = None) -> Tensor:
-    """x = op.zero_filled(y) when the operator has it (MRI: fastMRI's zero-filled), else A^H y."""
-    with torch.no_grad():
-        x = op.zero_filled(y) if callable(getattr(op, "zero_filled", None)) else op.adjoint(y)
-    if callback is not None:
-        callback(0, x, _info_residual(op, x, y))
-    return x
-
-
-def sweep_weight(op: LinearOperator, y: Tensor, method: str | Callable, x_true: Tensor,
-                 grid: Sequence[float] | None = None, **options) -> SweepResult:
-    """:func:`medrecon.solvers.weights.sweep_weight`; ``method`` may also be a method name (``"tikhonov"``)."""
-    if isinstance(method, str):
-        from medrecon.methods import get_method
-
-        method = get_method(method)
-    return _sweep_weight(op, y, method, x_true, grid, **options)
-
-
-# --------------------------------------------------------------------------- iterative methods
-def cgls(op: LinearOperator, y: Tensor, *, n_iter: int = 30, tol: float = 1e-6, x0: Tensor | None = None,
-         callback: Callback | None = None) -> Tensor:
-    """x = argmin 1/2 ||Ax - y||^2 by CGLS from ``x0`` (default 0); ``n_iter`` (early stopping) regularises."""
-    return least_squares(op, y, lam=0.0, n_iter=n_iter, tol=tol, x0=x0, callback=callback)
-
-
-def tikhonov(op: LinearOperator, y: Tensor, *, lam: _Lam = 1e-3, n_iter: int = 100, tol: float = 1e-6,
-             noise_std: float | Tensor | None = None, tau: float = 1.0, x_true: Tensor | None = None,
-             grid: Sequence[float] | None = None, callback: Callback | None = None) -> Tensor:
-    """x = argmin 1/2 ||Ax - y||^2 + lam/2 ||A||^2 ||x||^2 by CGLS; ``lam`` relative (see module doc)."""
-    scale = op.norm_squared()
-
-    def solve(lam_t: Tensor, x0: Tensor | None) -> Tensor:
-        return least_squares(op, y, lam=_per_element(lam_t, y, scale), n_iter=n_iter, tol=tol, x0=x0,
-                             callback=callback)
-
-    return _resolve_lam(lam, "tikhonov", solve, op, y, noise_std, tau, x_true, grid)
-
-
-def tv(op: LinearOperator, y: Tensor, *, lam: _Lam = 1e-2, n_iter: int = 300, tol: float = 1e-5,
-       nonneg: bool = True, step_ratio: float = 1.0, init: str = "zeros",
-       noise_std: float | Tensor | None = None, tau: float = 1.0, x_true: Tensor | None = None,
-       grid: Sequence[float] | None = None, callback: Callback | None = None) -> Tensor:
-    """x = argmin 1/2 ||Ax - y||^2 + lam ||A||^2 TV(x) [x >= 0] by PDHG; ``lam`` relative (see module doc).
-
-    ``init``: ``"zeros"``, ``"adjoint"`` (``A^H y / ||A||^2``) or ``"fbp"`` / ``"zero-filled"`` (the
-    operator's own direct reconstruction). ``step_ratio``: PDHG's ``sigma / tau`` (see
-    :func:`medrecon.solvers.variational.pdhg_tv`).
-    """
-    scale = op.norm_squared()
-    if init not in ("zeros", "adjoint", "fbp", "zero-filled"):
-        raise ValueError(f"tv: init must be 'zeros', 'adjoint', 'fbp' or 'zero-filled', got {init!r}")
-
-    def start() -> Tensor | None:
-        if init == "zeros":
-            return None
-        with torch.no_grad():
-            if init == "fbp":
-                return fbp(op, y)
-            if init == "zero-filled":
-                return zero_filled(op, y)
-            return op.adjoint(y) / scale
-
-    x_init = start()
-
-    def solve(lam_t: Tensor, x0: Tensor | None) -> Tensor:
-        return pdhg_tv(op, y, lam=_per_element(lam_t, y, scale), n_iter=n_iter, tol=tol, nonneg=nonneg,
-                       x0=x0 if x0 is not None else x_init, step_ratio=step_ratio, callback=callback)
-
-    return _resolve_lam(lam, "tv", solve, op, y, noise_std, tau, x_true, grid)
-
-
-def sense(op: LinearOperator, y: Tensor, *, n_iter: int = 20, lam: float = 0.0, tol: float = 1e-6,
-          callback: Callback | None = None) -> Tensor:
-    """CG-SENSE: x = argmin 1/2 ||Ax - y||^2 + lam/2 ||A||^2 ||x||^2 by CGLS for a (multi-coil) MRI operator.
-
-    [Pruessmann et al., "Advances in sensitivity encoding with arbitrary k-space trajectories",
-    MRM 46, 2001.] Default: 20 iterations, no Tikhonov term (early stopping regularises).
-    """
-    if not op.in_complex:
-        raise ValueError(f"method 'sense' needs a complex (MRI) operator; {type(op).__name__} is real. Use 'cgls'.")
-    return least_squares(op, y, lam=lam * op.norm_squared() if lam else 0.0, n_iter=n_iter, tol=tol,
-                         callback=callback)
+def __getattr__(name: str):
+    return moved(__name__, name, _MOVED)

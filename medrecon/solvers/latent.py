@@ -1,4 +1,4 @@
-"""Latent-space solvers for generator priors x = G(z) (VAE decoders now; GAN generators later).
+"""Latent-space solvers for generator priors x = G(z) (VAE decoders, GAN generators).
 
 Both solvers of Duff, Campbell & Ehrhardt, "Regularising inverse problems with generative machine
 learning models" (J. Math. Imaging Vis., 2024; arXiv:2107.11191):
@@ -11,14 +11,14 @@ learning models" (J. Math. Imaging Vis., 2024; arXiv:2107.11191):
   PALM-style (block-coordinate descent, each block decreasing the same objective), until the
   relative change of x falls below ``tol``.
 
-``w`` is ``data_weight`` (the methods in ``medrecon.priors.vae`` pass ``1 / ||A||^2`` so that ``lam``
+``w`` is ``data_weight`` (the methods in ``medrecon.methods.vae`` pass ``1 / ||A||^2`` so that ``lam``
 does not depend on how an operator is scaled).
 
 Only the ``GenerativePrior`` part of a model is used: a ``decode`` callable and latent start points
 ``z0`` of shape ``(R, B, *latent_shape)`` (R restarts for each of the B measurements). Restarts run
 together as one batch (Adam is elementwise, so they do not interact) and the restart with the lowest
-final objective is returned for each measurement. Extension point: a GAN prior passes its
-generator's forward as ``decode`` and its own ``z0`` (e.g. random draws); nothing here knows the
+final objective is returned for each measurement. A GAN prior passes its generator's forward as
+``decode`` and its own ``z0`` (random draws, ``medrecon.methods.gan``); nothing here knows the
 model's class. Real generators work with complex operators (MRI): G(z) is cast to ``op.in_dtype``.
 """
 from __future__ import annotations
@@ -52,15 +52,10 @@ def sum_sq(t: Tensor) -> Tensor:
 
 
 def initial_image(op: LinearOperator, y: Tensor) -> Tensor:
-    """A quick real image from the data, by capability: ``op.fbp`` (CT), ``op.zero_filled`` (MRI,
-    magnitude), else the adjoint (magnitude when complex). ``(B, C, *out) -> (B, C, *in)`` real."""
+    """A quick real image from the data: the magnitude of ``op.direct(y)`` (FBP for CT, zero-filled for
+    MRI, ``A^H y / ||A||^2`` by default). ``(B, C, *out) -> (B, C, *in)`` real."""
     with torch.no_grad():
-        if callable(getattr(op, "fbp", None)):
-            x = op.fbp(y)
-        elif callable(getattr(op, "zero_filled", None)):
-            x = op.zero_filled(y)
-        else:
-            x = op.adjoint(y)
+        x = op.direct(y)
     return x.abs() if x.is_complex() else x
 
 
