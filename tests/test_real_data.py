@@ -179,3 +179,49 @@ def test_fetched_corpus_matches_split_files_and_conversion(tmp_path):
     mri, mids = real.load_corpus("mri", "train", size=128, slices=4)
     assert mri.shape == (4, 1, 128, 128) and all(i.startswith("colin27:") for i in mids)
     assert mri.amax(dim=(1, 2, 3)).min() > 0.75  # the robust scale puts bright tissue near 1
+
+
+# ---------------------------------------------------------------------------------------- configs and kinds
+@pytest.mark.parametrize("name", ["ct_real_sparse_angle_10", "ct_real_sparse_angle_30", "mri_real_4x", "mri_real_8x"])
+def test_real_configs_load(name):
+    from medrecon.experiment import load_experiment_config
+
+    cfg = load_experiment_config(real.SPLITS_DIR.parents[1] / "configs" / f"{name}.yaml")
+    (spec,) = cfg.images
+    assert spec.kind in ("real_ct", "real_mri") and spec.split == "validation" and spec.slices == 16
+    assert (spec.kind == "real_ct") == (cfg.operator.modality == "ct")
+
+
+def test_image_spec_rejects_bad_split_and_int_slices_elsewhere():
+    from medrecon.config import ConfigError
+    from medrecon.data.images import ImageLoadError, load_images
+    from medrecon.experiment import ImageSpec
+
+    with pytest.raises(ConfigError, match="'images.split' must be 'train' or 'validation'"):
+        ImageSpec(kind="real_ct", split="test")
+    with pytest.raises(ImageLoadError, match="takes no 'split'"):
+        load_images("shepp_logan", 16, split="train")
+    with pytest.raises(ImageLoadError, match="must be a list of slice indices"):
+        load_images("shepp_logan", 16, slices=3)
+
+
+def test_real_kind_without_data_is_a_clear_error(tmp_path, monkeypatch):
+    from medrecon.data.images import ImageLoadError, load_images
+
+    monkeypatch.setenv("MEDRECON_REAL_DATA", str(tmp_path))
+    with pytest.raises(ImageLoadError, match=r"real_mri: .*run `make data`"):
+        load_images("real_mri", 32, slices=2)
+
+
+@pytest.mark.realdata
+@needs_real_data
+def test_real_image_kinds_load_the_split():
+    from medrecon.data.images import load_images
+
+    got = load_images("real_ct", 64, split="validation", slices=4)
+    images, ids = real.load_corpus("ct", "validation", size=64, slices=4)
+    assert [n for n, _ in got] == [i.replace(":", "_s") for i in ids]
+    for (_, img), ref in zip(got, images):
+        np.testing.assert_array_equal(img, ref[0].numpy())  # already in [0, 1]: not re-normalised
+    picked = load_images("real_mri", 32, split="train", slices=[0, -1])
+    assert [n for n, _ in picked] == ["colin27_s21", "colin27_s142"]

@@ -12,7 +12,11 @@ Sources (``kind``):
   MR_small; MIT-licensed pydicom test data);
 * ``fastmri``: slices of a fastMRI HDF5 file: ``reconstruction_rss`` (multi-coil) or
   ``reconstruction_esc`` (single-coil) when present, else the root-sum-of-squares of the inverse
-  FFT of ``kspace``.
+  FFT of ``kspace``;
+* ``real_ct`` / ``real_mri``: slices of the real scans fetched by ``make data``
+  (:func:`medrecon.data.real.load_corpus`, already converted to [0, 1]): ``split`` ``train`` or
+  ``validation`` (default), ``slices`` ``n`` evenly spaced slices of the split (or a list of positions
+  in the split's list, ``data/splits/``), every slice when omitted.
 
 Non-square images are centre-cropped to a square, then resized with anti-aliasing
 (``skimage.transform.resize``, order 1); then normalised: with ``window=(lo, hi)`` values are
@@ -30,7 +34,9 @@ import numpy as np
 __all__ = ["IMAGE_KINDS", "ImageLoadError", "load_images", "normalize", "resize_square", "resolve_path",
            "REPO_ROOT", "CT_TEST_DIR"]
 
-IMAGE_KINDS = ("ct_test", "shepp_logan", "ellipses", "npy", "png", "dicom", "pydicom_example", "fastmri")
+IMAGE_KINDS = ("ct_test", "shepp_logan", "ellipses", "npy", "png", "dicom", "pydicom_example", "fastmri",
+               "real_ct", "real_mri")
+REAL_KINDS = {"real_ct": "ct", "real_mri": "mri"}  # image kind -> modality of medrecon.data.real
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CT_TEST_DIR = REPO_ROOT / "data" / "ct_test"
 
@@ -120,8 +126,27 @@ def _read_fastmri(path: Path, slices: Sequence[int] | None) -> list[tuple[str, n
     return out
 
 
+def _real_images(kind: str, split: str | None, slices: int | Sequence[int] | None,
+                 size: int) -> list[tuple[str, np.ndarray]]:
+    from .real import RealDataError, load_corpus
+
+    try:
+        if slices is None or isinstance(slices, int):
+            images, ids = load_corpus(REAL_KINDS[kind], split or "validation", size=size, slices=slices)
+        else:
+            images, ids = load_corpus(REAL_KINDS[kind], split or "validation", size=size)
+            if any(not -len(ids) <= i < len(ids) for i in slices):
+                raise ImageLoadError(f"{kind}: slices {list(slices)} out of range (the split has {len(ids)})")
+            images, ids = images[list(slices)], [ids[i] for i in slices]
+    except RealDataError as exc:
+        raise ImageLoadError(f"{kind}: {exc}") from None
+    return [(i.replace(":", "_s"), img[0].numpy().astype(np.float64)) for i, img in zip(ids, images)]
+
+
 def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: int,
-                slices: Sequence[int] | None, size: int) -> list[tuple[str, np.ndarray]]:
+                slices: Sequence[int] | None, size: int, split: str | None = None) -> list[tuple[str, np.ndarray]]:
+    if kind in REAL_KINDS:
+        return _real_images(kind, split, slices, size)
     if kind == "ct_test":
         folder = resolve_path(path) if path else CT_TEST_DIR
         files = sorted(folder.glob("*.npy"))
@@ -179,13 +204,18 @@ def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: 
 
 def load_images(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
                 seed: int = 0, slices: Sequence[int] | None = None,
-                window: Sequence[float] | None = None) -> list[tuple[str, np.ndarray]]:
+                window: Sequence[float] | None = None, split: str | None = None) -> list[tuple[str, np.ndarray]]:
     """``[(name, image (size, size) float32 in [0, 1]), ...]`` from one source (see the module doc)."""
     if size < 2:
         raise ImageLoadError(f"image size must be >= 2, got {size}")
     out = []
-    for label, img in _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size):
-        already_unit = kind in ("ct_test", "shepp_logan", "ellipses") or (
+    if split is not None and kind not in REAL_KINDS:
+        raise ImageLoadError(f"image kind {kind!r} takes no 'split' (only {', '.join(REAL_KINDS)} do)")
+    if isinstance(slices, int) and kind not in REAL_KINDS:
+        raise ImageLoadError(f"image kind {kind!r}: 'slices' must be a list of slice indices, got {slices}")
+    for label, img in _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size,
+                                  split=split):
+        already_unit = kind in ("ct_test", "shepp_logan", "ellipses", *REAL_KINDS) or (
             kind == "npy" and img.min() >= 0.0 and img.max() <= 1.0)
         img = resize_square(img, size)  # resize first, so min-max normalisation spans the full [0, 1]
         if already_unit and window is None:
