@@ -20,7 +20,8 @@ one import line below. The model itself lives in ``medrecon/priors/<family>.py``
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -41,8 +42,15 @@ from .registry import (
 )
 
 __all__ = [
-    "reconstruct", "available_methods", "register_method", "method_options", "method_defaults", "get_method",
-    "validate_options", "check_measurements", "sweep_weight",
+    "available_methods",
+    "check_measurements",
+    "get_method",
+    "method_defaults",
+    "method_options",
+    "reconstruct",
+    "register_method",
+    "sweep_weight",
+    "validate_options",
 ]
 
 

@@ -14,7 +14,7 @@ weight (``tv`` with the identity is ``skimage.restoration.denoise_tv_chambolle(w
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ from medrecon.solvers.weights import _Lam, _per_element, _resolve_lam
 
 from .registry import one_of, register_method, weight_or_rule
 
-__all__ = ["fbp", "direct", "cgls", "tikhonov", "tv", "sense"]
+__all__ = ["cgls", "direct", "fbp", "sense", "tikhonov", "tv"]
 
 _LAM_RULES = weight_or_rule("discrepancy", "sweep")
 

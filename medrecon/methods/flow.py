@@ -8,7 +8,8 @@ maximum-likelihood problem ``min_z ||A G(z) - y||^2 + lam ||z||^2`` (or the imag
 from __future__ import annotations
 
 import os
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor

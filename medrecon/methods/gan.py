@@ -20,19 +20,22 @@ extra terms enter through its ``penalty`` and ``project`` hooks).
 from __future__ import annotations
 
 import os
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
+from medrecon.operators.gradient import FiniteDifference2D
 from medrecon.priors.base import image_size_of, load_weights
 from medrecon.priors.gan import DEFAULT_WEIGHTS, DCGANPrior, yeh_prior_term
 from medrecon.solvers.latent import range_solve
+from medrecon.solvers.variational import conjugate_gradient
 
 from .registry import register_method
 
-__all__ = ["reconstruct_csgm", "reconstruct_gan_d", "blend_measured"]
+__all__ = ["blend_measured", "reconstruct_csgm", "reconstruct_gan_d"]
 
 #: Relative tolerance of the partial-isometry probe ||A A^H A v - A v|| <= tol ||A v|| (float32 round-off).
 _PARTIAL_ISOMETRY_RTOL = 1e-4
@@ -82,9 +85,6 @@ def blend_measured(
         measured = op.adjoint(y)  # (B, C, *in): P x_true when y = A x_true
         if mode == "copy":
             return measured + (x - op.adjoint(op(x)))  # exact on the pixels of a 0/1 mask or selection
-        from medrecon.operators.gradient import FiniteDifference2D
-        from medrecon.solvers.variational import conjugate_gradient
-
         if len(op.in_shape) != 2:
             raise ValueError(f"Poisson blending needs 2-D images, the operator's image shape is "
                              f"{op.in_shape}")
@@ -159,7 +159,7 @@ def _latent_search(
         z0 = project(z0)
     inner_cb = None
     if callback is not None:
-        def inner_cb(k: int, x: Tensor, info: dict) -> object:  # noqa: E306 - best restart per measurement
+        def inner_cb(k: int, x: Tensor, info: dict) -> object:
             with torch.no_grad():
                 best = info["objective"].reshape(restarts, b).argmin(0) * b + torch.arange(b, device=x.device)
             return callback(k, x[best], {"objective": info["objective"][best], "z": info["z"][best]})

@@ -20,17 +20,30 @@ import inspect
 import math
 import numbers
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
 
 __all__ = [
-    "register_method", "get_method", "available_methods", "method_options", "method_defaults", "validate_options",
-    "reconstruct", "check_measurements", "OPTION_CHECKS", "Check", "integer", "number", "one_of",
-    "optional", "weight_or_rule",
+    "OPTION_CHECKS",
+    "Check",
+    "available_methods",
+    "check_measurements",
+    "get_method",
+    "integer",
+    "method_defaults",
+    "method_options",
+    "number",
+    "one_of",
+    "optional",
+    "reconstruct",
+    "register_method",
+    "validate_options",
+    "weight_or_rule",
 ]
 
 Check = Callable[[Any], "str | None"]

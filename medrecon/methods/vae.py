@@ -15,7 +15,7 @@ latent prior N(0, I).
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

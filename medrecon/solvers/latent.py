@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
+from medrecon.solvers.variational import conjugate_gradient
 
 __all__ = ["LatentResult", "range_solve", "soft_range_solve", "sum_sq", "initial_image"]
 
@@ -172,8 +173,6 @@ def soft_range_solve(
     ``||x_k - x_{k-1}|| <= tol ||x_k||`` for every measurement, or after ``n_iter`` outer iterations.
     y: (B, C, *op.out_shape), z0: (R, B, *latent) -> x: (B, C, *op.in_shape) (op.in_dtype).
     """
-    from medrecon.solvers.variational import conjugate_gradient
-
     if lam <= 0:
         raise ValueError(f"lam must be positive for the soft-range x-step, got {lam}")
     y_rep, r, b = _stack_restarts(y, z0)
