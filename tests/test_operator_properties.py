@@ -9,7 +9,8 @@ import medrecon.operators
 from medrecon.operators import LinearOperator, MatrixOperator, OperatorInputError
 from medrecon.testing import check_operator
 
-CASES = [pytest.param(name, marks=[pytest.mark.gpu] if case.gpu else [], id=name) for name, case in ZOO.items()]
+CASES = [pytest.param(name, marks=[pytest.mark.gpu] if case.gpu else [], id=name)
+         for name, case in ZOO.items()]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -23,7 +24,7 @@ def test_every_public_operator_is_in_the_zoo():
     public = {obj for obj in vars(medrecon.operators).values()
               if inspect.isclass(obj) and issubclass(obj, LinearOperator) and obj is not LinearOperator}
     seen: set[type] = set()
-    for name, case in ZOO.items():
+    for case in ZOO.values():
         if case.gpu and not torch.cuda.is_available():
             seen |= public & {medrecon.operators.ConeBeamCT}  # constructing it without a GPU raises
             continue
@@ -65,7 +66,8 @@ def test_check_operator_catches_defects(broken, check, rng):
 
 
 def test_check_operator_on_a_good_operator_reports_errors(rng):
-    errors = check_operator(MatrixOperator(torch.randn(4, 3, dtype=torch.float64, generator=rng)), backward=True)
+    op = MatrixOperator(torch.randn(4, 3, dtype=torch.float64, generator=rng))
+    errors = check_operator(op, backward=True)
     assert max(errors[k] for k in ("adjoint", "adjoint_of_adjoint", "linearity", "deepcopy")) < 1e-14
     assert errors["dtype"] < 1e-6 and errors["norm"] < 1e-3 and "backward" in errors
     with pytest.raises(OperatorInputError):

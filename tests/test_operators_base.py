@@ -1,9 +1,9 @@
+"""Generic operators against dense references, the norm, dtype moves, autograd, bad input, direct/support.
+
+The properties every operator shares (adjoint, linearity, deepcopy, ...): test_operator_properties.py."""
 import pytest
 import torch
 
-"""Generic operators against dense references, the norm, dtype moves, autograd, bad input, direct/support.
-
-The properties every operator shares (adjoint, linearity, deepcopy, ...) run in test_operator_properties.py."""
 from medrecon.operators import DiagonalOperator, Identity, MatrixOperator, OperatorInputError
 
 

@@ -61,7 +61,8 @@ def test_inpainting_masks():
     g = torch.Generator().manual_seed(0)
     r = random_pixel_mask((100, 100), 0.3, generator=g)
     assert abs(float(r.mean()) - 0.3) < 0.02
-    torch.testing.assert_close(r, random_pixel_mask((100, 100), 0.3, generator=torch.Generator().manual_seed(0)))
+    again = random_pixel_mask((100, 100), 0.3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(r, again)
     x = torch.rand(1, 1, 9, 8, dtype=F64)
     y = Inpainting(m.to(F64))(x)
     torch.testing.assert_close(y, x * m.to(F64))

@@ -132,7 +132,9 @@ class LinearOperator(nn.Module):
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = tuple(int(s) for s in out_shape)
         if any(s <= 0 for s in self.in_shape + self.out_shape):
-            raise ValueError(f"operator shapes must be positive, got in {self.in_shape}, out {self.out_shape}")
+            raise ValueError(
+                f"operator shapes must be positive, got in {self.in_shape}, out {self.out_shape}"
+            )
         self.in_complex = bool(in_complex)
         self.out_complex = bool(out_complex)
         if dtype.is_complex:
@@ -159,7 +161,8 @@ class LinearOperator(nn.Module):
         return complex_dtype_of(self.real_dtype) if self.out_complex else self.real_dtype
 
     def extra_repr(self) -> str:
-        return f"in_shape={self.in_shape}, out_shape={self.out_shape}, in_dtype={self.in_dtype}, out_dtype={self.out_dtype}"
+        return (f"in_shape={self.in_shape}, out_shape={self.out_shape}, in_dtype={self.in_dtype}, "
+                f"out_dtype={self.out_dtype}")
 
     # ------------------------------------------------------------------ to implement
     def _A(self, x: Tensor) -> Tensor:  # (N, *in_shape) -> (N, *out_shape)
@@ -178,10 +181,10 @@ class LinearOperator(nn.Module):
                 f"{name}: {what} must have shape (B, C, {', '.join(map(str, shape))}), got {tuple(t.shape)}"
             )
         if t.dtype != dtype:
+            target = real_dtype_of(t.dtype) if t.is_floating_point() or t.is_complex() else "dtype"
             raise OperatorInputError(
                 f"{name}: {what} must have dtype {dtype}, got {t.dtype} "
-                f"(move the operator with .to({real_dtype_of(t.dtype) if t.is_floating_point() or t.is_complex() else 'dtype'}) "
-                "or convert the input)"
+                f"(move the operator with .to({target}) or convert the input)"
             )
         if t.device != self.device and not (t.device.type == self.device.type and self.device.index is None):
             raise OperatorInputError(
@@ -209,7 +212,8 @@ class LinearOperator(nn.Module):
         return self.adjoint(self(x))
 
     # ------------------------------------------------------------------ norm
-    def norm(self, *, n_iter: int = 100, rtol: float = 1e-6, generator: torch.Generator | None = None) -> float:
+    def norm(self, *, n_iter: int = 100, rtol: float = 1e-6,
+             generator: torch.Generator | None = None) -> float:
         """Spectral norm ||A||_2 by power iteration on A^H A, cached per device and dtype.
 
         Stops when the estimate changes by less than ``rtol`` (relative) between iterations.
@@ -274,7 +278,7 @@ class LinearOperator(nn.Module):
             return aah > _SUPPORT_RTOL * peak
 
     def n_measurements(self) -> int:
-        """Real measurement values that carry data, per image and channel: the support's size, x2 if complex."""
+        """Real measurement values carrying data, per image and channel: the support's size, x2 if complex."""
         return int(self.measurement_support().sum()) * (2 if self.out_complex else 1)
 
     def _apply(self, fn, recurse: bool = True):  # called by .to(), .cuda(), .double() ...
@@ -337,8 +341,9 @@ class ComposedOperator(LinearOperator):
     def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
         if inner.out_shape != outer.in_shape or inner.out_complex != outer.in_complex:
             raise ValueError(
-                f"cannot compose: inner output {inner.out_shape} ({'complex' if inner.out_complex else 'real'}) "
-                f"does not match outer input {outer.in_shape} ({'complex' if outer.in_complex else 'real'})"
+                f"cannot compose: inner output {inner.out_shape} "
+                f"({'complex' if inner.out_complex else 'real'}) does not match outer input "
+                f"{outer.in_shape} ({'complex' if outer.in_complex else 'real'})"
             )
         super().__init__(
             inner.in_shape, outer.out_shape, in_complex=inner.in_complex, out_complex=outer.out_complex,
@@ -377,8 +382,11 @@ class SumOperator(LinearOperator):
     """(A + B) x; adjoint A^H + B^H."""
 
     def __init__(self, a: LinearOperator, b: LinearOperator) -> None:
-        if (a.in_shape, a.out_shape, a.in_complex, a.out_complex) != (b.in_shape, b.out_shape, b.in_complex, b.out_complex):
-            raise ValueError(f"cannot add operators {a.in_shape}->{a.out_shape} and {b.in_shape}->{b.out_shape}")
+        if (a.in_shape, a.out_shape, a.in_complex, a.out_complex) != (
+                b.in_shape, b.out_shape, b.in_complex, b.out_complex):
+            raise ValueError(
+                f"cannot add operators {a.in_shape}->{a.out_shape} and {b.in_shape}->{b.out_shape}"
+            )
         super().__init__(a.in_shape, a.out_shape, in_complex=a.in_complex, out_complex=a.out_complex,
                          dtype=a.real_dtype)
         self.a = a

@@ -17,7 +17,8 @@ __all__ = ["Identity", "DiagonalOperator", "MatrixOperator"]
 class Identity(LinearOperator):
     """x -> x on ``(B, C, *shape)``; real or complex."""
 
-    def __init__(self, shape: Sequence[int], *, complex: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, shape: Sequence[int], *, complex: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__(shape, shape, in_complex=complex, out_complex=complex, dtype=dtype)
 
     def _A(self, x: Tensor) -> Tensor:

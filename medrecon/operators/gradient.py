@@ -32,7 +32,8 @@ class FiniteDifference2D(LinearOperator):
     [1.0, 1.0, 1.0, 0.0]
     """
 
-    def __init__(self, shape: Sequence[int], *, complex: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, shape: Sequence[int], *, complex: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2:
             raise ValueError(f"FiniteDifference2D needs an image shape (H, W), got {shape}")

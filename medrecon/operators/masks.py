@@ -77,7 +77,8 @@ def make_mask(kind: str, shape: Sequence[int], acceleration: float, center_fract
     return _fastmri_columns(kind, w, acceleration, center_fraction, seed).expand(h, w).contiguous()
 
 
-def _fastmri_columns(kind: str, n_cols: int, acceleration: float, center_fraction: float, seed: int) -> Tensor:
+def _fastmri_columns(kind: str, n_cols: int, acceleration: float, center_fraction: float,
+                     seed: int) -> Tensor:
     from fastmri.data.subsample import create_mask_for_mask_type
 
     if kind != "random":

@@ -66,7 +66,9 @@ def _as_mask(mask: Tensor, shape: tuple[int, int] | None, name: str) -> Tensor:
     if mask.is_complex():
         raise ValueError(f"{name}: the mask must be real (0/1 sampling pattern), got {mask.dtype}")
     if mask.dim() not in (1, 2):
-        raise ValueError(f"{name}: the mask must have shape (H, W) or (W,) (columns), got {tuple(mask.shape)}")
+        raise ValueError(
+            f"{name}: the mask must have shape (H, W) or (W,) (columns), got {tuple(mask.shape)}"
+        )
     if shape is None:
         if mask.dim() != 2:
             raise ValueError(f"{name}: a column mask (W,) needs image_shape=(H, W)")
@@ -74,7 +76,9 @@ def _as_mask(mask: Tensor, shape: tuple[int, int] | None, name: str) -> Tensor:
     try:
         full = torch.broadcast_to(mask, shape)
     except RuntimeError:
-        raise ValueError(f"{name}: mask of shape {tuple(mask.shape)} does not fit images of shape {shape}") from None
+        raise ValueError(
+            f"{name}: mask of shape {tuple(mask.shape)} does not fit images of shape {shape}"
+        ) from None
     full = full.to(torch.float64 if mask.dtype == torch.float64 else torch.float32)
     if not bool(torch.isfinite(full).all()):
         raise ValueError(f"{name}: the mask contains NaN or inf")
@@ -185,10 +189,12 @@ class MultiCoilMRI(_CartesianMRI):
 
     def __init__(self, mask: Tensor, sensitivity_maps: Tensor) -> None:
         if not isinstance(sensitivity_maps, Tensor) or sensitivity_maps.dim() != 3:
-            shape = tuple(sensitivity_maps.shape) if isinstance(sensitivity_maps, Tensor) else type(sensitivity_maps)
+            shape = (tuple(sensitivity_maps.shape) if isinstance(sensitivity_maps, Tensor)
+                     else type(sensitivity_maps))
             raise ValueError(f"MultiCoilMRI: sensitivity_maps must have shape (coils, H, W), got {shape}")
+        real_dtype = sensitivity_maps.dtype if sensitivity_maps.is_floating_point() else torch.float32
         maps = sensitivity_maps if sensitivity_maps.is_complex() else sensitivity_maps.to(
-            complex_dtype_of(sensitivity_maps.dtype if sensitivity_maps.is_floating_point() else torch.float32))
+            complex_dtype_of(real_dtype))
         if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
             raise ValueError("MultiCoilMRI: sensitivity_maps contain NaN or inf")
         coils, h, w = maps.shape

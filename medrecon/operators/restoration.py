@@ -79,7 +79,8 @@ class Inpainting(LinearOperator):
         return self.mask != 0
 
 
-def center_block_mask(shape: Sequence[int], block: int | Sequence[int], *, dtype: torch.dtype = torch.float32) -> Tensor:
+def center_block_mask(shape: Sequence[int], block: int | Sequence[int], *,
+                      dtype: torch.dtype = torch.float32) -> Tensor:
     """A mask of ones with a missing (zero) ``block`` (int or (h, w)) in the centre of ``shape (H, W)``.
 
     >>> center_block_mask((4, 5), 2).int().tolist()
@@ -138,7 +139,9 @@ def downsampling_matrix(n: int, factor: int, kernel: str = "box", *, sigma: floa
     w = _kernel_weights(kernel, t, factor, sigma)
     sums = w.sum(1, keepdim=True)
     if bool((sums.abs() < 1e-12).any()):
-        raise ValueError(f"the {kernel} kernel leaves an output pixel without weight (n={n}, factor={factor})")
+        raise ValueError(
+            f"the {kernel} kernel leaves an output pixel without weight (n={n}, factor={factor})"
+        )
     return (w / sums).to(dtype)
 
 
@@ -160,7 +163,8 @@ class Downsampling(LinearOperator):
         h, w = (int(s) for s in shape)
         dh = downsampling_matrix(h, int(factor), kernel, sigma=sigma)
         dw = downsampling_matrix(w, int(factor), kernel, sigma=sigma)
-        super().__init__((h, w), (dh.shape[0], dw.shape[0]), in_complex=complex, out_complex=complex, dtype=dtype)
+        super().__init__((h, w), (dh.shape[0], dw.shape[0]), in_complex=complex, out_complex=complex,
+                         dtype=dtype)
         self.factor = int(factor)
         self.kernel = kernel
         self.register_buffer("_dh", dh.to(self.real_dtype))

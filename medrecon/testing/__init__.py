@@ -58,7 +58,9 @@ def check_adjoint(op: LinearOperator, *, batch: int = 2, rtol: float | None = No
     scale = float(ax.norm() * y.norm())
     err = float(abs(lhs - rhs)) / scale if scale > 0 else float(abs(lhs - rhs))
     if rtol is not None and not err <= rtol:
-        raise AssertionError(f"{type(op).__name__}: adjoint test failed, relative error {err:.3e} > {rtol:.1e}")
+        raise AssertionError(
+            f"{type(op).__name__}: adjoint test failed, relative error {err:.3e} > {rtol:.1e}"
+        )
     return err
 
 
@@ -101,7 +103,8 @@ def _expect_rejected(op: LinearOperator, fn, t: Tensor, what: str) -> None:
     except OperatorInputError:
         return
     except Exception as exc:  # noqa: BLE001 - any other error is a failure of the check
-        raise _fail(op, "bad input", f"{what} raised {type(exc).__name__}, not OperatorInputError: {exc}") from exc
+        raise _fail(op, "bad input",
+                    f"{what} raised {type(exc).__name__}, not OperatorInputError: {exc}") from exc
     raise _fail(op, "bad input", f"{what} was accepted; it must raise OperatorInputError")
 
 
@@ -183,21 +186,24 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         scale = abs(a) * float(ax.norm()) + abs(b) * float(op(x2).norm())
         errors["linearity"] = float((lhs - rhs).norm()) / scale if scale > 0 else float((lhs - rhs).norm())
         if errors["linearity"] > rtol:
-            raise _fail(op, "linearity", f"A(a x1 + b x2) != a A x1 + b A x2 (relative error {errors['linearity']:.3e})")
+            raise _fail(op, "linearity",
+                        f"A(a x1 + b x2) != a A x1 + b A x2 (relative error {errors['linearity']:.3e})")
 
         # deepcopy: same values, independent moves
         clone = copy.deepcopy(op)
         errors["deepcopy"] = max(_relative(clone(x), ax), _relative(clone.adjoint(y), ahy))
         if errors["deepcopy"] > rtol:
-            raise _fail(op, "deepcopy", f"a deep copy gives other values (relative error {errors['deepcopy']:.3e})")
+            raise _fail(op, "deepcopy",
+                        f"a deep copy gives other values (relative error {errors['deepcopy']:.3e})")
 
         # dtype round trip: float32 <-> float64 (complex64 <-> complex128)
         other = torch.float32 if op.real_dtype == torch.float64 else torch.float64
         moved = clone.to(other)
         if op.real_dtype != dtype_before or moved.real_dtype != other:
             raise _fail(op, "dtype", f"moving a deep copy to {other} changed the original, or did not move")
-        for name, got, want in (("in_dtype", moved.in_dtype, complex_dtype_of(other) if op.in_complex else other),
-                                ("out_dtype", moved.out_dtype, complex_dtype_of(other) if op.out_complex else other)):
+        other_complex = complex_dtype_of(other)
+        for name, got, want in (("in_dtype", moved.in_dtype, other_complex if op.in_complex else other),
+                                ("out_dtype", moved.out_dtype, other_complex if op.out_complex else other)):
             if got != want:
                 raise _fail(op, "dtype", f"after .to({other}) {name} is {got}, expected {want}")
         x_other, y_other = x.to(moved.in_dtype), y.to(moved.out_dtype)
@@ -208,7 +214,8 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         errors["dtype"] = max(_relative(ax_other.to(ax.dtype), ax), _relative(ahy_other.to(ahy.dtype), ahy),
                               _relative(back(x), ax), _relative(back.adjoint(y), ahy))
         if errors["dtype"] > max(rtol, _FLOAT32_RTOL):
-            raise _fail(op, "dtype", f"float32 and float64 copies disagree (relative error {errors['dtype']:.3e})")
+            raise _fail(op, "dtype",
+                        f"float32 and float64 copies disagree (relative error {errors['dtype']:.3e})")
 
     # bad input, for the operator and its adjoint
     for what, bad in _bad_inputs(op, x, op.in_shape).items():
@@ -224,10 +231,12 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
                         f"expected torch.bool {op.out_shape}")
         count = int(support.sum()) * (2 if op.out_complex else 1)
         if op.n_measurements() != count:
-            raise _fail(op, "support", f"n_measurements() is {op.n_measurements()}, the support holds {count}")
+            raise _fail(op, "support",
+                        f"n_measurements() is {op.n_measurements()}, the support holds {count}")
         direct = op.direct(y)
         if tuple(direct.shape) != tuple(x.shape) or not bool(torch.isfinite(direct).all()):
-            raise _fail(op, "support", f"direct(y) has shape {tuple(direct.shape)} (expected {tuple(x.shape)}) "
+            raise _fail(op, "support",
+                        f"direct(y) has shape {tuple(direct.shape)} (expected {tuple(x.shape)}) "
                         "or non-finite values")
     errors["support"] = 0.0
 
@@ -237,7 +246,8 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         estimate = op.norm()
         errors["norm"] = abs(estimate - sigma) / sigma if sigma > 0 else estimate
         if errors["norm"] > 1e-3:
-            raise _fail(op, "norm", f"op.norm() = {estimate:.6g} but the largest singular value is {sigma:.6g}")
+            raise _fail(op, "norm",
+                        f"op.norm() = {estimate:.6g} but the largest singular value is {sigma:.6g}")
 
     if backward:
         check_backward(op, generator=generator)

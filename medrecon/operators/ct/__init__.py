@@ -74,5 +74,5 @@ from .fbp import FBP_FILTERS
 from .matrix_cache import MATRIX_AUTO_MAX_BYTES, ct_cache_dir
 from .parallel_fan import FanBeamCT, ParallelBeamCT
 
-__all__ = ["ParallelBeamCT", "FanBeamCT", "ConeBeamCT", "MATRIX_AUTO_MAX_BYTES", "FBP_FILTERS", "ct_cache_dir",
-           "Backend", "MatrixBackend", "AstraBackend", "OdlBackend", "BACKENDS"]
+__all__ = ["ParallelBeamCT", "FanBeamCT", "ConeBeamCT", "MATRIX_AUTO_MAX_BYTES", "FBP_FILTERS",
+           "ct_cache_dir", "Backend", "MatrixBackend", "AstraBackend", "OdlBackend", "BACKENDS"]

@@ -87,7 +87,8 @@ class AstraFPBP:
             ids["projector_id"] = a.create_projector(self.projector, proj_geom, vol_geom)
             ids["vol_id"] = data.link("-vol", vol_geom, vol)
             ids["proj_id"] = data.link("-sino", proj_geom, proj)
-            fp_cfg, bp_cfg = a.astra_dict("FP_CUDA" if cuda else "FP"), a.astra_dict("BP_CUDA" if cuda else "BP")
+            fp_cfg = a.astra_dict("FP_CUDA" if cuda else "FP")
+            bp_cfg = a.astra_dict("BP_CUDA" if cuda else "BP")
             fp_cfg["ProjectorId"] = bp_cfg["ProjectorId"] = ids["projector_id"]
         fp_cfg.update(VolumeDataId=ids["vol_id"], ProjectionDataId=ids["proj_id"])
         bp_cfg.update(ReconstructionDataId=ids["vol_id"], ProjectionDataId=ids["proj_id"])

@@ -132,7 +132,8 @@ class OdlBackend(Backend):
         if g.kind == "parallel":
             geom = tomo.Parallel2dGeometry(apart, dpart)
         else:
-            geom = tomo.FanBeamGeometry(apart, dpart, src_radius=g.source_radius, det_radius=g.detector_radius)
+            geom = tomo.FanBeamGeometry(apart, dpart, src_radius=g.source_radius,
+                                        det_radius=g.detector_radius)
         self._ray = tomo.RayTransform(space, geom, impl="astra_cpu")
         return self._ray
 

@@ -16,7 +16,8 @@ __all__ = ["ConeBeamCT"]
 
 
 class _ConeGeometry:
-    """ASTRA ``'cone'`` geometry; the projection buffer is ``(rows, angles, cols)``, ours ``(angles, rows, cols)``."""
+    """ASTRA ``'cone'`` geometry. ASTRA's projections are ``(rows, angles, cols)``; ours are
+    ``(angles, rows, cols)``."""
 
     three_d = True
     proj_axes = (1, 0, 2)
@@ -35,8 +36,8 @@ class _ConeGeometry:
 
     def proj_geom(self):
         _, rows, cols = self.proj_shape
-        return astra().create_proj_geom("cone", self.magnification, self.magnification, rows, cols, self.angles,
-                                        self.source_radius, self.detector_radius)
+        return astra().create_proj_geom("cone", self.magnification, self.magnification, rows, cols,
+                                        self.angles, self.source_radius, self.detector_radius)
 
 
 class ConeBeamCT(LinearOperator):

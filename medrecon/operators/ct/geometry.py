@@ -108,7 +108,8 @@ class Geometry2D:
         desc = {
             "format": MATRIX_FORMAT_VERSION, "kind": self.kind, "image_size": self.image_size,
             "angles": [float.hex(float(a)) for a in self.angles], "n_detectors": self.n_detectors,
-            "detector_spacing": float.hex(self.detector_spacing), "source_radius": float.hex(self.source_radius),
+            "detector_spacing": float.hex(self.detector_spacing),
+            "source_radius": float.hex(self.source_radius),
             "detector_radius": float.hex(self.detector_radius), "projector": projector,
             "astra": str(getattr(astra(), "__version__", "?")),
         }

@@ -18,7 +18,8 @@ from .geometry import Geometry2D
 MATRIX_AUTO_MAX_BYTES = 1 << 30
 # Measured nonzeros per (angle * pixel) of ASTRA's matrices (128x128, 30 angles), for the "auto"
 # memory estimate; +5% margin.
-_NNZ_PER_ANGLE_PIXEL = {"line": 1.33, "linear": 1.9, "strip": 3.35, "line_fanflat": 1.38, "strip_fanflat": 2.45}
+_NNZ_PER_ANGLE_PIXEL = {"line": 1.33, "linear": 1.9, "strip": 3.35,
+                        "line_fanflat": 1.38, "strip_fanflat": 2.45}
 
 
 def ct_cache_dir() -> Path:

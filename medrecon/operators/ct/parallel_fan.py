@@ -128,8 +128,9 @@ class ParallelBeamCT(_Tomography2D):
     (torch.Size([1, 1, 4, 13]), 9.0)
     """
 
-    def __init__(self, image_size: int, n_angles: int, *, angles: Sequence[float] | np.ndarray | Tensor | None = None,
-                 n_detectors: int | None = None, backend: str = "auto", projector: str | None = None,
+    def __init__(self, image_size: int, n_angles: int, *,
+                 angles: Sequence[float] | np.ndarray | Tensor | None = None, n_detectors: int | None = None,
+                 backend: str = "auto", projector: str | None = None,
                  dtype: torch.dtype = torch.float32) -> None:
         image_size = positive_int(image_size, "image_size")
         theta = make_angles(n_angles, angles, math.pi)
@@ -169,7 +170,8 @@ class FanBeamCT(_Tomography2D):
 
     def __init__(self, image_size: int, n_angles: int, *, source_radius: float, detector_radius: float,
                  angles: Sequence[float] | np.ndarray | Tensor | None = None, n_detectors: int | None = None,
-                 backend: str = "auto", projector: str | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 backend: str = "auto", projector: str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         image_size = positive_int(image_size, "image_size")
         theta = make_angles(n_angles, angles, 2 * math.pi)
         r_s = positive_float(source_radius, "source_radius")
