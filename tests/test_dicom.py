@@ -7,7 +7,7 @@ import pytest
 from pydicom import examples
 
 from medrecon.data.dicom import DicomError, read_dicom_slice
-from medrecon.data.images import ImageLoadError, load_images, normalize, resize_square
+from medrecon.data.images import ImageLoadError, load_image_records, load_images, normalize, resize_square
 
 CT_PATH = examples.get_path("ct")
 
@@ -104,13 +104,26 @@ def test_load_sources(tmp_path):
     assert [n for n, _ in ct] == ["pydicom_ct"]
     img = ct[0][1]
     assert img.shape == (32, 32) and img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
-    dcm = load_images("dicom", 16, path=str(CT_PATH))
-    assert dcm[0][1].shape == (16, 16) and dcm[0][1].min() == 0.0 and dcm[0][1].max() == 1.0  # min-max after resizing
-    np.save(tmp_path / "a.npy", np.full((8, 8), 0.25))
-    assert np.allclose(load_images("npy", 8, path=str(tmp_path / "a.npy"))[0][1], 0.25)  # [0, 1] data kept
-    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(tmp_path / "b.png")
-    png = load_images("png", 8, path=str(tmp_path / "b.png"))[0][1]
-    assert png.min() == 0.0 and png.max() == 1.0
+    notes = []
+    dcm = load_image_records("dicom", 16, path=str(CT_PATH), notes=notes)[0]
+    assert dcm.image.shape == (16, 16) and dcm.image.min() == 0.0 and dcm.image.max() == 1.0  # HU < 0: min-max
+    assert any("resized to 16x16" in n for n in notes) and any("negative values" in n for n in notes)
+    # one rule for every file type: the same pixels as PNG, as uint8 .npy and as [0, 1] float .npy agree
+    pixels = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3 + 10)
+    Image.fromarray(pixels).save(tmp_path / "b.png")
+    np.save(tmp_path / "b_uint8.npy", pixels)
+    np.save(tmp_path / "b_unit.npy", pixels / 255.0)
+    notes = []
+    truths = [load_image_records(k, 8, path=str(tmp_path / f), notes=notes)[0]
+              for k, f in (("png", "b.png"), ("npy", "b_uint8.npy"), ("npy", "b_unit.npy"))]
+    for r in truths:
+        np.testing.assert_allclose(r.image, pixels / pixels.max(), rtol=1e-6)  # divided by the maximum
+    np.testing.assert_allclose(truths[0].image * truths[0].scale, pixels, rtol=1e-6)  # back on the file's scale
+    assert notes == []  # nothing resized, nothing shifted
+    np.save(tmp_path / "small.npy", np.ones((12, 10)))
+    notes = []
+    assert load_image_records("npy", 32, path=str(tmp_path / "small.npy"), notes=notes)[0].resized
+    assert notes == ["image small: 12x10 centre-cropped to 10x10 and resized to 32x32"]
 
 
 def test_load_errors(tmp_path):
@@ -126,6 +139,19 @@ def test_load_errors(tmp_path):
     (tmp_path / "x.png").write_text("not a png")
     with pytest.raises(ImageLoadError, match="not a readable image"):
         load_images("png", 8, path=str(tmp_path / "x.png"))
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "real.png")
+    with pytest.raises(ImageLoadError, match=r"real.png is not an .npy file: it is a PNG image \(kind: png\)"):
+        load_images("npy", 8, path=str(tmp_path / "real.png"))
+    with pytest.raises(ImageLoadError, match="all zero"):
+        load_images("png", 8, path=str(tmp_path / "real.png"))
+    np.save(tmp_path / "tiny.npy", np.ones((3, 3)))
+    with pytest.raises(ImageLoadError, match="a 3x3 image is too small"):
+        load_images("npy", 32, path=str(tmp_path / "tiny.npy"))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageLoadError, match="holds Python objects"):
+        load_images("npy", 8, path=str(tmp_path / "obj.npy"))
 
 
 def test_fastmri_source(tmp_path):
@@ -136,6 +162,6 @@ def test_fastmri_source(tmp_path):
         f.create_dataset("reconstruction_rss", data=rss)
     out = load_images("fastmri", 12, path=str(tmp_path / "f.h5"), slices=[1])
     assert [n for n, _ in out] == ["f_s1"]
-    np.testing.assert_allclose(out[0][1], (rss[1] - rss[1].min()) / (rss[1].max() - rss[1].min()), atol=1e-6)
+    np.testing.assert_allclose(out[0][1], rss[1] / rss[1].max(), atol=1e-6)
     with pytest.raises(ImageLoadError, match="slice 5 out of range"):
         load_images("fastmri", 12, path=str(tmp_path / "f.h5"), slices=[5])

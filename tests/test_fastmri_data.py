@@ -193,3 +193,67 @@ def test_mask_that_does_not_fit(tmp_path):
     assert ok[0].mask.shape == (8, 6) and float(ok[0].masked_kspace[..., 0].abs().max()) == 0.0
     with pytest.raises(FastMRIDataError, match="does not fit"):
         apply_mask(torch.ones(3, 8, 6, dtype=torch.complex64), torch.ones(8, 5), fname="x.h5")
+
+
+def test_a_file_mask_is_used_and_a_wrong_one_refused(tmp_path):
+    """fastMRI test files hold 'mask' (W,): the dataset applies it; a mask of another shape is an error."""
+    import h5py
+
+    path = write_fastmri_h5(tmp_path / "m.h5", torch.ones(2, 3, 8, 6, dtype=torch.complex64))
+    line = np.array([1, 0, 1, 1, 0, 1], dtype=np.float32)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("mask", data=line)
+    s = FastMRISliceDataset([path])[1]
+    torch.testing.assert_close(s.mask, torch.from_numpy(line).expand(8, 6))
+    assert float(s.masked_kspace[..., 1].abs().max()) == 0.0 and float(s.masked_kspace[..., 0].abs().min()) == 1.0
+    with h5py.File(path, "a") as f:
+        del f["mask"]
+        f.create_dataset("mask", data=np.ones((8, 6), dtype=np.float32))
+    with pytest.raises(FastMRIDataError, match=r"m.h5: 'mask' must be \(W,\) = \(6,\).*got shape \(8, 6\)"):
+        FastMRISliceDataset([path])
+
+
+def test_cli_mri_outputs_are_fastmri_leaderboard_files_that_fastmri_evaluate_scores_as_metrics_csv(tmp_path):
+    """``medrecon reconstruct`` on the bundled fastMRI sample writes one file per volume on the target's
+    scale; fastMRI's own metric functions on those files give the numbers of metrics.csv, and its
+    ``evaluate`` runs on the output folder against the data folder."""
+    import argparse
+    import csv
+    from pathlib import Path
+
+    import h5py
+    import yaml
+    from fastmri import evaluate as fm
+
+    from medrecon.cli.main import main
+
+    data = Path(__file__).resolve().parents[1] / "data" / "fastmri_sample"
+    assert sorted(p.suffix for p in data.iterdir()) == [".h5"]  # fastMRI's tools open every file as HDF5
+    cfg = {"name": "fm", "image_size": 64, "images": [{"kind": "fastmri", "path": str(data / "file_mr_small_multicoil.h5")}],
+           "operator": {"modality": "mri", "acceleration": 4, "center_fraction": 0.08, "noise_level": 0.02},
+           "methods": [{"name": "zero-filled"}, {"name": "tv", "options": {"n_iter": 10}}], "figure": False}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet"]) == 0
+    with open(out / "metrics.csv", newline="") as f:
+        rows = {(r["method"], r["image"]): r for r in csv.DictReader(f)}
+    with h5py.File(data / "file_mr_small_multicoil.h5", "r") as f:
+        target = f["reconstruction_rss"][()]  # (3, 64, 64)
+    for method in ("zero-filled", "tv"):
+        files = sorted(p.name for p in (out / "recon" / method).glob("*.h5"))
+        assert files == ["file_mr_small_multicoil.h5"]
+        with h5py.File(out / "recon" / method / files[0], "r") as f:
+            recon = f["reconstruction"][()]
+        assert recon.shape == target.shape and recon.dtype == np.float32
+        assert 0.5 < recon.max() / target.max() < 2.0  # the target's scale, not [0, 1]-normalised
+        for k in range(3):
+            row = rows[(method, f"file_mr_small_multicoil_s{k}")]
+            gt, pred = target[k:k + 1].astype(np.float64), recon[k:k + 1].astype(np.float64)
+            np.testing.assert_allclose(fm.psnr(gt, pred), float(row["psnr"]), rtol=2e-5)
+            np.testing.assert_allclose(fm.ssim(gt, pred), float(row["ssim"]), rtol=2e-5)
+            np.testing.assert_allclose(fm.nmse(gt, pred), float(row["nmse"]), rtol=2e-4)
+        args = argparse.Namespace(target_path=data, predictions_path=out / "recon" / method, acquisition=None,
+                                  acceleration=None, challenge="multicoil")
+        means = fm.evaluate(args, "reconstruction_rss").means()
+        volume_psnr = fm.psnr(target.astype(np.float64), recon.astype(np.float64))
+        np.testing.assert_allclose(means["PSNR"], volume_psnr, rtol=1e-6)

@@ -9,6 +9,9 @@ The on-disk layout (fastMRI, Zbontar et al. arXiv:1811.08839, and ``fastmri.data
 * ``ismrmrd_header``: ISMRMRD XML; fastMRI reads ``encoding/encodedSpace/matrixSize`` (x, y, z),
   ``encoding/reconSpace/matrixSize`` (x, y, z) and ``encoding/encodingLimits/kspace_encoding_step_1``
   (center, maximum).
+* ``mask`` (optional; fastMRI's test and challenge files): ``(W,)`` 0/1, the phase-encoding lines
+  that ``kspace`` holds (the rest is zero). A file's mask is used when no other mask is asked for;
+  one of another shape is an error.
 * attributes ``acquisition``, ``max``, ``norm``, ``patient_id``.
 
 ``FastMRISliceDataset`` indexes slices once (each file opened and closed), then opens the file
@@ -205,6 +208,7 @@ class FileMetadata:
     encoding_size: tuple[int, int, int]
     recon_size: tuple[int, int, int]
     attrs: dict = field(default_factory=dict)
+    has_mask: bool = False  # the file holds a 'mask' (W,): its k-space is already undersampled
 
 
 def _open(path: Path) -> h5py.File:
@@ -250,8 +254,13 @@ def read_metadata(path: str | os.PathLike) -> FileMetadata:
             if t.ndim != 3 or t.shape[0] != ds.shape[0]:
                 raise FastMRIDataError(
                     f"{path}: '{target_key}' must be (slices={ds.shape[0]}, h, w), got shape {t.shape}")
+        has_mask = "mask" in f
+        if has_mask and (not isinstance(f["mask"], h5py.Dataset) or tuple(f["mask"].shape) != (w,)):
+            shape = getattr(f["mask"], "shape", None)
+            raise FastMRIDataError(f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
+                                   f"line of the k-space, got shape {shape}")
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        return FileMetadata(path, int(ds.shape[0]), challenge, tuple(ds.shape), enc, rec, attrs)
+        return FileMetadata(path, int(ds.shape[0]), challenge, tuple(ds.shape), enc, rec, attrs, has_mask)
 
 
 @dataclass
@@ -277,7 +286,7 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
         challenge: "singlecoil" or "multicoil": in a directory, only files of that kind are used;
             a listed file of the other kind is an error. None accepts what each file is.
         mask_kind, acceleration, center_fraction: sample a mask per slice with ``make_mask``
-            (None: no mask).
+            (None: the file's own ``mask`` if it has one, else no mask).
         fixed_masks: validation mode: the mask of a slice is fixed by ``stable_seed(fname, slice)``.
             Otherwise (training) masks are random, drawn from ``generator``.
         sample_rate: keep this fraction of volumes, chosen by a stable hash of the file name
@@ -340,6 +349,7 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
             try:
                 kspace = torch.from_numpy(np.asarray(f["kspace"][s], dtype=np.complex64))  # ([coils,] H, W)
                 target = torch.from_numpy(np.asarray(f[target_key][s], dtype=np.float32)) if target_key in f else None
+                file_mask = torch.from_numpy(np.asarray(f["mask"], dtype=np.float32)) if meta.has_mask else None
             except (OSError, KeyError) as exc:
                 raise FastMRIDataError(f"{meta.path}: cannot read slice {s} (truncated or corrupt?): {exc}") from None
         if kspace.dim() == 2:
@@ -355,6 +365,9 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
         elif self.fixed_mask is not None:
             masked = apply_mask(kspace, self.fixed_mask, fname=str(meta.path))
             mask = torch.broadcast_to(self.fixed_mask, (h, w))
+        elif file_mask is not None:  # the file's own sampling (test/challenge files)
+            masked = apply_mask(kspace, file_mask, fname=str(meta.path))
+            mask = torch.broadcast_to(file_mask, (h, w)).clone()
         max_value = meta.attrs.get("max")
         return FastMRISample(
             kspace=kspace, masked_kspace=masked, mask=mask, target=target, fname=meta.path.name, slice_idx=s,

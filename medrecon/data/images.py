@@ -18,25 +18,39 @@ Sources (``kind``):
   ``validation`` (default), ``slices`` ``n`` evenly spaced slices of the split (or a list of positions
   in the split's list, ``data/splits/``), every slice when omitted.
 
-Non-square images are centre-cropped to a square, then resized with anti-aliasing
-(``skimage.transform.resize``, order 1); then normalised: with ``window=(lo, hi)`` values are
-clipped to the window and mapped linearly to [0, 1] (e.g. ``[-1000, 1000]`` HU for CT); otherwise min-max per image, except for sources that are
-already in [0, 1] (``ct_test``, phantoms, and ``.npy`` arrays whose values lie in [0, 1]), kept as they are.
+One rule turns every image into a ``size x size`` ground truth in [0, 1], whatever the file type:
+
+1. **Size.** A non-square image is centre-cropped to a square; a square of another size is resized
+   with anti-aliasing (``skimage.transform.resize``, order 1). Images smaller than 8x8 are refused.
+2. **Scale.** With ``window=(lo, hi)`` values are clipped to the window and mapped linearly to
+   [0, 1] (e.g. ``[-1000, 1000]`` HU for CT). Without a window, an image read from a file (``npy``,
+   ``png``, ``dicom``, ``fastmri``, ``ct_test``, ``pydicom_example``) is divided by its maximum:
+   zero stays zero and the brightest pixel becomes 1, so a PNG and the ``.npy`` of the same pixels
+   give the same ground truth (and ``image * scale`` is the file's own scale again). An image with
+   negative values is mapped min-max to [0, 1] (set a window to choose the mapping); an all-zero
+   image is refused. Generated sources (``shepp_logan``, ``ellipses``) and the converted real
+   scans (``real_ct``, ``real_mri``) are already in [0, 1] and are kept as they are.
+
+Each resize, crop or min-max mapping is reported in the ``notes`` of :func:`load_image_records`
+(``medrecon reconstruct`` prints them and keeps them in ``run.json``).
 Relative paths are looked up from the working directory first, then from the repository root.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_KINDS", "ImageLoadError", "load_images", "normalize", "resize_square", "resolve_path",
-           "REPO_ROOT", "CT_TEST_DIR"]
+__all__ = ["IMAGE_KINDS", "ImageLoadError", "ImageRecord", "load_images", "load_image_records", "normalize",
+           "resize_square", "resolve_path", "REPO_ROOT", "CT_TEST_DIR", "MIN_IMAGE_SIZE"]
 
 IMAGE_KINDS = ("ct_test", "shepp_logan", "ellipses", "npy", "png", "dicom", "pydicom_example", "fastmri",
                "real_ct", "real_mri")
 REAL_KINDS = {"real_ct": "ct", "real_mri": "mri"}  # image kind -> modality of medrecon.data.real
+GENERATED_KINDS = ("shepp_logan", "ellipses", *REAL_KINDS)  # already in [0, 1] at the asked size
+MIN_IMAGE_SIZE = 8  # smaller inputs are refused rather than blown up
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CT_TEST_DIR = REPO_ROOT / "data" / "ct_test"
 
@@ -99,6 +113,38 @@ def _as_2d(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
+_MAGIC = {b"\x89PNG": "a PNG image (kind: png)", b"\x89HDF": "an HDF5 file (kind: fastmri)",
+          b"PK\x03\x04": "a zip archive (an .npz? save one array with numpy.save)", b"\xff\xd8\xff": "a JPEG image (kind: png)",
+          b"II*\x00": "a TIFF image (kind: png)", b"MM\x00*": "a TIFF image (kind: png)"}
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array (never a pickle); a file of another format is named as such."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise ImageLoadError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if not head.startswith(b"\x93NUMPY"):
+        what = next((w for m, w in _MAGIC.items() if head.startswith(m)), None)
+        if what is None and head[128:132] == b"DICM":
+            what = "a DICOM file (kind: dicom)"
+        raise ImageLoadError(f"{path} is not an .npy file" + (f": it is {what}" if what else
+                                                               " (no NumPy header)"))
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ImageLoadError(f"{path} holds Python objects, not a numeric array (pickles are never "
+                                 "loaded)") from None
+        raise ImageLoadError(f"{path} is a damaged .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise ImageLoadError(f"{path} is a damaged or truncated .npy file ({exc})") from None
+    if arr.dtype.kind not in "biufc":
+        raise ImageLoadError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
 def _read_fastmri(path: Path, slices: Sequence[int] | None) -> list[tuple[str, np.ndarray]]:
     import h5py
 
@@ -110,6 +156,14 @@ def _read_fastmri(path: Path, slices: Sequence[int] | None) -> list[tuple[str, n
         key = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
         if key is None and "kspace" not in f:
             raise ImageLoadError(f"{path}: no 'reconstruction_rss', 'reconstruction_esc' or 'kspace' dataset")
+        if "mask" in f:
+            w = f["kspace"].shape[-1] if "kspace" in f else None
+            if w is not None and tuple(getattr(f["mask"], "shape", ())) != (w,):
+                raise ImageLoadError(f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
+                                     f"line, got shape {getattr(f['mask'], 'shape', None)}")
+            if key is None:
+                raise ImageLoadError(f"{path}: the k-space is undersampled (the file has a 'mask') and there is "
+                                     "no reconstruction_rss/esc target: no ground truth to simulate from")
         n = f[key].shape[0] if key else f["kspace"].shape[0]
         chosen = list(range(n)) if slices is None else list(slices)
         out = []
@@ -152,7 +206,7 @@ def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: 
         files = sorted(folder.glob("*.npy"))
         if not files:
             raise ImageLoadError(f"no .npy images in {folder}")
-        return [(f.stem, _as_2d(np.load(f, allow_pickle=False), str(f))) for f in files]
+        return [(f.stem, _as_2d(_load_npy(f), str(f))) for f in files]
     if kind == "shepp_logan":
         from medrecon.data.phantoms import shepp_logan
 
@@ -172,11 +226,7 @@ def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: 
             raise ImageLoadError(f"image kind {kind!r} needs a path")
         p = resolve_path(path)
         if kind == "npy":
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise ImageLoadError(f"{p} is not a readable .npy array ({exc})") from None
-            return [(p.stem, _as_2d(arr, str(p)))]
+            return [(p.stem, _as_2d(_load_npy(p), str(p)))]
         if kind == "png":
             from PIL import Image, UnidentifiedImageError
 
@@ -202,25 +252,76 @@ def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: 
     raise ImageLoadError(f"unknown image kind {kind!r}; valid kinds: {', '.join(IMAGE_KINDS)}")
 
 
-def load_images(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
-                seed: int = 0, slices: Sequence[int] | None = None,
-                window: Sequence[float] | None = None, split: str | None = None) -> list[tuple[str, np.ndarray]]:
-    """``[(name, image (size, size) float32 in [0, 1]), ...]`` from one source (see the module doc)."""
-    if size < 2:
-        raise ImageLoadError(f"image size must be >= 2, got {size}")
-    out = []
+@dataclass(frozen=True)
+class ImageRecord:
+    """One ground truth and where it came from: ``image`` ``(size, size)`` float32 in [0, 1];
+    ``image * scale + offset`` is the source's own scale (for a resized image, at the new size);
+    ``source`` the file (None for generated images), ``slice_index`` the slice in a volume file."""
+
+    name: str
+    image: np.ndarray
+    kind: str
+    source: Path | None = None
+    slice_index: int | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    resized: bool = False
+
+
+def load_image_records(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
+                       seed: int = 0, slices: Sequence[int] | None = None, window: Sequence[float] | None = None,
+                       split: str | None = None, notes: list[str] | None = None) -> list[ImageRecord]:
+    """The images of one source under the rule of the module doc; what the rule changed is appended
+    to ``notes`` (one line per image)."""
+    if size < MIN_IMAGE_SIZE:
+        raise ImageLoadError(f"image size must be >= {MIN_IMAGE_SIZE}, got {size}")
     if split is not None and kind not in REAL_KINDS:
         raise ImageLoadError(f"image kind {kind!r} takes no 'split' (only {', '.join(REAL_KINDS)} do)")
     if isinstance(slices, int) and kind not in REAL_KINDS:
         raise ImageLoadError(f"image kind {kind!r}: 'slices' must be a list of slice indices, got {slices}")
-    for label, img in _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size,
-                                  split=split):
-        already_unit = kind in ("ct_test", "shepp_logan", "ellipses", *REAL_KINDS) or (
-            kind == "npy" and img.min() >= 0.0 and img.max() <= 1.0)
-        img = resize_square(img, size)  # resize first, so min-max normalisation spans the full [0, 1]
-        if already_unit and window is None:
+    notes = notes if notes is not None else []
+    source = resolve_path(path) if path and kind not in ("shepp_logan", "ellipses", *REAL_KINDS) else None
+    out = []
+    raw = _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size, split=split)
+    for j, (label, img) in enumerate(raw):
+        h, w = img.shape
+        if min(h, w) < MIN_IMAGE_SIZE:
+            raise ImageLoadError(f"{label}: a {h}x{w} image is too small to be a ground truth (at least "
+                                 f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; it would be blown up to {size}x{size})")
+        resized = (h, w) != (size, size)
+        if resized:
+            crop = f"centre-cropped to {min(h, w)}x{min(h, w)} and " if h != w else ""
+            notes.append(f"image {label}: {h}x{w} {crop}resized to {size}x{size}")
+        img = resize_square(img, size)
+        scale, offset = 1.0, 0.0
+        if window is not None:
+            offset, scale = float(window[0]), float(window[1]) - float(window[0])
+            img01 = normalize(img, window)
+        elif kind in GENERATED_KINDS:
             img01 = np.clip(img, 0.0, 1.0).astype(np.float32)
         else:
-            img01 = normalize(img, window)
-        out.append((label, img01))
+            lo, hi = float(img.min()), float(img.max())
+            if hi == 0.0 and lo == 0.0:
+                raise ImageLoadError(f"{label}: the image is all zero: nothing to reconstruct")
+            if lo >= 0.0:
+                scale = hi
+            else:
+                if hi <= lo:
+                    raise ImageLoadError(f"{label}: the image is constant ({lo:g}): nothing to reconstruct")
+                offset, scale = lo, hi - lo
+                notes.append(f"image {label}: has negative values: [{lo:.4g}, {hi:.4g}] mapped to [0, 1] "
+                             "(set window: [lo, hi] to choose the mapping)")
+            img01 = np.clip((img - offset) / scale, 0.0, 1.0).astype(np.float32)
+        slice_index = None
+        if kind == "fastmri":
+            slice_index = int(label.rsplit("_s", 1)[1])
+        out.append(ImageRecord(label, img01, kind, source, slice_index, scale, offset, resized))
     return out
+
+
+def load_images(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
+                seed: int = 0, slices: Sequence[int] | None = None,
+                window: Sequence[float] | None = None, split: str | None = None) -> list[tuple[str, np.ndarray]]:
+    """``[(name, image (size, size) float32 in [0, 1]), ...]`` from one source (see the module doc)."""
+    return [(r.name, r.image) for r in load_image_records(kind, size, path=path, name=name, n=n, seed=seed,
+                                                          slices=slices, window=window, split=split)]

@@ -9,14 +9,23 @@ noise, the methods with their options, and a seed. :func:`run_experiment` simula
 measurements, runs every method on all images as one batch, and writes into the output directory:
 
 * ``recon/<method>/<image>.npy``: each reconstruction ``(H, W)`` (complex for MRI);
-* ``recon/<method>/<image>.h5`` (MRI only): fastMRI's layout, via ``medrecon.data.fastmri.save_reconstructions``;
+* ``recon/<method>/<volume>.h5`` (MRI only): fastMRI's leaderboard layout, one file per input volume
+  (the input file's name) holding ``reconstruction`` ``(slices, H, W)`` float32 magnitudes on the scale
+  of that file's own target (ground truth ``image * scale``, see :mod:`medrecon.data.images`), so that
+  ``fastmri.evaluate`` run on ``recon/<method>/`` against the data folder works; images that are not
+  from a fastMRI file are a volume of one slice, ``<image>.h5``;
 * ``metrics.csv``: ``image,method,psnr,ssim,nmse,seconds`` (metrics on magnitudes against the
   ground truth, ``data_range = max(ground truth)`` as in fastMRI; ``seconds`` is the method's wall
   time for the whole batch divided by the number of images);
 * ``summary.txt``: the printed table (mean and standard deviation over images, per method);
 * ``figure.png``: ground truth, the baseline (FBP for CT, zero-filled for MRI), every method with its
   PSNR, and the absolute error maps;
-* ``config.yaml`` (the resolved config) and ``run.json`` (seed, git revision, package versions, command).
+* ``config.yaml`` (the resolved config) and ``run.json`` (seed, git revision, package versions, command,
+  and the notes of what the image rule changed: resizing, renaming, min-max mapping).
+
+Everything is built in a sibling folder ``.<out>.medrecon-tmp`` and moved into place when complete:
+an interrupted or failed run leaves the output folder as it was (with ``--overwrite``, the complete
+old run; the user's other files in it are kept).
 
 Several processes: ``torchrun --nproc_per_node=N -m medrecon.cli.main reconstruct CONFIG`` shards
 the images over the ranks (image ``i`` on rank ``i % N``); each rank writes its own ``recon/`` files,

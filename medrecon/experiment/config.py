@@ -195,8 +195,12 @@ def load_experiment_config(source: str | Path | dict, overrides: list[str] = ())
 
 
 def validate_methods(cfg: ExperimentConfig) -> None:
-    """Every method exists and every option is one it accepts (errors list the valid ones)."""
-    from ..methods import available_methods, get_method, method_options
+    """Every method exists and every option is one it accepts, with a valid value (the registry's
+    :func:`medrecon.methods.validate_options`); a ``weights`` file exists. Errors name the config key."""
+    import re
+
+    from ..methods import available_methods, get_method, validate_options
+    from ..priors.base import resolve_weights
 
     for i, m in enumerate(cfg.methods):
         try:
@@ -206,68 +210,18 @@ def validate_methods(cfg: ExperimentConfig) -> None:
             if "valid methods" not in msg:
                 msg += f"; available methods: {', '.join(available_methods())}"
             raise ConfigError(f"methods.{i}: {msg}") from None
-        valid = method_options(m.name)
-        unknown = sorted(set(m.options) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"methods.{i} ({m.name}): unknown option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(v for v in valid if v != 'callback')}"
-            )
         reserved = sorted(set(m.options) & {"callback", "x_true"})
         if reserved:
             raise ConfigError(f"methods.{i} ({m.name}): option(s) {', '.join(reserved)} are set by the experiment")
-        for key, value in m.options.items():
-            problem = _option_problem(get_method(m.name), key, value)
-            if problem:
-                raise ConfigError(f"config key 'methods.{i}.options.{key}' ({m.name}): {problem}, got {value!r}")
-
-
-#: options that count something (>= 1) or may be zero (>= 0), and step-like (> 0) or weight-like (>= 0) numbers
-_COUNTS = {"n_iter", "restarts", "channels", "depth", "input_depth", "window", "patience", "max_iter", "n_restarts"}
-_COUNTS0 = {"warmup", "skip_channels"}
-_POSITIVE = {"lr", "step", "tol", "plateau_tol", "mu", "tau", "step_ratio", "rtol", "atol"}
-_NONNEGATIVE = {"lam", "gamma", "tv_weight", "z_bound", "perturbation", "noise_std", "rise"}
-_LAM_RULES = ("discrepancy", "sweep")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _option_problem(fn, key: str, value: Any) -> str | None:
-    """What is wrong with ``value`` for option ``key`` of method ``fn`` (its type from the signature's
-    default, its range from the option's name), or None. Checked before the first method runs."""
-    import inspect
-
-    param = inspect.signature(fn).parameters.get(key)
-    default = param.default if param is not None else inspect.Parameter.empty
-    if key == "lam" and isinstance(value, str):
-        return None if value in _LAM_RULES else f"expected a number >= 0 or one of {', '.join(_LAM_RULES)}"
-    if key == "weights" and isinstance(value, str):
-        from ..priors.base import resolve_weights
-
-        path = resolve_weights(value, 0, {}, "")
-        return None if path.is_file() else f"weights file {value} does not exist"
-    if key in _COUNTS or key in _COUNTS0 or (isinstance(default, int) and not isinstance(default, bool)):
-        low = 0 if key in _COUNTS0 else 1
-        if key in _COUNTS or key in _COUNTS0:
-            if not (isinstance(value, int) and not isinstance(value, bool)) or value < low:
-                return f"expected an integer >= {low}"
-        elif not (isinstance(value, int) and not isinstance(value, bool)):
-            return "expected an integer"
-        return None
-    if key in _POSITIVE or key in _NONNEGATIVE or isinstance(default, float):
-        if value is None and default is None:
-            return None
-        if not _is_number(value) or not math.isfinite(value):
-            return "expected a finite number"
-        if key in _POSITIVE and value <= 0:
-            return "expected a number > 0"
-        if key in _NONNEGATIVE and value < 0:
-            return "expected a number >= 0"
-        return None
-    if isinstance(default, bool) and not isinstance(value, bool):
-        return "expected true or false"
-    if isinstance(default, str) and not isinstance(value, str):
-        return "expected a string"
-    return None
+        try:
+            validate_options(m.name, m.options)
+        except ValueError as exc:
+            msg = re.sub(rf"^method {re.escape(repr(m.name))}(: | got )", "", " ".join(str(exc).split()))
+            option = re.match(r"option (\w+) (.*)", msg)
+            if option:
+                raise ConfigError(f"config key 'methods.{i}.options.{option[1]}' ({m.name}): {option[2]}") from None
+            raise ConfigError(f"methods.{i} ({m.name}): {msg}") from None
+        weights = m.options.get("weights")
+        if isinstance(weights, str) and not resolve_weights(weights, 0, {}, "").is_file():
+            raise ConfigError(f"config key 'methods.{i}.options.weights' ({m.name}): weights file {weights} "
+                              "does not exist")

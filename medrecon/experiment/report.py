@@ -150,10 +150,20 @@ def save_figure(path: Path, names: list[str], truth: np.ndarray, panels: list[tu
     plt.close(fig)
 
 
-def save_h5(rec_dir: Path, names: list[str], x) -> None:
-    """fastMRI layout, one file per image: dataset ``reconstruction`` (1, H, W) float32 magnitudes."""
+def save_h5(rec_dir: Path, records: list, names: list[str], mags: dict[int, np.ndarray]) -> None:
+    """fastMRI's leaderboard layout: one file per volume, dataset ``reconstruction`` ``(slices, H, W)``
+    float32 magnitudes on the scale of the volume's own target. Slices of a ``fastmri`` source go into
+    ``<input file name>`` (in slice order); every other image is a volume of one slice, ``<image>.h5``.
+    ``mags``: image index -> ``(H, W)`` magnitude already on the file scale."""
     from ..data.fastmri import save_reconstructions
 
-    recons = {f"{name}.h5": (x[i:i + 1, 0].abs() if x.is_complex() else x[i:i + 1, 0]).cpu().numpy().astype(np.float32)
-              for i, name in enumerate(names)}
-    save_reconstructions(recons, rec_dir)
+    volumes: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for i, mag in sorted(mags.items()):
+        rec = records[i]
+        if rec.kind == "fastmri" and rec.source is not None:
+            volumes.setdefault(rec.source.name, []).append((rec.slice_index, mag))
+        else:
+            volumes[f"{names[i]}.h5"] = [(0, mag)]
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    save_reconstructions({fname: np.stack([m for _, m in sorted(parts, key=lambda p: p[0])])
+                          for fname, parts in volumes.items()}, rec_dir)

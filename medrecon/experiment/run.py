@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,22 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: boo
     return rows
 
 
+def unique_names(names: list[str], notes: list[str]) -> list[str]:
+    """``names`` with repeats renamed ``<name>_2``, ``<name>_3``, ... (each renaming added to ``notes``)."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        new, k = name, 1
+        while new in seen:
+            k += 1
+            new = f"{name}_{k}"
+        if new != name:
+            notes.append(f"image {name}: the name appears more than once; this one is saved as {new}")
+        seen.add(new)
+        out.append(new)
+    return out
+
+
 def _agree(error: BaseException | None, payload: Any = None) -> list[Any]:
     """All ranks' payloads (indexed by rank); if any rank failed, raise its exception on every rank
     (each rank re-raises its own, the others the first failing rank's)."""
@@ -145,7 +162,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     import torch
 
     from .. import distributed, metrics
-    from ..data.images import load_images
+    from ..data.images import load_image_records
     from ..methods import get_method
     from ..utils_io import atomic_save_npy, atomic_write_text
 
@@ -153,6 +170,10 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     main_rank = rank == 0
     if not main_rank:
         echo, progress = (lambda *a, **k: None), False
+
+    def note(line: str) -> None:  # what the image rule changed: said once, on stderr
+        if main_rank:
+            print(f"note: {line}", file=sys.stderr, flush=True)
     t_start = time.perf_counter()
     # --- inputs (every rank loads the image list; each simulates only its shard)
     error: BaseException | None = None
@@ -161,15 +182,15 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         check_resources(cfg)
         check_output_dir(out_dir, overwrite)
         torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
-        names, images = [], []
+        records, notes = [], []
         for spec in cfg.images:
-            for label, img in load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
+            records += load_image_records(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
                                           seed=spec.seed, slices=spec.slices, window=spec.window,
-                                          split=spec.split):
-                names.append(label)
-                images.append(img)
-        if len(set(names)) != len(names):
-            names = [f"{i:02d}_{n}" for i, n in enumerate(names)]
+                                          split=spec.split, notes=notes)
+        names = unique_names([r.name for r in records], notes)
+        images = [r.image for r in records]
+        for line in notes:
+            note(line)
         dtype = torch_dtype(cfg.dtype)
         shard = list(range(rank, len(names), world))  # global indices of this rank's images
         op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
@@ -234,6 +255,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         error, x = None, None
         local_rows: list[dict] = []
         fig_mags: dict[int, np.ndarray] = {}
+        h5_mags: dict[int, np.ndarray] = {}
         try:
             if B:
                 x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
@@ -250,18 +272,21 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                     atomic_save_npy(x[j, 0].cpu().numpy(), rec_dir / f"{name}.npy")
                     if i in fig_ids:
                         fig_mags[i] = mag[j]
-                if is_mri:
-                    save_h5(rec_dir, [names[i] for i in shard], x)
+                    if is_mri:  # on the ground truth's own file scale, for fastMRI's tools
+                        rec = records[i]
+                        h5_mags[i] = (mag[j] * rec.scale + rec.offset).astype(np.float32)
         except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
             error = exc
         status.done(k, spec.title)
-        parts = _agree(error, (local_rows, fig_mags))
-        method_rows = sorted((r for part, _ in parts for r in part), key=lambda r: r["index"])
+        parts = _agree(error, (local_rows, fig_mags, h5_mags))
+        if is_mri and main_rank:
+            save_h5(work / "recon" / spec.title, records, names, {i: m for _, _, part in parts for i, m in part.items()})
+        method_rows = sorted((r for part, _, _ in parts for r in part), key=lambda r: r["index"])
         for r in method_rows:
             r.pop("index")
         rows.extend(method_rows)
         if fig_ids:
-            mags = {i: m for _, part in parts for i, m in part.items()}
+            mags = {i: m for _, part, _ in parts for i, m in part.items()}
             panels.append((spec.title, np.stack([mags[i] for i in sorted(fig_ids)]),
                            [r["psnr"] for r in method_rows[:len(fig_ids)]]))
 
@@ -278,14 +303,15 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         save_figure(work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
                 cfg.figure_max_images)
     atomic_write_text(work / "config.yaml", dump_config(cfg))
-    run_info = {"seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": versions(),
+    run_info = {"notes": notes, "seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": versions(),
                 "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
                 "total_seconds": round(time.perf_counter() - t_start, 3)}
     atomic_write_text(work / "run.json", json.dumps(run_info, indent=2) + "\n")
     publish(work, out_dir)
     echo(table)
     echo(footer)
-    echo(f"wrote {out_dir}/ (metrics.csv, summary.txt, figure.png, recon/, config.yaml, run.json) "
+    written = ", ".join(n for n in RESULT_NAMES if (out_dir / n).exists())
+    echo(f"wrote {out_dir}/ ({written}) "
          f"in {run_info['total_seconds']:.1f} s")
     return rows
 
