@@ -74,7 +74,10 @@ LAYERS = {
 
 
 def _layer_input(name, rng):
-    shape = (1, 1, 4, 4) if name in ("coupling-checkerboard-0", "squeeze") else (1, 2, 3, 4) if name == "coupling-checkerboard-1" else (1, 4, 2, 2)
+    if name in ("coupling-checkerboard-0", "squeeze"):
+        shape = (1, 1, 4, 4)
+    else:
+        shape = (1, 2, 3, 4) if name == "coupling-checkerboard-1" else (1, 4, 2, 2)
     return torch.randn(shape, generator=rng, dtype=torch.float64)
 
 
@@ -91,7 +94,8 @@ def test_layer_logdet_matches_jacobian(name, rng):
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_inverse(name, rng):
     layer = _randomize(LAYERS[name]().double().eval(), rng)
-    x = _layer_input(name, rng).expand(3, -1, -1, -1).clone() + torch.randn(3, 1, 1, 1, generator=rng, dtype=torch.float64)
+    x = _layer_input(name, rng).expand(3, -1, -1, -1).clone()
+    x = x + torch.randn(3, 1, 1, 1, generator=rng, dtype=torch.float64)
     y, _ = layer(x)
     assert torch.allclose(layer.inverse(y), x, rtol=0, atol=1e-12)
 
@@ -219,7 +223,8 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     rec = torch.load(path, weights_only=True)
     rec["model_class"] = "medrecon.priors.base:CheckpointMismatchError"
     torch.save(rec, tmp_path / "other.pt")
-    with pytest.raises(CheckpointMismatchError, match="expected weights of medrecon.priors.flow:MultiScaleFlow"):
+    with pytest.raises(CheckpointMismatchError,
+                       match="expected weights of medrecon.priors.flow:MultiScaleFlow"):
         load_flow(tmp_path / "other.pt")
     # weights of the wrong image size for the operator
     with pytest.raises(ValueError, match="is for 1x8x8 images but the operator's images are 1x4x4"):
@@ -262,8 +267,8 @@ def test_reconstruct_flow_inits_and_denoising_identity(tmp_path, rng, init):
     if init == "inverse":  # G(G^{-1}(x0)) = x0 exactly: no representation error
         assert torch.allclose(x, x_true, atol=1e-5)
     else:  # any start moves to the data: the flow's range is everything
-        x0 = reconstruct_flow(op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0),
-                              **START)
+        x0 = reconstruct_flow(op, x_true, weights=str(path), init=init,
+                              generator=torch.Generator().manual_seed(0), **START)
         assert _residual(op, x, x_true) < 0.05 * _residual(op, x0, x_true)
 
 

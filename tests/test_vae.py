@@ -45,7 +45,8 @@ def test_weights_round_trip_and_mismatch_messages(tmp_path):
     for a, b in zip(vae.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     # another model class: named, with what was expected
-    with pytest.raises(CheckpointMismatchError, match=r"expected weights of .*Identity.*found a checkpoint of "
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"expected weights of .*Identity.*found a checkpoint of "
                                                       r"medrecon\.priors\.vae:ConvVAE"):
         load_prior(path, expected=Identity)
     # same class, other shapes: hyperparameters and tensor shapes are listed

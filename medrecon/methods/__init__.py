@@ -5,7 +5,8 @@ Each method is a function ``fn(op, y, *, <keyword options>) -> x`` with
 ``@register_method("name")`` (see :mod:`medrecon.methods.registry`: the shared checks of ``y`` and of
 the option names and values, :func:`validate_options`). One module per family:
 
-* :mod:`~medrecon.methods.classical`: ``fbp``, ``direct`` / ``zero-filled``, ``cgls``, ``tikhonov``, ``tv``, ``sense``
+* :mod:`~medrecon.methods.classical`: ``fbp``, ``direct`` / ``zero-filled``, ``cgls``, ``tikhonov``,
+  ``tv``, ``sense``
 * :mod:`~medrecon.methods.vae`: ``vae-range``, ``vae-soft``
 * :mod:`~medrecon.methods.flow`: ``flow``
 * :mod:`~medrecon.methods.gan`: ``csgm``, ``gan-d``

@@ -1,4 +1,4 @@
-"""Classical reconstruction methods: ``fbp``, ``direct`` (alias ``zero-filled``), ``cgls``, ``tikhonov``, ``tv``, ``sense``.
+"""Classical methods: ``fbp``, ``direct`` (alias ``zero-filled``), ``cgls``, ``tikhonov``, ``tv``, ``sense``.
 
 Each is ``fn(op, y, *, <keyword options>) -> x`` with ``y (B, C, *op.out_shape) -> x (B, C, *op.in_shape)``
 and accepts ``callback(k, x, info)`` (returning ``True`` stops an iterative method).
@@ -46,7 +46,8 @@ def fbp(op: LinearOperator, y: Tensor, *, filter: str = "ramp", frequency_scalin
     """
     if not callable(getattr(op, "fbp", None)):  # the one method that is FBP itself, not a direct inverse
         raise ValueError(
-            f"method 'fbp' needs an operator with an .fbp method (a CT operator); {type(op).__name__} has none. "
+            f"method 'fbp' needs an operator with an .fbp method (a CT operator); "
+            f"{type(op).__name__} has none. "
             "Use 'direct', 'cgls' or 'tikhonov' instead."
         )
     with torch.no_grad():
@@ -74,7 +75,8 @@ zero_filled = register_method("zero-filled")(_direct)  # the MRI name of the sam
 @register_method("cgls")
 def cgls(op: LinearOperator, y: Tensor, *, n_iter: int = 30, tol: float = 1e-6, x0: Tensor | None = None,
          callback: Callback | None = None) -> Tensor:
-    """x = argmin 1/2 ||Ax - y||^2 by CGLS from ``x0`` (default 0); ``n_iter`` (early stopping) regularises."""
+    """x = argmin 1/2 ||Ax - y||^2 by CGLS from ``x0`` (default 0); ``n_iter`` (early stopping)
+    regularises."""
     return least_squares(op, y, lam=0.0, n_iter=n_iter, tol=tol, x0=x0, callback=callback)
 
 
@@ -128,6 +130,8 @@ def sense(op: LinearOperator, y: Tensor, *, n_iter: int = 20, lam: float = 0.0, 
     MRM 46, 2001.] Default: 20 iterations, no Tikhonov term (early stopping regularises).
     """
     if not op.in_complex:
-        raise ValueError(f"method 'sense' needs a complex (MRI) operator; {type(op).__name__} is real. Use 'cgls'.")
+        raise ValueError(
+            f"method 'sense' needs a complex (MRI) operator; {type(op).__name__} is real. Use 'cgls'."
+        )
     return least_squares(op, y, lam=lam * op.norm_squared() if lam else 0.0, n_iter=n_iter, tol=tol,
                          callback=callback)

@@ -34,7 +34,7 @@ def reconstruct_dip(op: LinearOperator, y: Tensor, *, lam: float = 0.0, **option
 
 @register_method("dip-tv", options_from=fit_dip, exclude=("tv_weight",), aliases={"tv_weight": "lam"})
 def reconstruct_dip_tv(op: LinearOperator, y: Tensor, *, lam: float = 1e-3, **options) -> Tensor:
-    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + lam ||A||^2 TV(f_theta(z)): DIP-TV (Liu et al., ICASSP 2019).
+    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + lam ||A||^2 TV(f_theta(z)): DIP-TV (Liu et al. 2019).
 
     ``lam`` is relative like the ``tv`` method's (isotropic TV of :func:`medrecon.priors.tv.total_variation`,
     times ``||A||^2``); the DIP already regularises, so a smaller weight than TV alone needs is usual.

@@ -1,4 +1,4 @@
-"""Normalizing-flow-prior method ``flow`` (Asim et al., ICML 2020) for ``medrecon.priors.flow.MultiScaleFlow``.
+"""Normalizing-flow method ``flow`` (Asim et al., ICML 2020) for ``medrecon.priors.flow.MultiScaleFlow``.
 
 A flow's generator ``G = f^{-1}`` is invertible, so it has no representation error: the latent
 maximum-likelihood problem ``min_z ||A G(z) - y||^2 + lam ||z||^2`` (or the image-space MAP problem
@@ -47,7 +47,7 @@ def reconstruct_flow(
     callback: Callable | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Reconstruction with a flow prior G (Asim et al., ICML 2020): ``y (B, 1, *op.out_shape) -> x (B, 1, H, W)``.
+    """Reconstruction with a flow prior G (Asim et al. 2020): ``y (B, 1, *out_shape) -> x (B, 1, H, W)``.
 
     * ``mode="latent"`` (the paper's formulation): ``z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + lam ||z||^2``,
       ``x = G(z*)``;

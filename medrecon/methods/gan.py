@@ -1,10 +1,10 @@
 """GAN-prior methods ``csgm`` and ``gan-d`` for a generator G (``medrecon.priors.gan.DCGANPrior``).
 
-* ``csgm`` (:func:`reconstruct_csgm`): compressed sensing with generative models [Bora, Jalal, Price and Dimakis,
-  ICML 2017]: ``z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + lam ||z||^2`` with random restarts (the
-  restart with the best data fit wins), ``x = G(z*)``.
-* ``gan-d`` (:func:`reconstruct_gan_d`): the restoration objective of Yeh, Lim, Chen, Schwing, Hasegawa-Johnson and
-  Do (ICASSP 2018), which adds the discriminator's estimate of the data log-density:
+* ``csgm`` (:func:`reconstruct_csgm`): compressed sensing with generative models [Bora, Jalal, Price
+  and Dimakis, ICML 2017]: ``z* = argmin_z ||A G(z) - y||^2 / ||A||^2 + lam ||z||^2`` with random
+  restarts (the restart with the best data fit wins), ``x = G(z*)``.
+* ``gan-d`` (:func:`reconstruct_gan_d`): the restoration objective of Yeh, Lim, Chen, Schwing,
+  Hasegawa-Johnson and Do (ICASSP 2018), which adds the discriminator's estimate of the data log-density:
   ``min_z ||y - A G(z)||_p^p / ||A||^p + lam (d_weight (log(1 - D(G(z))) - log D(G(z))) + ||z||^2 / 2)``.
   With the optimal discriminator D* = p_data / (p_data + p_G), ``log(1 - D) - log D = log p_G -
   log p_data``, and ``||z||^2 / 2`` stands for ``-log p_G(G(z))`` up to constants (Jacobian ignored),

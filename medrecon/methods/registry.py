@@ -1,6 +1,6 @@
 """The method registry: ``@register_method(name)`` beside each method, one checked way in.
 
-A method is ``fn(op, y, *, <keyword options>) -> x`` with ``y (B, C, *op.out_shape) -> x (B, C, *op.in_shape)``.
+A method is ``fn(op, y, *, <keyword options>) -> x``, ``y (B, C, *op.out_shape) -> x (B, C, *op.in_shape)``.
 :func:`register_method` wraps it so that every call, whether through :func:`reconstruct`, through
 :func:`get_method` or by importing the function, first runs the same checks:
 
@@ -285,7 +285,8 @@ def method_defaults(name: str) -> dict[str, Any]:
     300
     """
     params = inspect.signature(get_method(name)).parameters
-    return {k: params[k].default for k in _spec(name).options if params[k].default is not inspect.Parameter.empty}
+    empty = inspect.Parameter.empty
+    return {k: params[k].default for k in _spec(name).options if params[k].default is not empty}
 
 
 def validate_options(method: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,9 +308,12 @@ def check_measurements(op: LinearOperator, y: Any, method: str = "reconstruct") 
         raise TypeError(f"method {method!r}: op must be a medrecon LinearOperator, got {type(op).__name__}")
     want = f"(B, C, {', '.join(map(str, op.out_shape))})"
     if not isinstance(y, Tensor):
-        raise TypeError(f"method {method!r}: y must be a torch.Tensor of shape {want}, got {type(y).__name__}")
+        raise TypeError(
+            f"method {method!r}: y must be a torch.Tensor of shape {want}, got {type(y).__name__}"
+        )
     if y.dim() != len(op.out_shape) + 2 or tuple(y.shape[2:]) != tuple(op.out_shape):
-        hint = "; add the batch and channel axes, e.g. y[None, None]" if tuple(y.shape) == tuple(op.out_shape) else ""
+        same = tuple(y.shape) == tuple(op.out_shape)
+        hint = "; add the batch and channel axes, e.g. y[None, None]" if same else ""
         raise ValueError(
             f"method {method!r}: y must have shape {want} = (B, C, *op.out_shape) for "
             f"{type(op).__name__}, got {tuple(y.shape)}{hint}"

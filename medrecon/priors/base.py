@@ -152,7 +152,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_state_matches(model: nn.Module, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:
-    """Raise ``CheckpointMismatchError`` naming class and tensor shapes when ``ckpt`` does not fit ``model``."""
+    """Raise ``CheckpointMismatchError`` naming class and tensor shapes when ``ckpt`` does not fit
+    ``model``."""
     model = _unwrap(model)
     expected_cls, found_cls = class_path(model), ckpt.get("model_class")
     problems = []
@@ -191,7 +192,8 @@ def check_state_matches(model: nn.Module, ckpt: Mapping[str, Any], *, source: st
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve_weights(weights: str | os.PathLike | None, image_size: int, defaults: Mapping[int, str | os.PathLike],
+def resolve_weights(weights: str | os.PathLike | None, image_size: int,
+                    defaults: Mapping[int, str | os.PathLike],
                     kind: str) -> Path:
     """The weights file to load: ``weights``, or the bundled default for ``image_size``.
 
@@ -201,7 +203,8 @@ def resolve_weights(weights: str | os.PathLike | None, image_size: int, defaults
         if image_size not in defaults:
             raise ValueError(
                 f"no bundled {kind} weights for {image_size}x{image_size} images (bundled: "
-                f"{', '.join(f'{s}x{s}' for s in defaults)}); pass weights=<path to a .pt from medrecon train>"
+                f"{', '.join(f'{s}x{s}' for s in defaults)}); "
+                "pass weights=<path to a .pt from medrecon train>"
             )
         weights = defaults[image_size]
     p = Path(weights)
@@ -239,12 +242,15 @@ def load_weights(
     """The prior model for images ``(C, H, W) = image_shape``, from a path, a model, or the bundled default.
 
     ``weights``: a file from ``medrecon train`` (loaded frozen, class and tensor shapes checked), an
-    instance of ``expected`` (a frozen copy in eval mode is used; the caller's model is left alone), or None (``defaults[H]`` for square images).
+    instance of ``expected`` (a frozen copy in eval mode is used; the caller's model is left alone),
+    or None (``defaults[H]`` for square images).
     The model's ``image_shape`` must equal ``image_shape``; else an error names both and the bundled sizes.
     """
     if isinstance(weights, nn.Module):
         if not isinstance(weights, expected):
-            raise TypeError(f"weights must be a {expected.__name__} or a path to one, got a {type(weights).__name__}")
+            raise TypeError(
+                f"weights must be a {expected.__name__} or a path to one, got a {type(weights).__name__}"
+            )
         # a frozen copy: the method neither accumulates gradients in the caller's model nor moves it
         model = copy.deepcopy(weights).requires_grad_(False).eval().to(device)
         source = f"the given {type(weights).__name__}"
@@ -252,7 +258,9 @@ def load_weights(
         path = resolve_weights(weights, image_shape[1], defaults, kind)
         model, source = load_frozen(path, expected, device=device), str(path)
     else:
-        raise TypeError(f"weights must be a path, a {expected.__name__} or None, got {type(weights).__name__}")
+        raise TypeError(
+            f"weights must be a path, a {expected.__name__} or None, got {type(weights).__name__}"
+        )
     found = tuple(int(v) for v in model.image_shape)
     if found != tuple(image_shape):
         bundled = ", ".join(f"{k}x{k}" for k in defaults)
@@ -294,7 +302,9 @@ def load_prior(
     try:
         model = cls(**ckpt.get("model_hparams", {}))
     except TypeError as exc:
-        raise CheckpointMismatchError(f"{path}: cannot rebuild {found} from its hyperparameters: {exc}") from exc
+        raise CheckpointMismatchError(
+            f"{path}: cannot rebuild {found} from its hyperparameters: {exc}"
+        ) from exc
     check_state_matches(model, ckpt, source=str(path))
     model.load_state_dict(ckpt["model_state"])
     return model.to(map_location).eval()

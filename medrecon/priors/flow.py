@@ -1,4 +1,4 @@
-"""Multi-scale normalizing flow prior (RealNVP / Glow); the method "flow" built on it: :mod:`medrecon.methods.flow`.
+"""Multi-scale normalizing flow prior (RealNVP / Glow); the method "flow" is :mod:`medrecon.methods.flow`.
 
 The flow is an invertible map ``f: x -> z`` from an image ``x`` in [0, 1] to a Gaussian latent
 ``z ~ N(0, I)`` with exact log-likelihood
@@ -93,7 +93,8 @@ def checkerboard_mask(height: int, width: int, parity: int, *, dtype=torch.float
 
 
 class _CouplingNet(nn.Module):
-    """conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3 (zero-initialised: the coupling starts as the identity)."""
+    """conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3 (zero-initialised: the coupling starts as the
+    identity)."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int) -> None:
         super().__init__()
@@ -118,7 +119,8 @@ class AffineCoupling(nn.Module):
     (RealNVP's bounded scale). Identity at initialisation.
     """
 
-    def __init__(self, channels: int, hidden: int, mask: Literal["checkerboard", "channel"], parity: int) -> None:
+    def __init__(self, channels: int, hidden: int, mask: Literal["checkerboard", "channel"],
+                 parity: int) -> None:
         super().__init__()
         if mask not in ("checkerboard", "channel"):
             raise ValueError(f"mask must be 'checkerboard' or 'channel', got {mask!r}")
@@ -299,7 +301,7 @@ class LogitTransform(nn.Module):
 
 # =========================================================================== the flow
 class MultiScaleFlow(nn.Module):
-    """z = f(x), x = G(z) = f^{-1}(z): a multi-scale RealNVP/Glow flow, images ``(B, C, H, W)`` <-> ``z (B, C H W)``.
+    """z = f(x), x = G(z) = f^{-1}(z): a multi-scale RealNVP/Glow flow, ``(B, C, H, W)`` <-> ``z (B, C H W)``.
 
     Level ``l`` (of ``n_levels``): ``n_checker`` checkerboard couplings (alternating parity), squeeze,
     ``n_channel`` channel couplings (alternating halves); every level but the last factors out half
@@ -349,7 +351,8 @@ class MultiScaleFlow(nn.Module):
             raise ValueError(f"n_levels must be >= 1, got {n_levels}")
         if h % 2**n_levels or w % 2**n_levels:
             raise ValueError(
-                f"image size {h}x{w} must be divisible by 2**n_levels = {2**n_levels} (each level squeezes once); "
+                f"image size {h}x{w} must be divisible by 2**n_levels = {2**n_levels} "
+                "(each level squeezes once); "
                 "pad the images or use fewer levels"
             )
         if inv_conv not in ("lu", "plain", "none"):
@@ -394,7 +397,8 @@ class MultiScaleFlow(nn.Module):
     def _check_image(self, x: Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"MultiScaleFlow expects images of shape (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}"
+                f"MultiScaleFlow expects images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                f"got {tuple(x.shape)}"
             )
 
     def _flow_forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -415,7 +419,9 @@ class MultiScaleFlow(nn.Module):
 
     def _flow_inverse(self, z: Tensor) -> Tensor:
         if z.dim() != 2 or z.shape[1] != self.latent_shape[0]:
-            raise ValueError(f"MultiScaleFlow expects latents of shape (B, {self.latent_shape[0]}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"MultiScaleFlow expects latents of shape (B, {self.latent_shape[0]}), got {tuple(z.shape)}"
+            )
         sizes = [math.prod(s) for s in self._z_shapes]
         pieces = list(torch.split(z, sizes, dim=1))
         h = pieces[-1].reshape(z.shape[0], *self._z_shapes[-1])
@@ -461,7 +467,8 @@ class MultiScaleFlow(nn.Module):
             nll = nll - self.preprocess.logdet_at_output(u)
         return nll
 
-    def sample_latent(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None,
+                      temperature: float = 1.0) -> Tensor:
         """n draws from N(0, temperature^2 I): ``(n, D)`` on the model's device."""
         p = next(self.parameters())
         z = torch.randn(n, *self.latent_shape, generator=generator, dtype=p.dtype,
@@ -481,7 +488,8 @@ def dequantize(x: Tensor, *, generator: torch.Generator | None = None, n_bins: i
     Maps [0, 1] images onto the continuous (0, 1) so that the flow's density cannot collapse onto
     the quantised values; then ``-log p(x) + D log n_bins`` bounds the discrete NLL.
     """
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=generator.device if generator is not None else x.device)
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device)
     return (torch.round(x.clamp(0, 1) * (n_bins - 1)) + u.to(x.device)) / n_bins
 
 
@@ -524,7 +532,8 @@ def flow_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
 
 # =========================================================================== loading
 def load_flow(weights: str | os.PathLike, *, device: torch.device | str = "cpu") -> MultiScaleFlow:
-    """The MultiScaleFlow stored in ``weights`` (checked: another model class or shapes is an error); frozen, eval."""
+    """The MultiScaleFlow stored in ``weights`` (checked: another model class or shapes is an error);
+    frozen, eval."""
     return load_frozen(weights, MultiScaleFlow, device=device)  # type: ignore[return-value]
 
 

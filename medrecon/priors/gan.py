@@ -265,7 +265,8 @@ def load_gan(weights: str | os.PathLike, *, device: torch.device | str = "cpu") 
     return load_frozen(weights, DCGANPrior, device=device)  # type: ignore[return-value]
 
 
-_MOVED = {name: "medrecon.methods.gan" for name in ("reconstruct_csgm", "reconstruct_gan_d", "blend_measured")}
+_MOVED = {name: "medrecon.methods.gan"
+          for name in ("reconstruct_csgm", "reconstruct_gan_d", "blend_measured")}
 
 
 def __getattr__(name: str):  # the methods and blending moved to medrecon.methods.gan

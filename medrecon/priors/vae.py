@@ -74,7 +74,8 @@ class ConvVAE(nn.Module):
         n_down = len(channels)
         if n_down < 1 or image_size % (2**n_down) != 0:
             raise ValueError(
-                f"image_size {image_size} must be divisible by 2**len(channels) = {2**n_down} (channels={channels})"
+                f"image_size {image_size} must be divisible by 2**len(channels) = {2**n_down} "
+                f"(channels={channels})"
             )
         if loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
@@ -82,7 +83,8 @@ class ConvVAE(nn.Module):
             image_size=int(image_size), latent_dim=int(latent_dim), channels=channels, hidden=int(hidden),
             in_channels=int(in_channels), loss=loss, beta=float(beta), sigma=float(sigma),
         )
-        self.image_size, self.latent_dim, self.in_channels = int(image_size), int(latent_dim), int(in_channels)
+        self.image_size, self.latent_dim = int(image_size), int(latent_dim)
+        self.in_channels = int(in_channels)
         self.latent_shape = (self.latent_dim,)
         self.image_shape = (self.in_channels, self.image_size, self.image_size)
         self.loss_kind, self.beta, self.sigma = loss, float(beta), float(sigma)
@@ -96,14 +98,17 @@ class ConvVAE(nn.Module):
         self.to_mu = nn.Linear(hidden, latent_dim)
         self.to_logvar = nn.Linear(hidden, latent_dim)
         self.decoder_fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, prev * s * s), nn.LeakyReLU(0.2)
+            nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
+            nn.Linear(hidden, prev * s * s), nn.LeakyReLU(0.2),
         )
         dec = []
         for c in reversed(channels[:-1]):
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, c, 3, padding=1), nn.LeakyReLU(0.2)]
+            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, c, 3, padding=1),
+                    nn.LeakyReLU(0.2)]
             prev = c
         last = max(8, prev // 2)  # the full-resolution stage is the costly one: keep it narrow
-        dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, last, 3, padding=1), nn.LeakyReLU(0.2),
+        dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, last, 3, padding=1),
+                nn.LeakyReLU(0.2),
                 nn.Conv2d(last, in_channels, 3, padding=1)]
         self.decoder_conv = nn.Sequential(*dec)
 
@@ -182,7 +187,8 @@ def vae_step(model: nn.Module, batch, ctx) -> dict[str, float]:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"loss": float(loss.detach()), "recon": float(rec.mean().detach()), "kl": float(kl.mean().detach())}
+    return {"loss": float(loss.detach()), "recon": float(rec.mean().detach()),
+            "kl": float(kl.mean().detach())}
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ class LatentResult:
 
 def sum_sq(t: Tensor) -> Tensor:
     """||t_b||^2 for each batch element: ``(B, ...) -> (B,)`` (real or complex)."""
-    return t.abs().pow(2).reshape(t.shape[0], -1).sum(dim=1) if t.is_complex() else t.pow(2).reshape(t.shape[0], -1).sum(1)
+    return (t.abs() if t.is_complex() else t).pow(2).reshape(t.shape[0], -1).sum(dim=1)
 
 
 def initial_image(op: LinearOperator, y: Tensor) -> Tensor:
@@ -199,7 +199,8 @@ def soft_range_solve(
             loss.sum().backward()
             opt.step()
         with torch.no_grad():
-            obj = data_weight * sum_sq(op(x) - y_rep) + lam * (sum_sq(_to_op(op, decode(z)) - x) + mu * sum_sq(z))
+            range_term = sum_sq(_to_op(op, decode(z)) - x) + mu * sum_sq(z)
+            obj = data_weight * sum_sq(op(x) - y_rep) + lam * range_term
         if callback is not None:
             o, xb = _pick_best(obj, r, b, x)
             callback(k, xb, {"objective": o, "change": float(change.max())})
