@@ -57,12 +57,19 @@ class _NoDtypeMove(MatrixOperator):
         return self
 
 
+class _WrongBackward(MatrixOperator):
+    def forward(self, x):  # right values, a gradient that is not A^H
+        y = super().forward(x)
+        return y + 1e-2 * (x.pow(2).sum() - x.pow(2).sum().detach())
+
+
 @pytest.mark.parametrize("broken, check", [(_WrongAdjoint, "adjoint"), (_Affine, "adjoint|linearity"),
-                                           (_AcceptsAnything, "bad input"), (_NoDtypeMove, "dtype")])
+                                           (_AcceptsAnything, "bad input"), (_NoDtypeMove, "dtype"),
+                                           (_WrongBackward, "backward")])
 def test_check_operator_catches_defects(broken, check, rng):
     op = broken(torch.randn(4, 3, dtype=torch.float64, generator=rng))
     with pytest.raises(AssertionError, match=check):
-        check_operator(op)
+        check_operator(op, backward=True)
 
 
 def test_check_operator_on_a_good_operator_reports_errors(rng):
