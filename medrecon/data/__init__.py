@@ -13,6 +13,8 @@ _EXPORTS = {
     "FastMRISliceDataset": "fastmri", "write_fastmri_h5": "fastmri", "save_reconstructions": "fastmri",
     "read_metadata": "fastmri", "FastMRIDataError": "fastmri",
     "load_corpus": "real", "load_volume": "real", "RealDataError": "real",
+    "LoDoPaBDataset": "lodopab", "lodopab_operator": "lodopab", "poisson_log_noise": "lodopab",
+    "LoDoPaBError": "lodopab",
 }
 
 __all__ = sorted(_EXPORTS)
