@@ -12,6 +12,7 @@ from .base import (
 )
 from .ct import ConeBeamCT, FanBeamCT, ParallelBeamCT
 from .coils import coil_maps, estimate_sensitivities, simulate_multicoil
+from .espirit import espirit_maps
 from .generic import DiagonalOperator, Identity, MatrixOperator
 from .gradient import FiniteDifference2D
 from .masks import make_mask, stable_seed
@@ -24,6 +25,6 @@ __all__ = [
     "Identity", "DiagonalOperator", "MatrixOperator", "FiniteDifference2D",
     "ParallelBeamCT", "FanBeamCT", "ConeBeamCT",
     "SingleCoilMRI", "MultiCoilMRI", "fft2c", "ifft2c", "make_mask", "stable_seed",
-    "simulate_multicoil", "estimate_sensitivities", "coil_maps",
+    "simulate_multicoil", "estimate_sensitivities", "coil_maps", "espirit_maps",
     "Denoising", "Inpainting", "Downsampling", "Grayscale", "center_block_mask", "random_pixel_mask",
 ]
