@@ -222,6 +222,20 @@ def validate_methods(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"config key 'methods.{i}.options.{option[1]}' ({m.name}): {option[2]}") from None
             raise ConfigError(f"methods.{i} ({m.name}): {msg}") from None
         weights = m.options.get("weights")
-        if isinstance(weights, str) and not resolve_weights(weights, 0, {}, "").is_file():
-            raise ConfigError(f"config key 'methods.{i}.options.weights' ({m.name}): weights file {weights} "
-                              "does not exist")
+        if isinstance(weights, str):
+            _check_weights_file(resolve_weights(weights, 0, {}, ""), f"methods.{i}.options.weights", m.name)
+
+
+def _check_weights_file(path: Path, key: str, method: str) -> None:
+    """The file exists and is a medrecon weights file (read with ``weights_only=True``: code is never run)."""
+    from ..priors.base import CheckpointMismatchError, read_checkpoint
+
+    if not path.is_file():
+        raise ConfigError(f"config key '{key}' ({method}): weights file {path} does not exist")
+    try:
+        read_checkpoint(path)
+    except CheckpointMismatchError as exc:
+        reason = "not a medrecon weights file" if "not a medrecon checkpoint" in str(exc) else (
+            "not a readable torch weights file (truncated, another format, or pickled objects, which are "
+            "never loaded)")
+        raise ConfigError(f"config key '{key}' ({method}): {path} is {reason}") from None

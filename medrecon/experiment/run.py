@@ -101,6 +101,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: boo
 
     from .. import distributed
 
+    check_resources(cfg)  # a device this machine lacks is a config error, before joining a process group
     distributed.init_from_env(cfg.device)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)

@@ -180,6 +180,14 @@ class LinearOperator(nn.Module):
             raise OperatorInputError(
                 f"{name}: {what} must have shape (B, C, {', '.join(map(str, shape))}), got {tuple(t.shape)}"
             )
+        if t.dtype != dtype and (t.is_complex() != dtype.is_complex or not (t.is_floating_point() or t.is_complex())):
+            kind = "complex" if dtype.is_complex else "real"
+            got = "complex" if t.is_complex() else ("real" if t.is_floating_point() else "non-floating")
+            raise OperatorInputError(
+                f"{name}: {what} has the wrong kind of dtype for this operator: it takes {kind} tensors "
+                f"({dtype}), got a {got} {t.dtype} tensor"
+                + (f"; convert the input with .to({dtype})" if kind == "complex" and got == "real" else "")
+            )
         if t.dtype != dtype:
             target = real_dtype_of(t.dtype) if t.is_floating_point() or t.is_complex() else "dtype"
             raise OperatorInputError(
