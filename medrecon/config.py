@@ -14,7 +14,8 @@ plus YAML 1.2 floats, so ``1e-3`` is a float (PyYAML alone reads it as the strin
 Overrides are ``key.sub=value`` strings; ``value`` is parsed as YAML (``n_iter=50`` is an int,
 ``name=tv`` a string, ``angles=[0, 90]`` a list). A path segment that indexes a list is either
 a position (``methods.1.options.lam=0.1``) or, for a list of mappings with a ``name`` key, the
-name (``methods.tv.options.lam=0.1``).
+entry's ``label`` or ``name`` (``methods.tv.options.lam=0.1``; a label wins, so ``tv`` picks the one
+plain ``tv`` entry beside ``{name: tv, label: tv-discrepancy}``).
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -106,8 +107,11 @@ def _list_index(seq: list, part: str, dotted: str) -> int:
         if not -len(seq) <= i < len(seq):
             raise ConfigError(f"override {dotted}: index {i} out of range (the list has {len(seq)} entries)")
         return i % len(seq)
-    names = [e.get("name") for e in seq if isinstance(e, dict)]
-    hits = [i for i, e in enumerate(seq) if isinstance(e, dict) and e.get("name") == part]
+    names = [e.get("label") or e.get("name") for e in seq if isinstance(e, dict)]
+    # an entry's title is its label, else its name (methods: [{name: tv}, {name: tv, label: tv-2}])
+    hits = [i for i, e in enumerate(seq) if isinstance(e, dict) and (e.get("label") or e.get("name")) == part]
+    if not hits:
+        hits = [i for i, e in enumerate(seq) if isinstance(e, dict) and e.get("name") == part]
     if len(hits) != 1:
         raise ConfigError(
             f"override {dotted}: {part!r} is not a list position or the name of exactly one entry "
