@@ -47,7 +47,7 @@ def test_classical_methods_are_registered_with_callback():
 
 def test_unknown_method_lists_valid_ones():
     valid = ("fbp, direct, zero-filled, cgls, tikhonov, tv, sense, dip, dip-tv, flow, csgm, gan-d, "
-             "vae-range, vae-soft")
+             "patchnr, vae-range, vae-soft")
     with pytest.raises(ValueError, match=rf"unknown method 'art'; valid methods: {valid}"):
         medrecon.reconstruct(Identity((3, 3)), torch.zeros(1, 1, 3, 3), "art")
 

