@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from ..config import ConfigError, load_config
+from .measured import MeasuredSpec
 
 __all__ = ["ImageSpec", "CTOperatorSpec", "MRIOperatorSpec", "OperatorSpec", "MethodSpec", "ExperimentConfig",
            "OutputExistsError", "ExperimentError", "load_experiment_config", "validate_methods", "AUTO_OPTIONS"]
@@ -153,10 +154,14 @@ class ExperimentConfig:
     figure: bool = True
     figure_max_images: int = 4
     threads: int = 1  # torch intra-op CPU threads during the run (1 is fastest for small images)
+    measured: MeasuredSpec | None = None  # a file's own measurements (medrecon.experiment.measured), images: []
 
     def __post_init__(self) -> None:
-        if not self.images:
+        if not self.images and self.measured is None:
             raise ConfigError("config key 'images' must list at least one image source")
+        if self.images and self.measured is not None:
+            raise ConfigError("give either 'images' (measurements simulated from them) or 'measured' (a file's "
+                              "own measurements), not both; with 'measured' write images: []")
         if not self.methods:
             raise ConfigError("config key 'methods' must list at least one method")
         titles = [m.title for m in self.methods]

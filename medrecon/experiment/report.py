@@ -95,8 +95,8 @@ def format_table(rows: list[dict], titles: list[str]) -> str:
         if not r:
             continue
 
-        def ms(key: str) -> tuple[float, float]:
-            v = np.array([row[key] for row in r], dtype=np.float64)
+        def ms(key: str) -> tuple[float, float]:  # None (no ground truth) prints as nan
+            v = np.array([np.nan if row[key] is None else row[key] for row in r], dtype=np.float64)
             return float(v.mean()), float(v.std())
 
         p, s, n, sec = ms("psnr"), ms("ssim"), ms("nmse"), ms("seconds")
@@ -117,17 +117,19 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def save_figure(path: Path, names: list[str], truth: np.ndarray, panels: list[tuple[str, np.ndarray, list[float]]],
-                max_images: int) -> None:
-    """Ground truth, every method with its PSNR, and the absolute error maps (one row pair per image)."""
+def save_figure(path: Path, names: list[str], truth: np.ndarray | None,
+                panels: list[tuple[str, np.ndarray, list[float]]], max_images: int) -> None:
+    """Ground truth, every method with its PSNR, and the absolute error maps (one row pair per image).
+    ``truth=None`` (measured data without a ground truth): one row of reconstructions per image."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..utils_io import atomic_write
-
     n_img = min(len(names), max_images)
+    if truth is None:
+        _save_figure_without_truth(path, names[:n_img], panels)
+        return
     n_col = 1 + len(panels)
     fig, axes = plt.subplots(2 * n_img, n_col, figsize=(1.9 * n_col, 2.0 * 2 * n_img), squeeze=False)
     for i in range(n_img):
@@ -142,6 +144,26 @@ def save_figure(path: Path, names: list[str], truth: np.ndarray, panels: list[tu
             ax.set_title(f"{title}\n{psnrs[i]:.2f} dB", fontsize=7)
             axes[2 * i + 1, j].imshow(np.abs(rec[i] - truth[i]), cmap="magma", vmin=0, vmax=err_max)
             axes[2 * i + 1, j].set_title("|error|", fontsize=6)
+    _save_and_close(fig, axes, path)
+
+
+def _save_figure_without_truth(path: Path, names: list[str], panels: list[tuple[str, np.ndarray, list]]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(names), len(panels), figsize=(1.9 * len(panels), 2.0 * len(names)), squeeze=False)
+    for i, name in enumerate(names):
+        for j, (title, rec, _) in enumerate(panels):
+            top = float(np.percentile(rec[i], 99.5)) or 1.0  # no ground truth: each panel on its own scale
+            axes[i, j].imshow(rec[i], cmap="gray", vmin=0, vmax=top)
+            axes[i, j].set_title(f"{name[:18]}\n{title}" if j == 0 else title, fontsize=7)
+    _save_and_close(fig, axes, path)
+
+
+def _save_and_close(fig, axes, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from ..utils_io import atomic_write
+
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

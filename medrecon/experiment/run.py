@@ -14,6 +14,7 @@ from ..config import dump_config
 from ..utils_io import git_revision
 from .build import build_operator, check_resources, image_seed, simulate, torch_dtype
 from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
+from .measured import load_measured
 from .report import MethodProgress, MethodStatus, format_table, save_figure, save_h5, versions, write_metrics_csv
 
 __all__ = ["run_experiment", "check_output_dir", "publish", "work_dir", "RESULT_NAMES"]
@@ -188,19 +189,27 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
             records += load_image_records(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
                                           seed=spec.seed, slices=spec.slices, window=spec.window,
                                           split=spec.split, notes=notes)
+        measured = load_measured(cfg, notes) if cfg.measured is not None else None
+        if measured is not None:  # a file's own measurements: records carry the targets (or None)
+            records = measured.records
         names = unique_names([r.name for r in records], notes)
         images = [r.image for r in records]
         for line in notes:
             note(line)
         dtype = torch_dtype(cfg.dtype)
         shard = list(range(rank, len(names), world))  # global indices of this rank's images
-        op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
+        op = measured.ops[0] if measured is not None else build_operator(cfg.operator, cfg.image_size,
+                                                                          seed=cfg.seed).to(dtype)
         estimated = (isinstance(cfg.operator, MRIOperatorSpec) and cfg.operator.coils > 1
                      and cfg.operator.sensitivities == "estimated")
         needed = sorted(set(shard) | ({0} if estimated else set()))
-        truth_all = {i: torch.from_numpy(images[i])[None, None].to(dtype) for i in needed}  # (1, 1, S, S)
+        truth_all = {i: torch.from_numpy(images[i])[None, None].to(dtype) if images[i] is not None
+                     else torch.zeros((1, 1, 1, 1), dtype=dtype) for i in needed}  # (1, 1, S, S)
         y_all, sigma_all = {}, {}
         for i in needed:  # each image's noise from its own generator: independent of order and rank
+            if measured is not None:  # measured: no simulation, the noise level is unknown
+                y_all[i], sigma_all[i] = measured.y[i], 0.0
+                continue
             g = torch.Generator().manual_seed(image_seed(cfg.seed, names[i], "noise"))
             y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
             sigma_all[i] = float(s[0])
@@ -260,16 +269,22 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         try:
             if B:
                 x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
-                                           progress, get_method)
+                                           progress, get_method,
+                                           ops=None if measured is None else [measured.ops[i].to(device)
+                                                                              for i in shard])
                 mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
+                if measured is not None:
+                    mag = measured.crop(mag)  # fastMRI: the target's centre crop
                 rec_dir = work / "recon" / spec.title
                 rec_dir.mkdir(parents=True, exist_ok=True)
                 for j, i in enumerate(shard):  # each rank writes its own reconstructions (atomically)
                     name = names[i]
+                    scored = images[i] is not None  # no ground truth: the metrics are left empty
                     local_rows.append({"index": i, "image": name, "method": spec.title,
-                                       "psnr": metrics.psnr(truth_np[j], mag[j]),
-                                       "ssim": metrics.ssim(truth_np[j], mag[j]),
-                                       "nmse": metrics.nmse(truth_np[j], mag[j]), "seconds": seconds})
+                                       "psnr": metrics.psnr(truth_np[j], mag[j]) if scored else None,
+                                       "ssim": metrics.ssim(truth_np[j], mag[j]) if scored else None,
+                                       "nmse": metrics.nmse(truth_np[j], mag[j]) if scored else None,
+                                       "seconds": seconds})
                     atomic_save_npy(x[j, 0].cpu().numpy(), rec_dir / f"{name}.npy")
                     if i in fig_ids:
                         fig_mags[i] = mag[j]
@@ -300,7 +315,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
               f"seconds per image")
     atomic_write_text(work / "summary.txt", table + "\n" + footer + "\n")
     if fig_ids:
-        fig_truth = np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
+        fig_truth = (np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
+                     if all(images[i] is not None for i in fig_ids) else None)
         save_figure(work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
                 cfg.figure_max_images)
     atomic_write_text(work / "config.yaml", dump_config(cfg))
@@ -318,7 +334,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
 
 
 def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: ExperimentConfig, progress: bool,
-                  get_method) -> tuple[Any, float]:
+                  get_method, ops: list | None = None) -> tuple[Any, float]:
     """``(x, seconds per image)`` of one method on this rank's images. Deterministic methods run once
     on the whole batch; random ones (those taking ``generator``) run image by image, each with a
     generator seeded from ``(seed, image name)``, so that a result never depends on which other
@@ -331,7 +347,8 @@ def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: E
     base = dict(spec.options)
     valid = set(method_options(spec.name))
     per_image = "generator" in valid and "generator" not in base
-    groups = [[j] for j in range(len(names))] if per_image else [list(range(len(names)))]
+    groups = ([[j] for j in range(len(names))] if per_image or ops is not None  # ops: one operator per image
+              else [list(range(len(names)))])
     outputs, total = [], 0.0
     for group in groups:
         options = dict(base)
@@ -346,7 +363,7 @@ def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: E
             options["callback"] = bar
         try:
             t0 = time.perf_counter()
-            outputs.append(fn(op, y[group], **options).detach())
+            outputs.append(fn(op if ops is None else ops[group[0]], y[group], **options).detach())
             total += time.perf_counter() - t0
         except (ValueError, RuntimeError, NotImplementedError) as exc:
             raise ExperimentError(f"method {spec.title!r} failed: {' '.join(str(exc).split())}") from exc
