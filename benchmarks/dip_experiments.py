@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 N_ITER = 1500
 CHANNELS = 48
 CT_IMAGES = ("ct_small", "shepp_logan", "ellipses_0")
+CT_TEST_SET = ["images.0.path=data/ct_test"]  # the demo config now reconstructs data/real_sample
 MRI_SLICES = ("file_mr_small_multicoil_s1",)
 # Validation (tuning tv_weight and the stopping rule; never reported as test numbers): a random_ellipses
 # phantom drawn with a seed not used for data/ct_test, and fastMRI slice 0 (the test slice is 1).
@@ -119,7 +120,7 @@ def _run_dip(task, names, op, y, truth, label, **options):
 
 
 def part_ct() -> tuple[list[dict], dict]:
-    cfg, op, names, truth, y, sigma = _load_problem("configs/ct_sparse_angle_30.yaml", [], CT_IMAGES)
+    cfg, op, names, truth, y, sigma = _load_problem("configs/ct_sparse_angle_30.yaml", CT_TEST_SET, CT_IMAGES)
     rows = _run_baseline("ct30", names, op, y, truth, "fbp")
     rows += _run_baseline("ct30", names, op, y, truth, "tv", lam=5e-5, n_iter=300)  # the config's TV
     r, tr1 = _run_dip("ct30", names, op, y, truth, "dip", n_iter=N_ITER)
@@ -226,7 +227,7 @@ def part_validate_ct() -> tuple[list[dict], dict]:
     from medrecon.data.phantoms import random_ellipses
     from medrecon.experiment import simulate
 
-    cfg, op, _, _, _, _ = _load_problem("configs/ct_sparse_angle_30.yaml", [], CT_IMAGES[:1])
+    cfg, op, _, _, _, _ = _load_problem("configs/ct_sparse_angle_30.yaml", CT_TEST_SET, CT_IMAGES[:1])
     truth = random_ellipses(1, cfg.image_size, generator=torch.Generator().manual_seed(VAL_ELLIPSE_SEED)).float()
     y, sigma = simulate(op, truth, cfg.operator.noise_level, torch.Generator().manual_seed(VAL_ELLIPSE_SEED))
     rows, traces = [], {}

@@ -73,6 +73,7 @@ __all__ = [
     "load_corpus",
     "load_volume",
     "split_slices",
+    "write_sample",
     "write_splits",
 ]
 
@@ -561,6 +562,27 @@ def load_corpus(modality: str, split: str = "train", size: int = 128, slices: in
                       [f"{sid}:{k}" for sid, k in chosen])
 
 
+def write_sample(out_dir: str | os.PathLike, *, n: int = 6, size: int = 128,
+                 root: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``n`` evenly spaced CT validation slices (lung1, BSD-3) as ``.npy`` plus the source's licence.
+
+    This makes the bundled ``data/real_sample/`` (see its README card): ``{subject}_s{slice:02d}.npy``,
+    (size, size) float32 in [0, 1], and ``LICENSE.txt`` (pyradiomics' BSD-3 licence).
+    """
+    from medrecon.utils_io import atomic_save_npy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images, ids = load_corpus("ct", "validation", size=size, slices=n, root=root)
+    paths = []
+    for img, sid in zip(images, ids):
+        subject, k = sid.split(":")
+        paths.append(atomic_save_npy(img[0].numpy(), out / f"{subject}_s{int(k):02d}.npy"))
+    licence = _root(root) / "raw" / "pyradiomics" / SOURCES[0].licence
+    shutil.copyfile(licence, out / "LICENSE.txt")
+    return paths
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medrecon.data.real", description=__doc__.split("\n")[0])
@@ -572,6 +594,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--root", default=None)
     st = sub.add_parser("status", help="say what is fetched and the slice counts of each split")
     st.add_argument("--root", default=None)
+    sm = sub.add_parser("sample", help="write the bundled CT sample (lung1 validation slices) to --out")
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--n", type=int, default=6)
+    sm.add_argument("--size", type=int, default=128)
+    sm.add_argument("--root", default=None)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "fetch":
@@ -580,6 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"real data ready in {_root(args.root)} ({time.perf_counter() - t0:.1f} s)")
         elif args.cmd == "splits":
             print(json.dumps(write_splits(args.root)))
+        elif args.cmd == "sample":
+            for p in write_sample(args.out, n=args.n, size=args.size, root=args.root):
+                print(p)
         else:
             for (modality, split), subjects in SPLITS.items():
                 n = len(split_slices(modality, split))
