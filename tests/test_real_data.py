@@ -225,3 +225,31 @@ def test_real_image_kinds_load_the_split():
         np.testing.assert_array_equal(img, ref[0].numpy())  # already in [0, 1]: not re-normalised
     picked = load_images("real_mri", 32, split="train", slices=[0, -1])
     assert [n for n, _ in picked] == ["colin27_s21", "colin27_s142"]
+
+
+# ------------------------------------------------------------------------------------ the bundled sample
+SAMPLE_DIR = real.SPLITS_DIR.parent / "real_sample"
+
+
+def test_bundled_sample_matches_its_card():
+    import re
+
+    card = (SAMPLE_DIR / "README.md").read_text()
+    pinned = dict(re.findall(r"\| (lung1_s\d\d\.npy) \| ([0-9a-f]{64}) \|", card))
+    files = sorted(p.name for p in SAMPLE_DIR.glob("*.npy"))
+    assert files == sorted(pinned) and len(files) == 6
+    for name in files:
+        data = (SAMPLE_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == pinned[name], name
+        a = np.load(SAMPLE_DIR / name)
+        assert a.shape == (128, 128) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert "Redistribution and use in source and binary forms" in (SAMPLE_DIR / "LICENSE.txt").read_text()
+
+
+@pytest.mark.realdata
+@needs_real_data
+def test_bundled_sample_is_reproduced_by_write_sample(tmp_path):
+    paths = real.write_sample(tmp_path, n=6, size=128)
+    assert [p.name for p in paths] == sorted(p.name for p in SAMPLE_DIR.glob("*.npy"))
+    for p in paths:
+        np.testing.assert_array_equal(np.load(p), np.load(SAMPLE_DIR / p.name))
