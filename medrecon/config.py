@@ -31,13 +31,22 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "load_config", "build_config", "apply_overrides", "config_to_dict", "dump_config",
-           "read_yaml", "check_device"]
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "build_config",
+    "check_device",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "read_yaml",
+]
 
 T = TypeVar("T")
 
@@ -58,7 +67,7 @@ _Loader.add_implicit_resolver(
         |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
-        re.X,
+        re.VERBOSE,
     ),
     list("-+0123456789."),
 )
@@ -66,7 +75,7 @@ _Loader.add_implicit_resolver(
 
 def _yaml_load(text: str, where: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         msg = " ".join(str(exc).split())
         raise ConfigError(f"{where}: invalid YAML: {msg}") from None

@@ -25,8 +25,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistState", "init_from_env", "is_main", "barrier", "gather_objects", "all_gather_objects",
-           "shutdown", "rank", "world_size", "DEFAULT_TIMEOUT_S"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "DistState",
+    "all_gather_objects",
+    "barrier",
+    "gather_objects",
+    "init_from_env",
+    "is_main",
+    "rank",
+    "shutdown",
+    "world_size",
+]
 
 #: seconds a collective waits for its peers before it raises (override with MEDRECON_DIST_TIMEOUT_S).
 DEFAULT_TIMEOUT_S = 1800.0

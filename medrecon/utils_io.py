@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_save_torch", "atomic_save_npy", "git_revision"]
+__all__ = ["atomic_save_npy", "atomic_save_torch", "atomic_write", "atomic_write_text", "git_revision"]
 
 
 def atomic_write(path: str | os.PathLike, writer_fn: Callable[[Path], Any]) -> Path:

@@ -226,3 +226,16 @@ def test_version_and_help_example(tmp_path, capsys):
     assert main(["reconstruct", str(cfg), "--out", str(tmp_path / "o"), "--quiet", "--set",
                  f"images=[{{kind: npy, path: {tmp_path / 'my.npy'}}}]"]) == 0
     assert (tmp_path / "o" / "recon" / "fbp" / "my.npy").is_file()
+
+
+def test_progress_says_method_k_of_n_with_an_estimate(tmp_path, capsys):
+    cfg = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}]})
+    out = tmp_path / "o"
+    assert main(["reconstruct", str(cfg), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "method 1/2: fbp ..." in err and "method 2/2: tv took" in err
+    assert "about" in err and "left (a rough guess: the mean so far)" in err  # after method 1 of 2, from the mean so far
+    seconds = json.loads((out / "run.json").read_text())["method_seconds"]
+    assert set(seconds) == {"fbp", "tv"}
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--overwrite"]) == 0
+    assert "left (previous run)" in capsys.readouterr().err  # the second run knows the first one's times

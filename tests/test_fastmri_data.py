@@ -19,7 +19,6 @@ from medrecon.operators.coils import simulate_multicoil
 from medrecon.operators.masks import make_mask, stable_seed
 
 
-
 def _volume(slices, shape, rng):
     return torch.rand((slices, 1, *shape), generator=rng, dtype=torch.float64)
 

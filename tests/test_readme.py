@@ -25,7 +25,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 def _blocks(language: str) -> list[tuple[int, str]]:
     """``(line number, code)`` of each fenced block in ``language``."""
     out = []
-    for m in re.finditer(rf"^```{language}\n(.*?)^```", README, flags=re.S | re.M):
+    for m in re.finditer(rf"^```{language}\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE):
         out.append((README[: m.start()].count("\n") + 1, m.group(1)))
     return out
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -72,8 +72,13 @@ def _reconstruct(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from medrecon.config import ConfigError
     from medrecon.data.dicom import DicomError
     from medrecon.data.images import ImageLoadError
-    from medrecon.experiment import (ExperimentError, OutputExistsError, check_output_dir,
-                                     load_experiment_config, run_experiment)
+    from medrecon.experiment import (
+        ExperimentError,
+        OutputExistsError,
+        check_output_dir,
+        load_experiment_config,
+        run_experiment,
+    )
 
     out = args.out
     try:
@@ -134,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reconstruct":
             return _reconstruct(args, argv)
         return _train(args)
-    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user; --debug shows it
+    except Exception as exc:
         if args.debug:
             raise
         _error(f"{type(exc).__name__}: {exc} (this is a bug or an unchecked input; "

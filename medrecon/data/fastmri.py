@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as etree
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -39,12 +39,12 @@ __all__ = [
     "FastMRIDataError",
     "FastMRISample",
     "FastMRISliceDataset",
-    "read_metadata",
-    "write_fastmri_h5",
-    "save_reconstructions",
+    "apply_mask",
     "center_crop",
     "ismrmrd_header",
-    "apply_mask",
+    "read_metadata",
+    "save_reconstructions",
+    "write_fastmri_h5",
 ]
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"

@@ -37,14 +37,25 @@ Relative paths are looked up from the working directory first, then from the rep
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_KINDS", "ImageLoadError", "ImageRecord", "load_images", "load_image_records", "normalize",
-           "resize_square", "resolve_path", "REPO_ROOT", "CT_TEST_DIR", "MIN_IMAGE_SIZE"]
+__all__ = [
+    "CT_TEST_DIR",
+    "IMAGE_KINDS",
+    "MIN_IMAGE_SIZE",
+    "REPO_ROOT",
+    "ImageLoadError",
+    "ImageRecord",
+    "load_image_records",
+    "load_images",
+    "normalize",
+    "resize_square",
+    "resolve_path",
+]
 
 IMAGE_KINDS = ("ct_test", "shepp_logan", "ellipses", "npy", "png", "dicom", "pydicom_example", "fastmri",
                "real_ct", "real_mri")

@@ -48,10 +48,34 @@ range of ``A`` (all sinogram entries for CT; the sampled k-space entries for MRI
 from __future__ import annotations
 
 from .build import build_operator, image_seed, simulate
-from .config import (CTOperatorSpec, ExperimentConfig, ExperimentError, ImageSpec, MethodSpec, MRIOperatorSpec,
-                     OperatorSpec, OutputExistsError, load_experiment_config, validate_methods)
+from .config import (
+    CTOperatorSpec,
+    ExperimentConfig,
+    ExperimentError,
+    ImageSpec,
+    MethodSpec,
+    MRIOperatorSpec,
+    OperatorSpec,
+    OutputExistsError,
+    load_experiment_config,
+    validate_methods,
+)
 from .run import check_output_dir, run_experiment
 
-__all__ = ["simulate", "ExperimentConfig", "ImageSpec", "OperatorSpec", "CTOperatorSpec", "MRIOperatorSpec",
-           "MethodSpec", "load_experiment_config", "run_experiment", "check_output_dir", "OutputExistsError",
-           "ExperimentError", "validate_methods", "image_seed", "build_operator"]
+__all__ = [
+    "CTOperatorSpec",
+    "ExperimentConfig",
+    "ExperimentError",
+    "ImageSpec",
+    "MRIOperatorSpec",
+    "MethodSpec",
+    "OperatorSpec",
+    "OutputExistsError",
+    "build_operator",
+    "check_output_dir",
+    "image_seed",
+    "load_experiment_config",
+    "run_experiment",
+    "simulate",
+    "validate_methods",
+]

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["format_table", "write_metrics_csv", "save_figure", "versions", "MethodProgress", "MethodStatus", "save_h5"]
+__all__ = [
+    "MethodProgress",
+    "MethodStatus",
+    "format_table",
+    "previous_method_seconds",
+    "save_figure",
+    "save_h5",
+    "versions",
+    "write_metrics_csv",
+]
 
 METRIC_FIELDS = ["image", "method", "psnr", "ssim", "nmse", "seconds"]
 
@@ -36,30 +45,50 @@ def _duration(seconds: float) -> str:
 
 
 class MethodStatus:
-    """One stderr line per method, ``method k/N: title`` before it runs and its time with an estimate of
-    what is left (the mean time of the methods done so far times the methods to come) after it."""
+    """One stderr line per method: ``method k/N: title ...`` before it runs, and after it its time, the
+    elapsed time and an estimate of what is left. The estimate adds, for each method still to run, its
+    time in the previous run into the same output folder (``expected``, from that run's ``run.json``)
+    or else the mean time of the methods done so far; ``method_seconds`` collects this run's times."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, titles: list[str], enabled: bool, expected: dict[str, float] | None = None) -> None:
         import time
 
-        self.total, self.enabled, self.clock = total, enabled, time.perf_counter
+        self.titles, self.enabled, self.clock = titles, enabled, time.perf_counter
+        self.expected = dict(expected or {})
+        self.method_seconds: dict[str, float] = {}
         self.t0 = self.clock()
         self.t_method = self.t0
 
     def start(self, k: int, title: str) -> None:
         self.t_method = self.clock()
         if self.enabled:
-            print(f"method {k}/{self.total}: {title} ...", file=sys.stderr, flush=True)
+            print(f"method {k}/{len(self.titles)}: {title} ...", file=sys.stderr, flush=True)
 
     def done(self, k: int, title: str) -> None:
         now = self.clock()
+        self.method_seconds[title] = round(now - self.t_method, 3)
         if not self.enabled:
             return
         elapsed = now - self.t0
-        left = self.total - k
-        estimate = f", about {_duration(elapsed / k * left)} left" if left else ""
-        print(f"method {k}/{self.total}: {title} took {_duration(now - self.t_method)} "
+        rest = self.titles[k:]
+        mean = elapsed / k
+        left = sum(self.expected.get(t, mean) for t in rest)
+        known = rest and all(t in self.expected for t in rest)
+        basis = "previous run" if known else "a rough guess: the mean so far"
+        estimate = f", about {_duration(left)} left ({basis})" if rest else ""
+        print(f"method {k}/{len(self.titles)}: {title} took {_duration(now - self.t_method)} "
               f"(elapsed {_duration(elapsed)}{estimate})", file=sys.stderr, flush=True)
+
+
+def previous_method_seconds(out_dir: Path) -> dict[str, float]:
+    """``method_seconds`` of the run already in ``out_dir`` (empty when there is none or it is unreadable)."""
+    import json
+
+    try:
+        data = json.loads((Path(out_dir) / "run.json").read_text())
+        return {str(k): float(v) for k, v in data.get("method_seconds", {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 class MethodProgress:
@@ -79,7 +108,6 @@ class MethodProgress:
             res = info.get("residual") if isinstance(info, dict) else None
             if res is not None and k % 10 == 0:
                 self.bar.set_postfix(residual=f"{float(res.float().mean()):.3g}")
-        return None
 
     def close(self) -> None:
         if self.bar is not None:

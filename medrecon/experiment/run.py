@@ -15,7 +15,16 @@ from ..utils_io import git_revision
 from .build import build_operator, check_resources, image_seed, simulate, torch_dtype
 from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
 from .measured import load_measured
-from .report import MethodProgress, MethodStatus, format_table, save_figure, save_h5, versions, write_metrics_csv
+from .report import (
+    MethodProgress,
+    MethodStatus,
+    format_table,
+    previous_method_seconds,
+    save_figure,
+    save_h5,
+    versions,
+    write_metrics_csv,
+)
 
 __all__ = ["run_experiment", "check_output_dir", "publish", "work_dir", "RESULT_NAMES"]
 
@@ -259,7 +268,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         specs = [MethodSpec(baseline)] + specs  # the figure always shows the baseline
         titles = [baseline] + titles
     is_mri = cfg.operator.modality == "mri"
-    status = MethodStatus(len(specs), enabled=progress)
+    status = MethodStatus([sp.title for sp in specs], enabled=progress, expected=previous_method_seconds(out_dir))
     for k, spec in enumerate(specs, start=1):
         status.start(k, spec.title)
         error, x = None, None
@@ -320,8 +329,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         save_figure(work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
                 cfg.figure_max_images)
     atomic_write_text(work / "config.yaml", dump_config(cfg))
-    run_info = {"notes": notes, "seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown", "versions": versions(),
-                "command": command or [], "images": names, "noise_sigma": sigma_list, "world_size": world,
+    run_info = {"notes": notes, "seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown",
+                "versions": versions(), "command": command or [], "images": names, "noise_sigma": sigma_list,
+                "world_size": world, "method_seconds": status.method_seconds,
                 "total_seconds": round(time.perf_counter() - t_start, 3)}
     atomic_write_text(work / "run.json", json.dumps(run_info, indent=2) + "\n")
     publish(work, out_dir)

@@ -62,9 +62,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +74,17 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medrecon.priors.base import check_state_matches, model_record, read_checkpoint
 
-__all__ = ["FitConfig", "StepContext", "FitResult", "fit", "epoch_order", "step_seed", "resolve_device",
-           "CHECKPOINT_NAME", "TrainingInterrupted"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FitConfig",
+    "FitResult",
+    "StepContext",
+    "TrainingInterrupted",
+    "epoch_order",
+    "fit",
+    "resolve_device",
+    "step_seed",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -104,7 +114,7 @@ class _StopSignals:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         import signal
         import threading
 

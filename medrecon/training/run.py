@@ -31,10 +31,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -42,8 +43,16 @@ from medrecon.priors.base import model_record
 from medrecon.training.fit import FitConfig, FitResult, fit, resolve_device
 from medrecon.utils_io import git_revision
 
-__all__ = ["ModelConfig", "DataConfig", "OutputConfig", "TrainRunConfig", "MODELS", "train_from_config",
-           "build_model", "export_weights"]
+__all__ = [
+    "MODELS",
+    "DataConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "TrainRunConfig",
+    "build_model",
+    "export_weights",
+    "train_from_config",
+]
 
 #: model.name -> (model class, step_fn, eval_fn[, make_optimizers]) as "module:attr" strings.
 MODELS: dict[str, tuple[str, ...]] = {
@@ -173,13 +182,13 @@ def _stem(config_path) -> str:
     return Path(config_path).stem if not isinstance(config_path, dict) else "train"
 
 
-def _load(config_path, overrides) -> "TrainRunConfig":
+def _load(config_path, overrides) -> TrainRunConfig:
     from medrecon.config import load_config
 
     return load_config(config_path, TrainRunConfig, overrides=list(overrides))
 
 
-def weights_path(cfg: "TrainRunConfig", out: Path) -> Path | None:
+def weights_path(cfg: TrainRunConfig, out: Path) -> Path | None:
     """Where the run exports its weights: ``output.weights`` inside the run folder ``out`` (absolute: as given)."""
     if not cfg.output.weights:
         return None
@@ -187,7 +196,7 @@ def weights_path(cfg: "TrainRunConfig", out: Path) -> Path | None:
     return p if p.is_absolute() else out / p
 
 
-def _check_before_training(cfg: "TrainRunConfig", out: Path, resume: bool, replace_weights: bool) -> Path | None:
+def _check_before_training(cfg: TrainRunConfig, out: Path, resume: bool, replace_weights: bool) -> Path | None:
     """Every refusal a run can meet, raised before the run writes anything (ConfigError)."""
     import math
 
@@ -232,7 +241,7 @@ def _check_before_training(cfg: "TrainRunConfig", out: Path, resume: bool, repla
     return weights
 
 
-def _train(cfg: "TrainRunConfig", config_path, overrides, out: Path, weights: Path | None, resume, state) -> int:
+def _train(cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path | None, resume, state) -> int:
     from medrecon import distributed
     from medrecon.config import ConfigError
     from medrecon.data.datasets import make_dataset
