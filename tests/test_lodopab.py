@@ -165,3 +165,27 @@ def test_write_lodopab_files_round_trip(tmp_path):
     assert path.name == "ground_truth_validation_000.hdf5"
     ds = L.LoDoPaBDataset(tmp_path, "validation")
     np.testing.assert_array_equal(ds[2].ground_truth, L.to_image(gt[2]))
+
+
+# ------------------------------------------------------------------------- the noise model in configs
+def test_poisson_log_noise_is_a_simulation_option(tmp_path):
+    import json
+
+    from medrecon.config import ConfigError
+    from medrecon.experiment import load_experiment_config, run_experiment
+
+    def psnr(operator: dict, out: str) -> float:
+        cfg = {"name": "p", "image_size": 32, "images": [{"kind": "shepp_logan"}],
+               "operator": {"modality": "ct", "n_angles": 20, "backend": "astra", **operator},
+               "methods": [{"name": "fbp"}], "figure": False}
+        (row,) = run_experiment(load_experiment_config(cfg), tmp_path / out, progress=False, echo=lambda *a: None)
+        return row["psnr"]
+
+    clean = psnr({}, "clean")
+    assert psnr({"noise": "poisson_log", "photons": 1e12}, "many") == pytest.approx(clean, abs=0.05)
+    low = psnr({"noise": "poisson_log", "photons": 100}, "few")  # a few photons through the body
+    assert low < clean - 3
+    assert json.loads((tmp_path / "few" / "run.json").read_text())["noise_sigma"][0] > 0
+    with pytest.raises(ConfigError, match="'operator.noise_level' is for noise: gaussian"):
+        load_experiment_config({"images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}],
+                                "operator": {"modality": "ct", "noise": "poisson_log", "noise_level": 0.02}})

@@ -141,3 +141,20 @@ def check_resources(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'image_size': {cfg.image_size}x{cfg.image_size} images need at least "
                           f"{need / 2**30:.1f} GiB while a method runs (estimate), this machine has "
                           f"{have / 2**30:.1f} GiB available; choose a smaller image_size")
+
+
+def simulate_poisson_log(op, x, spec: CTOperatorSpec, image_size: int, generator):
+    """``(y, sigma)``: LoDoPaB-CT's post-log Poisson data from ``x`` (``mu / mu_max``) in the operator's
+    pixel units (:func:`medrecon.data.lodopab.poisson_log_noise`, ``spec.photons`` per bin, pixel side
+    ``spec.field_of_view_m / image_size`` metres); ``sigma (B,)`` is the rms of ``y - A x`` (what the
+    discrepancy principle needs). The noise is drawn on the CPU from ``generator``."""
+    import torch
+
+    from ..data.lodopab import MU_MAX, poisson_log_noise
+
+    with torch.no_grad():
+        clean = op(x)
+        y = poisson_log_noise(clean.cpu(), photons=spec.photons, mu_max=MU_MAX,
+                              pixel_size_m=spec.field_of_view_m / image_size, generator=generator).to(clean.device)
+        sigma = (y - clean).flatten(1).pow(2).mean(1).sqrt()
+    return y, sigma

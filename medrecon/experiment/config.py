@@ -67,9 +67,21 @@ class CTOperatorSpec:
     source_radius: float | None = None
     detector_radius: float | None = None
     backend: Literal["auto", "astra", "odl", "matrix"] = "auto"
+    # noise: gaussian (noise_level, above) or poisson_log, LoDoPaB-CT's model (medrecon.data.lodopab):
+    # images are mu / mu_max (mu_max = 81.35858 /m), the image side is field_of_view_m metres, and each
+    # detector bin receives `photons` incident photons.
+    noise: Literal["gaussian", "poisson_log"] = "gaussian"
+    photons: float = 4096.0
+    field_of_view_m: float = 0.26
 
     def __post_init__(self) -> None:
         _check_noise(self.noise_level)
+        if self.noise == "poisson_log" and self.noise_level != 0:
+            raise ConfigError("config key 'operator.noise_level' is for noise: gaussian; noise: poisson_log is set "
+                              "by operator.photons")
+        for key in ("photons", "field_of_view_m"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                raise ConfigError(f"config key 'operator.{key}' must be a finite number > 0, got {getattr(self, key)}")
         if self.n_angles < 1:
             raise ConfigError(f"config key 'operator.n_angles' must be >= 1, got {self.n_angles}")
         if self.n_detectors is not None and self.n_detectors < 1:

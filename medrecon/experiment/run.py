@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import dump_config
 from ..utils_io import git_revision
-from .build import build_operator, check_resources, image_seed, simulate, torch_dtype
+from .build import build_operator, check_resources, image_seed, simulate, simulate_poisson_log, torch_dtype
 from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
 from .measured import load_measured
 from .report import (
@@ -220,7 +220,10 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                 y_all[i], sigma_all[i] = measured.y[i], 0.0
                 continue
             g = torch.Generator().manual_seed(image_seed(cfg.seed, names[i], "noise"))
-            y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
+            if getattr(cfg.operator, "noise", "gaussian") == "poisson_log":
+                y_all[i], s = simulate_poisson_log(op, truth_all[i].to(op.in_dtype), cfg.operator, cfg.image_size, g)
+            else:
+                y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
             sigma_all[i] = float(s[0])
         if estimated:
             from ..operators.coils import estimate_sensitivities
