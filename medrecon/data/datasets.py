@@ -35,7 +35,9 @@ __all__ = [
     "MNISTDataset",
     "FastMRIMagnitudeDataset",
     "PatchDataset",
+    "AugmentedSliceDataset",
     "real_patch_dataset",
+    "real_slice_dataset",
     "MNIST_TEST_INDICES",
     "mnist_split_indices",
     "make_dataset",
@@ -241,8 +243,80 @@ def real_patch_dataset(modality: str, split: str, patch_size: int, n: int, *, se
     return PatchDataset(sources, patch_size, n, seed=seed if split == "train" else seed + 1)
 
 
+class AugmentedSliceDataset(Dataset):
+    """``n`` augmented slices ``(1, S, S)`` in [0, 1] from an image stack ``(N, 1, H, W)`` (H = W >= S).
+
+    Item ``i`` depends only on ``(seed, i)`` (crc32-seeded generator): a random source slice, a
+    random crop of side ``U(min_crop, 1) * H`` at a random position, a rotation by
+    ``U(-max_rotation, max_rotation)`` degrees about the crop centre (bilinear; outside the
+    image is 0, the air value of the CT conversion), a left-right flip with probability 1/2 and
+    an intensity factor ``U(1 - jitter, 1 + jitter)`` (clipped to [0, 1]). The crop is sampled at
+    the source resolution and reduced to ``S`` by area averaging (anti-aliased).
+    ``augment=False``: the whole slice, area-resized (a validation set).
+    """
+
+    def __init__(self, images: Tensor, image_size: int, n: int, *, seed: int = 0, augment: bool = True,
+                 min_crop: float = 0.8, max_rotation: float = 10.0, jitter: float = 0.1) -> None:
+        if images.dim() != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"AugmentedSliceDataset expects square slices (N, 1, H, H), got {tuple(images.shape)}")
+        if images.shape[-1] < image_size or n <= 0:
+            raise ValueError(f"need n > 0 and slices of at least {image_size} px, got n={n}, {images.shape[-1]} px")
+        if not 0 < min_crop <= 1:
+            raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
+        self.images, self.image_size, self.n = images.to(torch.float32), int(image_size), int(n)
+        self.seed, self.augment = int(seed), bool(augment)
+        self.min_crop, self.max_rotation, self.jitter = float(min_crop), float(max_rotation), float(jitter)
+
+    def __len__(self) -> int:
+        return self.n if self.augment else self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        import math
+
+        import torch.nn.functional as F
+
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if not self.augment:
+            return F.interpolate(self.images[i: i + 1], size=self.image_size, mode="area")[0]
+        g = torch.Generator().manual_seed(_stable_seed("slices", self.seed, i))
+        u = torch.rand(6, generator=g, dtype=torch.float64).tolist()
+        k = int(torch.randint(self.images.shape[0], (1,), generator=g))
+        scale = self.min_crop + (1 - self.min_crop) * u[0]           # crop side / image side
+        cx, cy = (1 - scale) * (2 * u[1] - 1), (1 - scale) * (2 * u[2] - 1)  # centre, in [-1, 1] units
+        angle = math.radians(self.max_rotation * (2 * u[3] - 1))
+        flip = -1.0 if u[4] < 0.5 else 1.0
+        c, s = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[[flip * scale * c, -scale * s, cx], [flip * scale * s, scale * c, cy]]])
+        src = self.images[k: k + 1]                                    # (1, 1, H, H)
+        grid = F.affine_grid(theta, list(src.shape), align_corners=False)
+        x = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = F.interpolate(x, size=self.image_size, mode="area")[0]     # (1, S, S), anti-aliased
+        return (x * (1 + self.jitter * (2 * u[5] - 1))).clamp(0.0, 1.0)
+
+
+#: The augmented real-slice datasets read the TRAIN split at this size and crop/resize from it.
+REAL_SLICE_SOURCE_SIZE = 256
+
+
+def real_slice_dataset(modality: str, split: str, image_size: int, n: int, *, seed: int = 0,
+                       root: str | None = None) -> AugmentedSliceDataset:
+    """Augmented slices of the real corpus's TRAIN split (``AugmentedSliceDataset`` of the 256 px slices).
+
+    ``split="train"``: every training slice but every 8th, augmented, ``n`` items; ``"val"``: every
+    8th training slice, whole and unaugmented (the corpora's validation subjects are never read).
+    """
+    from medrecon.data.real import load_corpus
+
+    images = load_corpus(modality, "train", size=max(REAL_SLICE_SOURCE_SIZE, image_size), root=root).images
+    keep = torch.arange(images.shape[0]) % REAL_PATCH_HOLDOUT == REAL_PATCH_HOLDOUT - 1
+    if split == "val":
+        return AugmentedSliceDataset(images[keep], image_size, int(keep.sum()), seed=seed + 1, augment=False)
+    return AugmentedSliceDataset(images[~keep], image_size, n, seed=seed)
+
+
 #: Dataset names usable in a training config's ``data.name``.
-DATASETS = ("ellipses", "mnist", "fastmri", "ct_patches", "mri_patches")
+DATASETS = ("ellipses", "mnist", "fastmri", "ct_patches", "mri_patches", "ct_slices", "mri_slices")
 
 
 def make_dataset(
@@ -262,7 +336,9 @@ def make_dataset(
     when there is no such folder: no validation). ``ct_patches`` / ``mri_patches``: ``n`` patches of
     ``image_size x image_size`` pixels (the patch size) from the real corpus's train split
     (``real_patch_dataset``; ``n`` defaults to 400000 train / 20000 val patches; ``root``: the
-    corpora folder, default ``data/real``).
+    corpora folder, default ``data/real``)
+    ``ct_slices`` / ``mri_slices``: ``n`` (default 8192) augmented ``image_size`` slices of the real
+    train split (``real_slice_dataset``: crops, small rotations, flips, intensity jitter).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -282,4 +358,6 @@ def make_dataset(
     if name in ("ct_patches", "mri_patches"):  # image_size is the patch size here
         default_n = 400_000 if split == "train" else 20_000
         return real_patch_dataset(name.split("_")[0], split, image_size, n or default_n, seed=seed, root=root)
+    if name in ("ct_slices", "mri_slices"):  # augmented whole slices (real_slice_dataset)
+        return real_slice_dataset(name.split("_")[0], split, image_size, n or 8192, seed=seed, root=root)
     raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")

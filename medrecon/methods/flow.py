@@ -3,12 +3,13 @@
 A flow's generator ``G = f^{-1}`` is invertible, so it has no representation error: the latent
 maximum-likelihood problem ``min_z ||A G(z) - y||^2 + lam ||z||^2`` (or the image-space MAP problem
 ``min_x ||A x - y||^2 - lam log p(x)``) can reach every image. ``lam`` was called ``gamma`` before
-(still accepted, with a ``DeprecationWarning``).
+(still accepted, with a ``DeprecationWarning``). ``lam`` may also be ``"noise"`` or ``"discrepancy"``
+(with ``noise_std=``) or ``"sweep"`` (with ``x_true=``): see :mod:`medrecon.solvers.auto_weights`.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -17,17 +18,18 @@ from torch import Tensor
 from medrecon.operators.base import LinearOperator
 from medrecon.priors.base import image_size_of, load_weights
 from medrecon.priors.flow import DEFAULT_WEIGHTS, MultiScaleFlow
+from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image
 from medrecon.solvers.variational import minimize
 
-from .registry import number, one_of, optional, register_method
+from .registry import number, one_of, optional, register_method, weight_or_rule
 
 __all__ = ["reconstruct_flow"]
 
 
 @register_method(
     "flow",
-    checks={"lr": optional(number(0.0, strict=True)), "init": one_of("inverse", "zeros", "random"),
+    checks={"lam": weight_or_rule(*AUTO_RULES), "lr": optional(number(0.0, strict=True)), "init": one_of("inverse", "zeros", "random"),
             "optimizer": one_of("adam", "lbfgs"), "mode": one_of("latent", "map")},
     aliases={"gamma": "lam"},
     value_aliases={"init": {"zero": "zeros"}},
@@ -37,13 +39,17 @@ def reconstruct_flow(
     y: Tensor,
     *,
     weights: str | os.PathLike | MultiScaleFlow | None = None,
-    lam: float = 0.0,
+    lam: float | str = 0.0,
     init: Literal["inverse", "zeros", "random"] = "inverse",
     optimizer: Literal["adam", "lbfgs"] = "adam",
     n_iter: int = 300,
     lr: float | None = None,
     mode: Literal["latent", "map"] = "latent",
     init_std: float = 0.7,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    grid: Sequence[float] | None = None,
     callback: Callable | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -62,7 +68,9 @@ def reconstruct_flow(
         weights: a ``MultiScaleFlow`` file from ``medrecon train`` or the model itself; default: the
             bundled weights for the operator's image size (``medrecon.priors.flow.DEFAULT_WEIGHTS``).
         lam: prior weight (``lam = 0`` in latent mode relies on the initialisation and early
-            stopping, which the paper found to work well).
+            stopping, which the paper found to work well). ``"noise"``: the MAP weight (latent:
+            ``noise_std^2 / ||A||^2``; map: ``2 D noise_std^2 / ||A||^2``); ``"discrepancy"``: Morozov's
+            principle (``tau``); ``"sweep"``: the best of ``grid`` against ``x_true``.
         init: ``"inverse"``: z0 = G^{-1}(x0) with x0 the magnitude of ``op.direct(y)`` (FBP for CT,
             zero-filled for MRI) clipped to [0, 1] (MAP mode: x0 itself); ``"zeros"``: z0 = 0 (MAP: x = G(0));
             ``"random"``: z0 ~ N(0, init_std^2 I) from ``generator`` (MAP: x = G(z0)).
@@ -84,9 +92,9 @@ def reconstruct_flow(
     def to_op(x: Tensor) -> Tensor:
         return x.to(op.in_dtype) if op.in_complex else x
 
-    def data_term(x: Tensor) -> Tensor:
-        r = op(to_op(x)) - y
-        return data_weight * (r.abs().pow(2) if r.is_complex() else r.pow(2)).reshape(b, -1).sum(1)
+    def data_term(x: Tensor, yy: Tensor) -> Tensor:
+        r = op(to_op(x)) - yy
+        return data_weight * (r.abs().pow(2) if r.is_complex() else r.pow(2)).reshape(yy.shape[0], -1).sum(1)
 
     with torch.no_grad():
         if init == "inverse":
@@ -109,24 +117,29 @@ def reconstruct_flow(
             x = flow.decode(v) if mode == "latent" else flow.preprocess.inverse(v) if flow.preprocess else v
         return callback(k, to_op(x), info)
 
-    if mode == "latent":
-        def objective(z: Tensor) -> Tensor:
-            return data_term(flow.decode(z)) + lam * z.pow(2).sum(1)
+    pre = flow.preprocess
 
-        z = minimize(objective, z0.contiguous(), method=optimizer, n_iter=n_iter, lr=lr, callback=cb)
-        with torch.no_grad():
-            x = flow.decode(z)
-    else:
-        pre = flow.preprocess
+    def run(sel: slice, lam_k: float) -> Tensor:
+        yy = y[sel]
+        if mode == "latent":
+            def objective(z: Tensor) -> Tensor:
+                return data_term(flow.decode(z), yy) + lam_k * z.pow(2).sum(1)
+
+            z = minimize(objective, z0[sel].contiguous(), method=optimizer, n_iter=n_iter, lr=lr, callback=cb)
+            with torch.no_grad():
+                return to_op(flow.decode(z))
 
         def objective(u: Tensor) -> Tensor:
             x = pre.inverse(u) if pre is not None else u
-            return data_term(x) + (lam / n_pix) * flow.neg_log_prob_preprocessed(u)
+            return data_term(x, yy) + (lam_k / n_pix) * flow.neg_log_prob_preprocessed(u)
 
         with torch.no_grad():
-            u0 = pre(x_init.clamp(0.0, 1.0))[0] if pre is not None else x_init
+            u0 = pre(x_init[sel].clamp(0.0, 1.0))[0] if pre is not None else x_init[sel]
         # contiguous: torch's L-BFGS views the gradient flat (the FBP image may be a strided view)
         u = minimize(objective, u0.contiguous(), method=optimizer, n_iter=n_iter, lr=lr, callback=cb)
         with torch.no_grad():
-            x = pre.inverse(u) if pre is not None else u
-    return to_op(x.detach())
+            return to_op(pre.inverse(u) if pre is not None else u)
+
+    x = resolve_learned_weight(lam, "flow", f"flow-{mode}", run, op, y, noise_std=noise_std, tau=tau,
+                               x_true=x_true, grid=grid, n_pixels=n_pix)
+    return x.detach()

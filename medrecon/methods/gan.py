@@ -12,7 +12,9 @@
   discriminator term is exactly ``-l`` (``yeh_prior_term``).
 
 Both methods optionally project z onto the ball ``||z|| <= z_norm_bound`` after each Adam step and
-optionally blend the measured data back in (``blend_measured``).
+optionally blend the measured data back in (``blend_measured``). ``lam`` may also be ``"noise"`` or
+``"discrepancy"`` (with ``noise_std=``) or ``"sweep"`` (with ``x_true=``), see
+:mod:`medrecon.solvers.auto_weights`; the weight is chosen on G(z*) before any blending.
 
 Latent search reuses ``medrecon.solvers.latent.range_solve`` (Adam over batched restarts; the GAN's
 extra terms enter through its ``penalty`` and ``project`` hooks).
@@ -20,7 +22,7 @@ extra terms enter through its ``penalty`` and ``project`` hooks).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -30,10 +32,11 @@ from medrecon.operators.base import LinearOperator
 from medrecon.operators.gradient import FiniteDifference2D
 from medrecon.priors.base import image_size_of, load_weights
 from medrecon.priors.gan import DEFAULT_WEIGHTS, DCGANPrior, yeh_prior_term
+from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import range_solve
 from medrecon.solvers.variational import conjugate_gradient
 
-from .registry import register_method
+from .registry import register_method, weight_or_rule
 
 __all__ = ["blend_measured", "reconstruct_csgm", "reconstruct_gan_d"]
 
@@ -176,24 +179,44 @@ def _latent_search(
         return res.x[best], res.z[best], fit[best]
 
 
+def _search_with_rule(op: LinearOperator, y: Tensor, gan: DCGANPrior, name: str, rule: str, lam, *,
+                      noise_std, tau: float, x_true: Tensor | None, grid: Sequence[float] | None,
+                      generator: torch.Generator | None, **search) -> Tensor:
+    """G(z*) for the weight ``lam`` names; every solve draws the same restarts (the generator is rewound)."""
+    state = generator.get_state() if generator is not None else None
+
+    def run(sel: slice, lam_k: float) -> Tensor:
+        if generator is not None:
+            generator.set_state(state)
+        x, _, _ = _latent_search(op, y[sel], gan, lam=lam_k, generator=generator, **search)
+        return x
+
+    return resolve_learned_weight(lam, name, rule, run, op, y, noise_std=noise_std, tau=tau, x_true=x_true,
+                                  grid=grid)
+
+
 def _finish(op: LinearOperator, y: Tensor, x: Tensor, blend) -> Tensor:
     if blend is False or blend is None:
         return x.detach()
     return blend_measured(op, x.detach(), y, blend).detach()
 
 
-@register_method("csgm")
+@register_method("csgm", checks={"lam": weight_or_rule(*AUTO_RULES)})
 def reconstruct_csgm(
     op: LinearOperator,
     y: Tensor,
     *,
     weights: str | os.PathLike | DCGANPrior | None = None,
-    lam: float = 1e-3,
+    lam: float | str = 1e-3,
     restarts: int = 4,
     n_iter: int = 300,
     lr: float = 5e-2,
     z_norm_bound: float | None = None,
     blend: Literal[False, "copy", "poisson"] = False,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    grid: Sequence[float] | None = None,
     callback: Callable | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -205,7 +228,10 @@ def reconstruct_csgm(
     Args:
         weights: a ``DCGANPrior`` file from ``medrecon train`` (or the model itself); default: the
             bundled weights for the operator's image size (``DEFAULT_WEIGHTS``).
-        lam: latent prior weight (the data term is divided by ||A||^2).
+        lam: latent prior weight (the data term is divided by ||A||^2); ``"noise"``: the MAP weight
+            ``noise_std^2 / ||A||^2``; ``"discrepancy"``: Morozov's principle (``tau``), or the best
+            data fit when the range of G cannot reach the noise level; ``"sweep"``: the best of
+            ``grid`` against ``x_true``.
         restarts: random starts z ~ N(0, I) (from ``generator``), optimised together; per
             measurement the one with the smallest data term ||A G(z) - y||^2 wins.
         n_iter, lr: Adam iterations and step size on z (each restart keeps its best iterate).
@@ -214,18 +240,19 @@ def reconstruct_csgm(
         callback: ``callback(k, x, info)`` with the current best image of each measurement.
     """
     gan = _setup(op, y, weights)
-    x, _, _ = _latent_search(op, y, gan, lam=lam, d_weight=None, p=2.0, restarts=restarts, n_iter=n_iter,
-                             lr=lr, z_norm_bound=z_norm_bound, callback=callback, generator=generator)
+    x = _search_with_rule(op, y, gan, "csgm", "csgm", lam, noise_std=noise_std, tau=tau, x_true=x_true,
+                          grid=grid, generator=generator, d_weight=None, p=2.0, restarts=restarts,
+                          n_iter=n_iter, lr=lr, z_norm_bound=z_norm_bound, callback=callback)
     return _finish(op, y, x, blend)
 
 
-@register_method("gan-d")
+@register_method("gan-d", checks={"lam": weight_or_rule(*AUTO_RULES)})
 def reconstruct_gan_d(
     op: LinearOperator,
     y: Tensor,
     *,
     weights: str | os.PathLike | DCGANPrior | None = None,
-    lam: float = 3e-3,
+    lam: float | str = 3e-3,
     d_weight: float = 1.0,
     p: float = 2.0,
     restarts: int = 4,
@@ -233,6 +260,10 @@ def reconstruct_gan_d(
     lr: float = 5e-2,
     z_norm_bound: float | None = None,
     blend: Literal[False, "copy", "poisson"] = False,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    grid: Sequence[float] | None = None,
     callback: Callable | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -243,7 +274,8 @@ def reconstruct_gan_d(
 
     Args:
         weights: as in ``reconstruct_csgm`` (the file must hold the discriminator too; GAN files do).
-        lam: weight of the prior bracket (relative to the data term / ||A||^p).
+        lam: weight of the prior bracket (relative to the data term / ||A||^p); rules as in
+            ``reconstruct_csgm`` (``"noise"``: ``2 noise_std^2 / ||A||^2``, the bracket holds ||z||^2 / 2).
         d_weight: weight of the discriminator term inside the bracket (1: the paper; 0: CSGM with
             ``lam / 2`` on ||z||^2).
         p: the data norm's exponent (2: squared error; 1: absolute error).
@@ -251,8 +283,9 @@ def reconstruct_gan_d(
             (the winner is the restart with the smallest ||A G(z) - y||_p^p).
     """
     gan = _setup(op, y, weights)
-    x, _, _ = _latent_search(op, y, gan, lam=lam, d_weight=float(d_weight), p=float(p), restarts=restarts,
-                             n_iter=n_iter, lr=lr, z_norm_bound=z_norm_bound, callback=callback,
-                             generator=generator)
+    x = _search_with_rule(op, y, gan, "gan-d", "gan-d", lam, noise_std=noise_std, tau=tau, x_true=x_true,
+                          grid=grid, generator=generator, d_weight=float(d_weight), p=float(p),
+                          restarts=restarts, n_iter=n_iter, lr=lr, z_norm_bound=z_norm_bound,
+                          callback=callback)
     return _finish(op, y, x, blend)
 
