@@ -214,8 +214,8 @@ def test_a_file_mask_is_used_and_a_wrong_one_refused(tmp_path):
 
 def test_cli_mri_outputs_are_fastmri_leaderboard_files_that_fastmri_evaluate_scores_as_metrics_csv(tmp_path):
     """``medrecon reconstruct`` on the bundled fastMRI sample writes one file per volume on the target's
-    scale; fastMRI's own metric functions on those files give the numbers of metrics.csv, and its
-    ``evaluate`` runs on the output folder against the data folder."""
+    scale; fastMRI's own metric functions on those files give the numbers of metrics.csv (per slice),
+    and its ``evaluate`` on the output folder against the data folder gives metrics_volumes.csv."""
     import argparse
     import csv
     from pathlib import Path
@@ -253,6 +253,9 @@ def test_cli_mri_outputs_are_fastmri_leaderboard_files_that_fastmri_evaluate_sco
             np.testing.assert_allclose(fm.nmse(gt, pred), float(row["nmse"]), rtol=2e-4)
         args = argparse.Namespace(target_path=data, predictions_path=out / "recon" / method, acquisition=None,
                                   acceleration=None, challenge="multicoil")
-        means = fm.evaluate(args, "reconstruction_rss").means()
-        volume_psnr = fm.psnr(target.astype(np.float64), recon.astype(np.float64))
-        np.testing.assert_allclose(means["PSNR"], volume_psnr, rtol=1e-6)
+        means = fm.evaluate(args, "reconstruction_rss").means()  # fastMRI's own evaluation of the folder
+        with open(out / "metrics_volumes.csv", newline="") as f:
+            volume = [r for r in csv.DictReader(f) if r["method"] == method]
+        assert [r["volume"] for r in volume] == ["file_mr_small_multicoil.h5"] and volume[0]["slices"] == "3"
+        for key in ("psnr", "ssim", "nmse"):
+            np.testing.assert_allclose(means[key.upper()], float(volume[0][key]), rtol=2e-5)

@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 METRIC_FIELDS = ["image", "method", "psnr", "ssim", "nmse", "seconds"]
+VOLUME_FIELDS = ["volume", "method", "slices", "psnr", "ssim", "nmse"]
 
 
 def versions() -> dict[str, str]:
@@ -133,12 +134,12 @@ def format_table(rows: list[dict], titles: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_metrics_csv(path: Path, rows: list[dict]) -> None:
-    """``image,method,psnr,ssim,nmse,seconds`` (6 significant digits), atomically."""
+def write_metrics_csv(path: Path, rows: list[dict], fields: list[str] = METRIC_FIELDS) -> None:
+    """``image,method,psnr,ssim,nmse,seconds`` (or ``fields``; 6 significant digits), atomically."""
     from ..utils_io import atomic_write_text
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
@@ -200,20 +201,35 @@ def _save_and_close(fig, axes, path: Path) -> None:
     plt.close(fig)
 
 
-def save_h5(rec_dir: Path, records: list, names: list[str], mags: dict[int, np.ndarray]) -> None:
+def save_h5(rec_dir: Path, records: list, names: list[str], mags: dict[int, np.ndarray]) -> list[dict]:
     """fastMRI's leaderboard layout: one file per volume, dataset ``reconstruction`` ``(slices, H, W)``
     float32 magnitudes on the scale of the volume's own target. Slices of a ``fastmri`` source go into
     ``<input file name>`` (in slice order); every other image is a volume of one slice, ``<image>.h5``.
-    ``mags``: image index -> ``(H, W)`` magnitude already on the file scale."""
+    ``mags``: image index -> ``(H, W)`` magnitude already on the file scale.
+
+    Returns one row per volume whose slices all have a ground truth, ``volume, slices, psnr, ssim,
+    nmse`` computed as ``fastmri.evaluate`` does (on the file scale, one data range: the volume's
+    maximum; SSIM averaged over slices), so that its ``evaluate`` on ``rec_dir`` gives these numbers."""
+    from .. import metrics
     from ..data.fastmri import save_reconstructions
 
-    volumes: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for i, mag in sorted(mags.items()):
+    volumes: dict[str, list[tuple[int, int]]] = {}  # file name -> [(slice, image index)]
+    for i in sorted(mags):
         rec = records[i]
         if rec.kind == "fastmri" and rec.source is not None:
-            volumes.setdefault(rec.source.name, []).append((rec.slice_index, mag))
+            volumes.setdefault(rec.source.name, []).append((rec.slice_index, i))
         else:
-            volumes[f"{names[i]}.h5"] = [(0, mag)]
+            volumes[f"{names[i]}.h5"] = [(0, i)]
     rec_dir.mkdir(parents=True, exist_ok=True)
-    save_reconstructions({fname: np.stack([m for _, m in sorted(parts, key=lambda p: p[0])])
-                          for fname, parts in volumes.items()}, rec_dir)
+    order = {fname: [i for _, i in sorted(parts)] for fname, parts in volumes.items()}
+    stacked = {fname: np.stack([mags[i] for i in idx]) for fname, idx in order.items()}
+    save_reconstructions(stacked, rec_dir)
+    rows = []
+    for fname, idx in order.items():
+        if any(records[i].image is None for i in idx):
+            continue  # measured data without a target
+        target = np.stack([records[i].image.astype(np.float64) * records[i].scale + records[i].offset for i in idx])
+        pred = stacked[fname].astype(np.float64)
+        rows.append({"volume": fname, "slices": len(idx), "psnr": metrics.psnr(target, pred),
+                     "ssim": metrics.ssim(target, pred), "nmse": metrics.nmse(target, pred)})
+    return rows

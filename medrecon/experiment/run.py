@@ -13,11 +13,19 @@ import numpy as np
 from ..config import dump_config
 from ..utils_io import git_revision
 from .build import build_operator, check_resources, image_seed, simulate, simulate_poisson_log, torch_dtype
-from .config import ExperimentConfig, ExperimentError, MethodSpec, MRIOperatorSpec, OutputExistsError, validate_methods
+from .config import (
+    ExperimentConfig,
+    ExperimentError,
+    MethodSpec,
+    MRIOperatorSpec,
+    OutputExistsError,
+    validate_methods,
+)
 from .measured import load_measured
 from .report import (
     MethodProgress,
     MethodStatus,
+    VOLUME_FIELDS,
     format_table,
     previous_method_seconds,
     save_figure,
@@ -26,7 +34,7 @@ from .report import (
     write_metrics_csv,
 )
 
-__all__ = ["run_experiment", "check_output_dir", "publish", "work_dir", "RESULT_NAMES"]
+__all__ = ["RESULT_NAMES", "check_output_dir", "publish", "run_experiment", "work_dir"]
 
 
 def check_output_dir(out_dir: Path, overwrite: bool) -> None:
@@ -42,7 +50,8 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 #: what a run writes into its output folder (everything else there belongs to the user and is kept)
-RESULT_NAMES = ("metrics.csv", "summary.txt", "figure.png", "config.yaml", "run.json", "recon")
+RESULT_NAMES = ("metrics.csv", "metrics_volumes.csv", "summary.txt", "figure.png", "config.yaml", "run.json",
+                "recon")
 
 
 def work_dir(out_dir: Path) -> Path:
@@ -271,6 +280,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         specs = [MethodSpec(baseline)] + specs  # the figure always shows the baseline
         titles = [baseline] + titles
     is_mri = cfg.operator.modality == "mri"
+    volume_rows: list[dict] = []  # MRI: per-volume metrics as fastMRI's evaluate computes them
     status = MethodStatus([sp.title for sp in specs], enabled=progress, expected=previous_method_seconds(out_dir))
     for k, spec in enumerate(specs, start=1):
         status.start(k, spec.title)
@@ -308,7 +318,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         status.done(k, spec.title)
         parts = _agree(error, (local_rows, fig_mags, h5_mags))
         if is_mri and main_rank:
-            save_h5(work / "recon" / spec.title, records, names, {i: m for _, _, part in parts for i, m in part.items()})
+            volume_rows += [{**r, "method": spec.title} for r in save_h5(
+                work / "recon" / spec.title, records, names, {i: m for _, _, part in parts for i, m in part.items()})]
         method_rows = sorted((r for part, _, _ in parts for r in part), key=lambda r: r["index"])
         for r in method_rows:
             r.pop("index")
@@ -322,6 +333,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         return [r for r in rows if r["image"] in {names[i] for i in shard}]
     # metrics.csv, table, figure, config, provenance (rank 0, after gathering)
     write_metrics_csv(work / "metrics.csv", rows)
+    if volume_rows:
+        write_metrics_csv(work / "metrics_volumes.csv", volume_rows, fields=VOLUME_FIELDS)
     table = format_table(rows, titles)
     footer = (f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
               f"seconds per image")
