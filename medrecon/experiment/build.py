@@ -7,7 +7,8 @@ from typing import Any
 from ..config import ConfigError
 from .config import CTOperatorSpec, ExperimentConfig, MRIOperatorSpec
 
-__all__ = ["build_operator", "simulate", "image_seed", "torch_dtype", "check_resources", "memory_estimate"]
+__all__ = ["build_operator", "check_resources", "image_seed", "memory_estimate", "simulate",
+           "simulate_poisson_log", "torch_dtype"]
 
 
 def torch_dtype(name: str):

@@ -10,13 +10,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from ..config import ConfigError, load_config
 from .measured import MeasuredSpec
 
-__all__ = ["ImageSpec", "CTOperatorSpec", "MRIOperatorSpec", "OperatorSpec", "MethodSpec", "ExperimentConfig",
-           "OutputExistsError", "ExperimentError", "load_experiment_config", "validate_methods", "AUTO_OPTIONS"]
+__all__ = [
+    "AUTO_OPTIONS",
+    "CTOperatorSpec",
+    "ExperimentConfig",
+    "ExperimentError",
+    "ImageSpec",
+    "MRIOperatorSpec",
+    "MethodSpec",
+    "OperatorSpec",
+    "OutputExistsError",
+    "load_experiment_config",
+    "validate_methods",
+]
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,7 @@ class MRIOperatorSpec:
             raise ConfigError(f"config key 'operator.coils' must be >= 1, got {self.coils}")
 
 
-def OperatorSpec(modality: str, **fields: Any) -> CTOperatorSpec | MRIOperatorSpec:  # noqa: N802 - old class name
+def OperatorSpec(modality: str, **fields: Any) -> CTOperatorSpec | MRIOperatorSpec:
     """Deprecated alias: ``OperatorSpec(modality="ct", ...)`` builds a :class:`CTOperatorSpec` (``"mri"``:
     :class:`MRIOperatorSpec`)."""
     classes = {"ct": CTOperatorSpec, "mri": MRIOperatorSpec}
@@ -156,7 +167,7 @@ class ExperimentConfig:
     """A reconstruction experiment (``medrecon reconstruct``)."""
 
     images: list[ImageSpec]
-    operator: Union[CTOperatorSpec, MRIOperatorSpec]  # tagged by ``modality``
+    operator: CTOperatorSpec | MRIOperatorSpec  # tagged by ``modality``
     methods: list[MethodSpec]
     name: str = "experiment"
     seed: int = 0
