@@ -239,3 +239,38 @@ def test_progress_says_method_k_of_n_with_an_estimate(tmp_path, capsys):
     assert set(seconds) == {"fbp", "tv"}
     assert main(["reconstruct", str(cfg), "--out", str(out), "--overwrite"]) == 0
     assert "left (previous run)" in capsys.readouterr().err  # the second run knows the first one's times
+
+
+def test_ctrl_c_and_unexpected_errors_leave_outputs_as_they_were(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the second method: exit 130, one line, the old run intact, no work folder; an unexpected
+    exception is one line with exit 1, and ``--debug`` shows its traceback instead."""
+    import medrecon.experiment.run as run_mod
+
+    cfg = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}]})
+    out = tmp_path / "o"
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--quiet"]) == 0
+    before = _hashes(out)
+    real = run_mod._apply_method
+
+    def interrupted(spec, *args, **kwargs):
+        if spec.name == "tv":
+            raise KeyboardInterrupt
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "_apply_method", interrupted)
+    capsys.readouterr()
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "unchanged" in err
+    assert _hashes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "o"]
+
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(run_mod, "_apply_method", broken)
+    assert main(["reconstruct", str(cfg), "--out", str(out), "--quiet", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TypeError: boom" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(TypeError, match="boom"):
+        main(["--debug", "reconstruct", str(cfg), "--out", str(out), "--quiet", "--overwrite"])
+    assert _hashes(out) == before
