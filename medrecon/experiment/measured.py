@@ -24,7 +24,7 @@ zero-filled image) so that method weights mean the same as on [0, 1] images; rec
 targets are compared after the same division, which leaves PSNR (data range = max of the target), SSIM
 (the same data range) and NMSE unchanged, i.e. the metrics are those on the target's own scale. The
 ``.h5`` outputs are multiplied back by ``s`` (the file's scale). The noise level of measured data is
-unknown: ``lam: discrepancy`` and ``lam: sweep`` need a simulation and are refused.
+unknown: ``lam: discrepancy``, ``noise`` and ``sweep`` need a simulation and are refused.
 """
 from __future__ import annotations
 
@@ -89,9 +89,9 @@ class MeasuredProblem:
 
 def _refuse_unknown_noise(cfg) -> None:
     for i, m in enumerate(cfg.methods):
-        if m.options.get("lam") in ("discrepancy", "sweep"):
+        if m.options.get("lam") in ("discrepancy", "sweep", "noise"):
             raise ConfigError(f"methods.{i} ({m.title}): lam: {m.options['lam']} needs a simulated noise level "
-                              "(discrepancy) or a simulation (sweep); with measured data give lam a number")
+                              "(discrepancy, noise) or a simulation (sweep); with measured data give lam a number")
 
 
 def _scale(op, y) -> float:
