@@ -6,7 +6,7 @@ simulated measurements, seeds), :mod:`~medrecon.experiment.run` (the run, distri
 
 A config (YAML -> :class:`ExperimentConfig`, strict) names the images, the forward operator with its
 noise, the methods with their options, and a seed. :func:`run_experiment` simulates the
-measurements, runs every method on all images as one batch, and writes into the output directory:
+measurements, runs every method on each image, and writes into the output directory:
 
 * ``recon/<method>/<image>.npy``: each reconstruction ``(H, W)`` (complex for MRI);
 * ``recon/<method>/<volume>.h5`` (MRI only): fastMRI's leaderboard layout, one file per input volume
@@ -33,11 +33,10 @@ rank 0 gathers the rows (``torch.distributed.all_gather_object``) and writes ``m
 rows, same order as one process), ``summary.txt``, ``figure.png``, ``config.yaml`` and ``run.json``.
 A failure on any rank (bad image, failing method) is raised on every rank. The results equal a
 single-process run's because nothing depends on which images share a batch: each image's noise
-comes from its own generator seeded with ``image_seed(seed, name, "noise")``; deterministic methods
-run on the rank's images as one batch (batched solvers treat the batch elements independently; the
-results can differ from the one-process batch only by float rounding); random methods (those with
-a ``generator`` option) run image by image with a generator seeded by ``image_seed(seed, name,
-"method")``.
+comes from its own generator seeded with ``image_seed(seed, name, "noise")``, and every method runs
+image by image (a batched solver may stop when its whole batch has converged, which would tie an
+image's result to the others); random methods (those with a ``generator`` option) get a generator
+seeded by ``image_seed(seed, name, "method")``.
 
 Noise model (``operator.noise_level = r``): ``y = A x + n`` with ``n`` white Gaussian of standard
 deviation ``sigma = r * mean(|A x|)`` per image, the mean taken over the measurement entries in the

@@ -361,10 +361,11 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
 
 def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: ExperimentConfig, progress: bool,
                   get_method, ops: list | None = None) -> tuple[Any, float]:
-    """``(x, seconds per image)`` of one method on this rank's images. Deterministic methods run once
-    on the whole batch; random ones (those taking ``generator``) run image by image, each with a
-    generator seeded from ``(seed, image name)``, so that a result never depends on which other
-    images share the batch (the sharding over ranks, or the image order)."""
+    """``(x, seconds per image)`` of one method on this rank's images, run image by image (random
+    methods, those taking ``generator``, each with a generator seeded from ``(seed, image name)``), so
+    that a result never depends on which other images share a batch: the sharding over ranks, the image
+    order, or the other images of the config (batched solvers may stop when the whole batch has
+    converged, e.g. PDHG-TV)."""
     import torch
 
     from ..methods import method_options
@@ -373,8 +374,7 @@ def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: E
     base = dict(spec.options)
     valid = set(method_options(spec.name))
     per_image = "generator" in valid and "generator" not in base
-    groups = ([[j] for j in range(len(names))] if per_image or ops is not None  # ops: one operator per image
-              else [list(range(len(names)))])
+    groups = [[j] for j in range(len(names))]
     outputs, total = [], 0.0
     for group in groups:
         options = dict(base)
