@@ -9,6 +9,8 @@ import medrecon
 from medrecon.operators import DiagonalOperator, Identity
 from medrecon.operators.restoration import Downsampling, Grayscale
 from medrecon.priors.dip import (
+    DiscrepancyStopping,
+    FixedSteps,
     Hourglass,
     PlateauVarianceStopping,
     WindowedVarianceStopping,
@@ -137,7 +139,7 @@ def test_registered_methods():
     y = torch.rand(1, 1, 8, 8, generator=_gen(0))
     x = medrecon.reconstruct(op, y, "dip", n_iter=3, depth=2, channels=4, generator=_gen(0))
     assert x.shape == y.shape
-    x = medrecon.reconstruct(op, y, "dip-tv", n_iter=3, depth=2, channels=4, tv_weight=0.1)
+    x = medrecon.reconstruct(op, y, "dip-tv", n_iter=3, depth=2, channels=4, lam=0.1)
     assert x.shape == y.shape
     opts = medrecon.methods.method_options("dip")
     assert {"callback", "generator", "x_true", "trace_path", "n_iter", "lr"} <= set(opts)
@@ -335,3 +337,37 @@ def test_fit_default_rule_run_to_end_and_published_alias():
     assert t2.settings["stopping"] == "wmv"
     with pytest.raises(ValueError, match="eswmv"):
         fit_dip(op, y, n_iter=3, stopping="bogus", **TINY_NET)
+
+
+# ----------------------------------------------------------------------------- the network as an argument
+def test_a_network_passed_in_is_fitted_as_a_copy():
+    # any module (1, input_depth, H, W) -> (1, 1, H, W); the fit must not change the one passed in
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.copy_(0.3 * torch.randn(p.shape, generator=_gen(10 + i)))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    y = torch.rand(2, 1, 9, 8, generator=_gen(0))
+    res = fit_dip(Identity((9, 8)), y, n_iter=80, input_depth=4, network=net, perturbation=0.0, output="iterate",
+                  stopping="none", generator=_gen(1))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert [t.loss[-1] < t.loss[0] / 4 for t in res.traces] == [True, True], [(t.loss[0], t.loss[-1]) for t in res.traces]
+    assert res.traces[0].settings["network"] == "Sequential"
+    with pytest.raises(ValueError, match="must output 2 channels"):
+        fit_dip(Identity((9, 8), complex=True), y.to(torch.complex64), n_iter=1, input_depth=4, network=net)
+
+
+# ----------------------------------------------------------------------------- the stopping-rule protocol
+def test_stopping_rules_share_one_protocol():
+    x = torch.zeros(4)
+    rules = [FixedSteps(), DiscrepancyStopping(threshold=1.0), WindowedVarianceStopping(2, 1),
+             PlateauVarianceStopping(10, 2, 1)]
+    for rule in rules:
+        assert rule.update(x, 5.0) in (True, False)
+        assert not rule.should_stop and rule.best == 0 and rule.reason == ""
+    disc = rules[1]
+    assert disc.update(x, 0.6) is False and not disc.should_stop  # ||Ax-y||^2 = 1.2 > 1
+    assert disc.update(x, 0.4) is True and disc.should_stop and disc.best == 2  # 0.8 <= 1: keep this one
+    assert disc.reason.startswith("discrepancy: ||Ax-y||^2 = 0.8")
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        DiscrepancyStopping(0.0)

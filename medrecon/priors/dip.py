@@ -30,6 +30,7 @@ rule is ``"wmv-plateau"`` (:class:`PlateauVarianceStopping`), a guarded ES-WMV; 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -39,7 +40,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,11 @@ __all__ = [
     "Hourglass",
     "DIPTrace",
     "DIPResult",
+    "StoppingRule",
     "WindowedVarianceStopping",
     "PlateauVarianceStopping",
+    "DiscrepancyStopping",
+    "FixedSteps",
     "windowed_variance",
     "ema_sequence",
     "fit_dip",
@@ -263,23 +267,88 @@ def ema_sequence(values: Sequence[Tensor] | Tensor, weight: float = PAPER_EMA) -
     return out
 
 
+class StoppingRule(Protocol):
+    """When a DIP fit stops and which of its estimates it returns; one object per fitted image.
+
+    The fit calls ``update(x, loss)`` after every step with the current estimate and the data-fit loss
+    ``1/2 ||A x - y||^2``; ``update`` returns True when this estimate may be the answer (the fit keeps a
+    copy of it). ``should_stop`` ends the fit, ``best`` is the step whose estimate is returned if the fit
+    ends now, ``reason`` says why the rule fired (empty before).
+    """
+
+    def update(self, x: Tensor, loss: float) -> bool: ...
+
+    @property
+    def should_stop(self) -> bool: ...
+
+    @property
+    def best(self) -> int: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class _WindowedVariance:
+    """``VAR_t = 1/W sum_{w<W} ||x_{t-w} - mean_W||^2 / n`` over the last W iterates, by running sums (O(n) a step)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = int(window)
+        self._buffer: deque[Tensor] = deque()
+        self._sum: Tensor | None = None
+        self._sum_sq = 0.0
+
+    def update(self, x: Tensor) -> float:
+        flat = x.detach().reshape(-1)
+        n = flat.numel()  # pixels (a complex pixel counts once)
+        flat = (torch.view_as_real(flat).reshape(-1) if flat.is_complex() else flat).to(torch.float64)
+        self._buffer.append(flat)
+        self._sum = flat.clone() if self._sum is None else self._sum + flat
+        self._sum_sq += float(flat.square().sum())
+        if len(self._buffer) > self.window:
+            old = self._buffer.popleft()
+            self._sum -= old
+            self._sum_sq -= float(old.square().sum())
+        if len(self._buffer) < self.window:
+            return math.nan
+        mean_sq = float(self._sum.square().sum()) / self.window**2  # ||mean||^2
+        return max(self._sum_sq / self.window - mean_sq, 0.0) / n
+
+
 def windowed_variance(values: Sequence[Tensor] | Tensor, window: int) -> list[float]:
     """The windowed moving variance (ES-WMV) of a sequence of iterates.
 
     ``VAR_t = 1/W sum_{w<W} ||x_{t-w} - mean_W||^2 / n`` over the last ``W = window`` iterates
     (``n`` pixels), for ``t >= W - 1``; ``nan`` before the first full window.
     """
-    stop = WindowedVarianceStopping(window=window, patience=10**9)
-    return [stop.update(v) for v in values]
+    wmv = _WindowedVariance(window)
+    return [wmv.update(v) for v in values]
+
+
+class FixedSteps:
+    """No early stopping (``stopping="none"``): run to ``n_iter``, return the last estimate."""
+
+    def __init__(self) -> None:
+        self.step = -1
+        self.should_stop = False
+        self.reason = ""
+
+    def update(self, x: Tensor, loss: float = math.nan) -> bool:
+        self.step += 1
+        return False
+
+    @property
+    def best(self) -> int:
+        return self.step
 
 
 class WindowedVarianceStopping:
     """ES-WMV (Wang et al., TMLR 2023): stop when the windowed variance of the iterates has not
-    reached a new minimum for ``patience`` steps; the estimate is the one at the minimum.
+    reached a new minimum for ``patience`` steps; the estimate is the one at the minimum (also when
+    the fit reaches ``n_iter`` first).
 
-    ``update(x)`` returns the current variance (``nan`` while the first window fills);
-    ``should_stop`` is then True once the patience has run out. ``warmup``: steps before which no
-    minimum is recorded (0 = the published rule; see the README for the early-minimum failure it targets).
+    ``variance`` is the current windowed variance (``nan`` while the first window fills). ``warmup``:
+    steps before which no minimum is recorded (0 = the published rule; see the README for the
+    early-minimum failure it targets).
     """
 
     def __init__(self, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> None:
@@ -289,30 +358,34 @@ class WindowedVarianceStopping:
         self.window = int(window)
         self.patience = int(patience)
         self.warmup = int(warmup)
-        self._buffer: deque[Tensor] = deque(maxlen=self.window)
+        self._wmv = _WindowedVariance(window)
         self.step = -1
+        self.variance = math.nan
         self.best_step = -1
         self.best_variance = math.inf
         self.should_stop = False
 
-    def update(self, x: Tensor) -> float:
+    def update(self, x: Tensor, loss: float = math.nan) -> bool:
         self.step += 1
-        flat = x.detach().reshape(-1)
-        flat = torch.view_as_real(flat).reshape(-1) if flat.is_complex() else flat
-        self._buffer.append(flat.to(torch.float64))
-        if len(self._buffer) < self.window:
-            return math.nan
-        stack = torch.stack(tuple(self._buffer))  # (W, n)
-        variance = float((stack - stack.mean(0)).pow(2).sum(1).mean()) / (stack.shape[1] if not x.is_complex()
-                                                                          else stack.shape[1] // 2)
-        if self.step < self.warmup:
-            return variance
-        if variance < self.best_variance:
-            self.best_variance = variance
-            self.best_step = self.step
-        elif self.step - self.best_step >= self.patience:
+        self.variance = self._wmv.update(x)
+        if math.isnan(self.variance) or self.step < self.warmup:
+            return False
+        if self.variance < self.best_variance:
+            self.best_variance, self.best_step = self.variance, self.step
+            return True
+        if self.step - self.best_step >= self.patience:
             self.should_stop = True
-        return variance
+        return False
+
+    @property
+    def best(self) -> int:
+        return self.best_step if self.best_step >= 0 else self.step
+
+    @property
+    def reason(self) -> str:
+        if not self.should_stop:
+            return ""
+        return f"eswmv: no new variance minimum for {self.patience} steps (minimum at step {self.best_step})"
 
 
 class PlateauVarianceStopping:
@@ -332,9 +405,8 @@ class PlateauVarianceStopping:
        (``variance >= (1 + rise) * minimum``): the increase of the iterate variance is what ES-WMV
        reads as the onset of overfitting (Wang et al., TMLR 2023, Sec. 3); a flat variance is not.
 
-    The estimate to return is the one at the recorded minimum (``best_step``). If the rule never
+    The estimate to return is the one at the recorded minimum once the rule fired; if it never
     fires, the fit runs to ``n_iter`` and the last estimate is returned.
-    ``update(x, loss)`` returns the current windowed variance (``nan`` while the first window fills).
     """
 
     def __init__(self, n_iter: int, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, *,
@@ -346,7 +418,7 @@ class PlateauVarianceStopping:
         if not (0.0 <= min_fraction <= 1.0 and plateau_tol >= 0.0 and rise >= 0.0):
             raise ValueError(f"need 0 <= min_fraction <= 1, plateau_tol >= 0 and rise >= 0, got "
                              f"{min_fraction}, {plateau_tol}, {rise}")
-        self._wmv = WindowedVarianceStopping(window, 10**9)
+        self._wmv = _WindowedVariance(window)
         self.window = int(window)
         self.patience = int(patience)
         self.first_step = max(int(warmup), int(math.ceil(min_fraction * n_iter)))
@@ -354,6 +426,7 @@ class PlateauVarianceStopping:
         self.rise = float(rise)
         self._losses: deque[float] = deque(maxlen=2 * self.window)
         self.step = -1
+        self.variance = math.nan
         self.armed_step = -1
         self.best_step = -1
         self.best_variance = math.inf
@@ -367,27 +440,68 @@ class PlateauVarianceStopping:
         new = sum(losses[self.window :]) / self.window
         return new >= (1.0 - self.plateau_tol) * old
 
-    def update(self, x: Tensor, loss: float) -> float:
-        """Feed the next iterate and its data-fit loss; returns the windowed variance."""
+    def update(self, x: Tensor, loss: float) -> bool:
+        """Feed the next iterate and its data-fit loss; True when it is a new variance minimum."""
         return self.observe(self._wmv.update(x), loss)
 
-    def observe(self, variance: float, loss: float) -> float:
+    def observe(self, variance: float, loss: float) -> bool:
         """The rule on a precomputed variance (``nan`` while the window fills); for replaying traces."""
         self.step += 1
+        self.variance = variance
         self._losses.append(float(loss))
         if self.armed_step < 0:
             if self.step >= self.first_step and self._plateau():
                 self.armed_step = self.step
             else:
-                return variance
+                return False
         if math.isnan(variance):
-            return variance
+            return False
         if variance < self.best_variance:
             self.best_variance, self.best_step = variance, self.step
-        elif (self.step - self.best_step >= self.patience
-              and variance >= (1.0 + self.rise) * self.best_variance):
+            return True
+        if self.step - self.best_step >= self.patience and variance >= (1.0 + self.rise) * self.best_variance:
             self.should_stop = True
-        return variance
+        return False
+
+    @property
+    def best(self) -> int:
+        return self.best_step if self.should_stop else self.step
+
+    @property
+    def reason(self) -> str:
+        if not self.should_stop:
+            return ""
+        return (f"wmv-plateau: no new variance minimum for {self.patience} steps and a rise of "
+                f"{self.rise:.0%} above it (minimum at step {self.best_step})")
+
+
+class DiscrepancyStopping:
+    """Morozov's discrepancy principle: stop at the first step with ``||A x - y||^2 <= threshold``.
+
+    ``threshold = tau^2 sigma^2 m`` (``m`` real measurement values in the range of A); ``update`` takes
+    the data-fit loss ``1/2 ||A x - y||^2``.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if not threshold > 0:
+            raise ValueError(f"the discrepancy threshold must be > 0, got {threshold}")
+        self.threshold = float(threshold)
+        self.step = -1
+        self.should_stop = False
+        self.reason = ""
+
+    def update(self, x: Tensor, loss: float) -> bool:
+        self.step += 1
+        if not self.should_stop and 2.0 * loss <= self.threshold:
+            self.should_stop = True
+            self.reason = (f"discrepancy: ||Ax-y||^2 = {2.0 * loss:.4g} <= tau^2 sigma^2 m = "
+                           f"{self.threshold:.4g}")
+            return True
+        return False
+
+    @property
+    def best(self) -> int:
+        return self.step
 
 
 # --------------------------------------------------------------------------- trace
@@ -504,6 +618,7 @@ def fit_dip(
     generator: torch.Generator | None = None,
     trace_path: str | os.PathLike | None = None,
     run_to_end: bool = False,
+    network: nn.Module | None = None,
 ) -> DIPResult:
     """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + tv_weight ||A||^2 TV(f_theta(z)); ``y (B, C, *out) -> x (B, C, *in)``.
 
@@ -540,13 +655,85 @@ def fit_dip(
             ``info`` has ``image``, ``loss``, ``variance``, ``psnr`` (when known; floats) and ``residual``
             (``||A x - y|| / ||y||`` as a ``(1,)`` tensor, like the classical solvers).
         trace_path: where to write the trace (``.csv`` or JSON).
+        network: the generator ``f_theta: (1, input_depth, H, W) -> (1, channels, H, W)`` to fit, as in
+            deepinv's ``DeepImagePrior(generator, ...)``; each image of the batch fits its own copy (the
+            module passed in is not changed). Default: :class:`Hourglass` built from ``depth``,
+            ``channels``, ``skip_channels``, ``upsample`` and ``output_activation`` (ignored otherwise).
+            ``channels`` is 1 per image axis before (H, W) for real images, 2 for complex ones.
+
+    The stopping rules are :class:`StoppingRule` objects (:class:`PlateauVarianceStopping`,
+    :class:`WindowedVarianceStopping`, :class:`DiscrepancyStopping`, :class:`FixedSteps`), one per image.
+    The network runs in the channels-last memory format (measured 1.2-1.4x faster per step on CPU).
     """
+    stopping, output, output_activation = _check_options(
+        op, y, n_iter=n_iter, stopping=stopping, noise_std=noise_std, input_noise=input_noise, ema=ema,
+        output=output, output_activation=output_activation, x_true=x_true)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    spatial = tuple(op.in_shape[-2:])
+    extra = math.prod(op.in_shape[:-2])
+    out_channels = extra * (2 if op.in_complex else 1)
+    if network is None:
+        cap = max_depth(spatial)
+        if depth > cap:
+            warnings.warn(f"DIP: image size {spatial} allows at most {cap} levels; using {cap} instead of {depth}",
+                          stacklevel=2)
+            depth = cap
+    else:
+        input_depth = int(getattr(network, "in_channels", input_depth))
+    settings = dict(n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
+                    input_depth=input_depth, upsample=upsample, input_noise=input_noise, input_scale=input_scale,
+                    perturbation=perturbation, ema=ema, output=output, output_activation=output_activation,
+                    tv_weight=tv_weight, stopping=stopping, window=window, patience=patience, warmup=warmup,
+                    min_fraction=min_fraction, plateau_tol=plateau_tol, rise=rise,
+                    noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
+                    tau=tau, network=type(network).__name__ if network is not None else "Hourglass")
+    b, c = y.shape[:2]
+    thresholds = _discrepancy_thresholds(op, noise_std, tau, b, c) if stopping == "discrepancy" else None
+
+    def make_rule(i: int) -> StoppingRule:
+        if stopping == "wmv":
+            return WindowedVarianceStopping(window, patience, warmup)
+        if stopping == "wmv-plateau":
+            return PlateauVarianceStopping(n_iter, window, patience, min_fraction=min_fraction,
+                                           plateau_tol=plateau_tol, rise=rise, warmup=warmup)
+        if stopping == "discrepancy":
+            assert thresholds is not None
+            return DiscrepancyStopping(thresholds[i])
+        return FixedSteps()
+
+    def make_network() -> nn.Module:
+        if network is not None:
+            return copy.deepcopy(network)
+        return Hourglass(input_depth, out_channels, depth=depth, channels=channels, skip_channels=skip_channels,
+                         upsample=upsample, output_activation=output_activation, generator=generator)
+
+    fit = _Fit(op, out_channels=out_channels, input_depth=input_depth, input_noise=input_noise,
+               input_scale=input_scale, perturbation=perturbation, lr=lr, ema=ema, output=output,
+               tv_weight=tv_weight, n_iter=n_iter, window=window, run_to_end=run_to_end, callback=callback,
+               generator=generator)
+    flat_y = y.reshape(b * c, 1, *op.out_shape)
+    flat_true = x_true.reshape(b * c, 1, *op.in_shape) if x_true is not None else None
+    estimates, traces = [], []
+    for i in range(b * c):
+        trace = DIPTrace(settings=dict(settings))
+        truth = flat_true[i : i + 1] if flat_true is not None else None
+        estimates.append(fit.run(i, make_network(), make_rule(i), flat_y[i : i + 1], truth, trace))
+        traces.append(trace)
+    result = DIPResult(torch.cat(estimates, 0).reshape(b, c, *op.in_shape), traces)
+    if trace_path is not None:
+        result.save_trace(trace_path)
+    return result
+
+
+def _check_options(op: LinearOperator, y: Tensor, *, n_iter: int, stopping: str, noise_std: float | Tensor | None,
+                   input_noise: str, ema: float, output: str, output_activation: str | None,
+                   x_true: Tensor | None) -> tuple[str, str, str | None]:
+    """Validate fit_dip's options; returns (stopping, output, output_activation) with aliases resolved."""
     if y.dim() != len(op.out_shape) + 2:
         raise ValueError(f"y must have shape (B, C, {', '.join(map(str, op.out_shape))}), got {tuple(y.shape)}")
     if len(op.in_shape) < 2:
         raise ValueError(f"DIP needs an image domain with at least 2 axes (H, W), got in_shape {op.in_shape}")
-    if stopping == "eswmv":
-        stopping = "wmv"
+    stopping = "wmv" if stopping == "eswmv" else stopping
     if stopping not in ("wmv-plateau", "wmv", "discrepancy", "none"):
         raise ValueError(f"stopping must be 'wmv-plateau', 'eswmv' (alias 'wmv'), 'discrepancy' or 'none', "
                          f"got {stopping!r}")
@@ -559,156 +746,139 @@ def fit_dip(
         raise ValueError(f"ema must be in [0, 1), got {ema}")
     if output not in ("ema", "iterate"):
         raise ValueError(f"output must be 'ema' or 'iterate', got {output!r}")
-    if output == "ema" and ema == 0.0:
-        output = "iterate"
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got {n_iter}")
-    if output_activation == "auto":
-        output_activation = None if op.in_complex else "sigmoid"
     if x_true is not None and tuple(x_true.shape) != (*y.shape[:2], *op.in_shape):
         raise ValueError(f"x_true must have shape {(*y.shape[:2], *op.in_shape)}, got {tuple(x_true.shape)}")
+    if output == "ema" and ema == 0.0:
+        output = "iterate"
+    if output_activation == "auto":
+        output_activation = None if op.in_complex else "sigmoid"
+    return stopping, output, output_activation
 
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    device, real_dtype = op.device, op.real_dtype
-    spatial = tuple(op.in_shape[-2:])
-    extra = math.prod(op.in_shape[:-2])
-    out_channels = extra * (2 if op.in_complex else 1)
-    cap = max_depth(spatial)
-    if depth > cap:
-        warnings.warn(f"DIP: image size {spatial} allows at most {cap} levels; using {cap} instead of {depth}",
-                      stacklevel=2)
-        depth = cap
-    settings = dict(n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
-                    input_depth=input_depth, upsample=upsample, input_noise=input_noise, input_scale=input_scale,
-                    perturbation=perturbation, ema=ema, output=output, output_activation=output_activation,
-                    tv_weight=tv_weight, stopping=stopping, window=window, patience=patience, warmup=warmup,
-                    min_fraction=min_fraction, plateau_tol=plateau_tol, rise=rise, noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
-                    tau=tau)
 
-    def to_image(out: Tensor) -> Tensor:  # (1, out_channels, H, W) -> (1, 1, *in_shape)
-        if op.in_complex:
-            out = out.reshape(1, extra, 2, *spatial).permute(0, 1, 3, 4, 2).contiguous()
+def _discrepancy_thresholds(op: LinearOperator, noise_std: float | Tensor | None, tau: float, b: int,
+                            c: int) -> list[float]:
+    """Morozov's ``tau^2 sigma^2 m`` per image (``m``: real measurement values in the range of A)."""
+    std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu().reshape(-1)
+    if std.numel() == 1:
+        std = std.expand(b)
+    if std.shape != (b,) or not bool((std > 0).all()):
+        raise ValueError(f"noise_std must be > 0, a number or one per batch element, got {noise_std}")
+    m = op.n_measurements()
+    return [float(tau**2 * s**2 * m) for s in std.repeat_interleave(c)]
+
+
+class _Fit:
+    """The fitting loop of one image: Adam on the network weights, EMA of the outputs, a stopping rule."""
+
+    def __init__(self, op: LinearOperator, *, out_channels: int, input_depth: int, input_noise: str,
+                 input_scale: float, perturbation: float, lr: float, ema: float, output: str, tv_weight: float,
+                 n_iter: int, window: int, run_to_end: bool, callback: Callable | None,
+                 generator: torch.Generator) -> None:
+        self.op = op
+        self.out_channels, self.input_depth = out_channels, input_depth
+        self.input_noise, self.input_scale, self.perturbation = input_noise, input_scale, perturbation
+        self.lr, self.ema, self.output, self.n_iter, self.window = lr, ema, output, n_iter, window
+        self.run_to_end, self.callback, self.generator = run_to_end, callback, generator
+        self.spatial = tuple(op.in_shape[-2:])
+        self.extra = math.prod(op.in_shape[:-2])
+        # DIP-TV weight relative to ||A||^2, as the ``tv`` method's lam (1/2||Ax-y||^2 + lam ||A||^2 TV(x)).
+        self.tv_scale = tv_weight * op.norm_squared() if tv_weight > 0 else 0.0
+
+    def to_image(self, out: Tensor) -> Tensor:
+        """(1, out_channels, H, W) -> (1, 1, *in_shape); complex images are pairs of channels."""
+        if out.shape[1] != self.out_channels:
+            raise ValueError(f"DIP: the network must output {self.out_channels} channels for in_shape "
+                             f"{self.op.in_shape} ({'complex' if self.op.in_complex else 'real'}), "
+                             f"got {out.shape[1]}")
+        if self.op.in_complex:
+            out = out.reshape(1, self.extra, 2, *self.spatial).permute(0, 1, 3, 4, 2).contiguous()
             out = torch.view_as_complex(out)  # (1, extra, H, W)
-        return out.reshape(1, 1, *op.in_shape)
+        return out.reshape(1, 1, *self.op.in_shape)
 
-    b, c = y.shape[:2]
-    # DIP-TV weight relative to ||A||^2, as the ``tv`` method's lam (objective 1/2||Ax-y||^2 + lam ||A||^2 TV(x)).
-    tv_scale = tv_weight * op.norm_squared() if tv_weight > 0 else 0.0
-    thresholds: list[float] = []
-    if stopping == "discrepancy":
-        from medrecon.solvers.classical import _n_measurements  # real values in the range of A
-
-        std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu().reshape(-1)
-        if std.numel() == 1:
-            std = std.expand(b)
-        if std.shape != (b,) or not bool((std > 0).all()):
-            raise ValueError(f"noise_std must be > 0, a number or one per batch element, got {noise_std}")
-        m = _n_measurements(op, y[:1, :1])
-        # ||A x - y||^2 <= tau^2 sigma^2 m (Morozov), per image
-        thresholds = [float(tau**2 * s**2 * m) for s in std.repeat_interleave(c)]
-    flat_y = y.reshape(b * c, 1, *op.out_shape)
-    flat_true = x_true.reshape(b * c, 1, *op.in_shape) if x_true is not None else None
-    estimates, traces = [], []
-    for i in range(b * c):
-        yi = flat_y[i : i + 1]
-        trace = DIPTrace(settings=dict(settings))
-        net = Hourglass(input_depth, out_channels, depth=depth, channels=channels, skip_channels=skip_channels,
-                        upsample=upsample, output_activation=output_activation, generator=generator)
-        net = net.to(device=device, dtype=real_dtype)
-        shape = (1, input_depth, *spatial)
-        if input_noise == "uniform":
-            z = torch.rand(shape, generator=generator, dtype=real_dtype) * input_scale
-        else:
-            z = torch.randn(shape, generator=generator, dtype=real_dtype) * input_scale
-        z = z.to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        stopper: WindowedVarianceStopping | PlateauVarianceStopping | None = None
-        if stopping == "wmv":
-            stopper = WindowedVarianceStopping(window, patience, warmup)
-        elif stopping == "wmv-plateau":
-            stopper = PlateauVarianceStopping(n_iter, window, patience, min_fraction=min_fraction,
-                                              plateau_tol=plateau_tol, rise=rise, warmup=warmup)
-        monitor = stopper if stopper is not None else WindowedVarianceStopping(window, 10**9)  # variance for the trace
-        fired = False
-        y_norm = float(yi.abs().pow(2).sum().sqrt()) or 1.0
-        truth = flat_true[i : i + 1].to(device) if flat_true is not None else None
+    def run(self, i: int, net: nn.Module, rule: StoppingRule, y: Tensor, truth: Tensor | None,
+            trace: DIPTrace) -> Tensor:
+        op, device, real_dtype, gen = self.op, self.op.device, self.op.real_dtype, self.generator
+        fmt = torch.channels_last
+        net = net.to(device=device, dtype=real_dtype, memory_format=fmt)
+        shape = (1, self.input_depth, *self.spatial)
+        draw = torch.rand if self.input_noise == "uniform" else torch.randn
+        z = (draw(shape, generator=gen, dtype=real_dtype) * self.input_scale).to(device, memory_format=fmt)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        monitor = rule if hasattr(rule, "variance") else _VarianceMonitor(self.window)  # the trace records the variance
+        y_norm = float(y.abs().pow(2).sum().sqrt()) or 1.0
         data_range = float(truth.abs().max()) if truth is not None else 1.0
         avg: Tensor | None = None
         kept: Tensor | None = None
+        fired = False
         t0 = time.perf_counter()
-        for k in range(n_iter):
+        for k in range(self.n_iter):
             zin = z
-            if perturbation > 0:
-                zin = z + perturbation * torch.randn(shape, generator=generator, dtype=real_dtype).to(device)
-            x = to_image(net(zin))
-            r = op(x) - yi
+            if self.perturbation > 0:
+                noise = torch.randn(shape, generator=gen, dtype=real_dtype).to(device, memory_format=fmt)
+                zin = z + self.perturbation * noise
+            x = self.to_image(net(zin))
+            r = op(x) - y
             data = 0.5 * (torch.view_as_real(r) if r.is_complex() else r).pow(2).sum()
-            if tv_weight > 0:  # TV per image channel: (1, extra, H, W)
-                loss = data + tv_scale * total_variation(x.reshape(1, extra, *spatial)).sum()
-            else:
-                loss = data
+            loss = data
+            if self.tv_scale > 0:  # TV per image channel: (1, extra, H, W)
+                loss = data + self.tv_scale * total_variation(x.reshape(1, self.extra, *self.spatial)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():
                 xd = x.detach()
-                avg = xd.clone() if avg is None else ema * avg + (1.0 - ema) * xd
-                current = avg if output == "ema" else xd
-                residual_sq = 2.0 * float(data)
+                avg = xd.clone() if avg is None else self.ema * avg + (1.0 - self.ema) * xd
+                current = avg if self.output == "ema" else xd
+                data_f = float(data)
                 trace.loss.append(float(loss))
-                trace.residual.append(math.sqrt(residual_sq) / y_norm)
-                if isinstance(monitor, PlateauVarianceStopping):
-                    variance = monitor.update(xd, float(data))
-                else:
-                    variance = monitor.update(xd)
-                trace.variance.append(variance)
+                trace.residual.append(math.sqrt(2.0 * data_f) / y_norm)
                 if truth is not None:
                     trace.psnr.append(_psnr(truth, xd, data_range))
                     trace.psnr_ema.append(_psnr(truth, avg, data_range))
                 trace.n_steps = k + 1
-                if callback is not None:
+                candidate = not fired and rule.update(xd, data_f)
+                if monitor is not rule:
+                    monitor.update(xd)
+                trace.variance.append(monitor.variance)
+                if candidate:
+                    kept, trace.returned_step = current.clone(), k
+                if self.callback is not None:
                     # residual as a (1,) tensor, like the classical solvers' callbacks
-                    info = {"image": i, "loss": trace.loss[-1], "variance": variance,
+                    info = {"image": i, "loss": trace.loss[-1], "variance": trace.variance[-1],
                             "residual": torch.tensor([trace.residual[-1]])}
                     if truth is not None:
-                        info["psnr"] = trace.psnr_ema[-1] if output == "ema" else trace.psnr[-1]
-                    callback(k, current, info)
-                if fired:
-                    continue
-                if stopper is not None:
-                    if stopper.best_step == k:
-                        kept, trace.returned_step = current.clone(), k
-                    if stopper.should_stop:
-                        rule = "wmv-plateau" if stopping == "wmv-plateau" else "eswmv"
-                        trace.stop_reason = (f"{rule}: no new variance minimum for {patience} steps "
-                                             f"(minimum at step {stopper.best_step})")
-                        trace.stop_step, fired = k, True
-                        if not run_to_end:
-                            break
-                elif stopping == "discrepancy" and residual_sq <= thresholds[i]:
-                    kept, trace.returned_step = current.clone(), k
-                    trace.stop_reason = (f"discrepancy: ||Ax-y||^2 = {residual_sq:.4g} <= tau^2 sigma^2 m = "
-                                         f"{thresholds[i]:.4g}")
-                    trace.stop_step, fired = k, True
-                    if not run_to_end:
+                        info["psnr"] = trace.psnr_ema[-1] if self.output == "ema" else trace.psnr[-1]
+                    self.callback(k, current, info)
+                if not fired and rule.should_stop:
+                    trace.stop_reason, trace.stop_step, fired = rule.reason, k, True
+                    returned_step = rule.best
+                    if not self.run_to_end:
                         break
+        last = trace.n_steps - 1
         if not fired:
-            if stopper is not None and kept is not None and stopping == "wmv":
-                trace.stop_reason = f"max_iter: reached n_iter={n_iter}; returned the variance minimum (step {trace.returned_step})"
-            else:
-                trace.stop_reason = f"max_iter: reached n_iter={n_iter}"
-        if kept is None or (stopping == "wmv-plateau" and not fired):  # no rule, or it never fired: the last
-            kept, trace.returned_step = (avg if output == "ema" else xd), trace.n_steps - 1
+            returned_step = rule.best
+            trace.stop_step = last
+            trace.stop_reason = f"max_iter: reached n_iter={self.n_iter}"
+            if returned_step != last:
+                trace.stop_reason += f"; returned the variance minimum (step {returned_step})"
+        if returned_step == last and not (fired and self.run_to_end):
+            kept, trace.returned_step = current.clone(), last
         trace.seconds = time.perf_counter() - t0
-        if trace.stop_step < 0:
-            trace.stop_step = trace.n_steps - 1
-        estimates.append(kept)
-        traces.append(trace)
-    x_hat = torch.cat(estimates, 0).reshape(b, c, *op.in_shape)
-    result = DIPResult(x_hat, traces)
-    if trace_path is not None:
-        result.save_trace(trace_path)
-    return result
+        assert kept is not None and trace.returned_step == returned_step
+        return kept
+
+
+class _VarianceMonitor:
+    """The windowed variance for the trace, when the stopping rule does not compute it."""
+
+    def __init__(self, window: int) -> None:
+        self._wmv = _WindowedVariance(window)
+        self.variance = math.nan
+
+    def update(self, x: Tensor) -> None:
+        self.variance = self._wmv.update(x)
 
 
 # --------------------------------------------------------------------------- registered methods
