@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.data.mri_sim import simulate_fastmri_multicoil, smooth_random_phase, write_fastmri_multicoil_volume
+from medrecon.data.mri_sim import (
+    crop_readout,
+    simulate_fastmri_multicoil,
+    smooth_random_phase,
+    write_fastmri_multicoil_volume,
+)
 from medrecon.operators.coils import coil_maps
 from medrecon.operators.mri import ifft2c
 
@@ -88,3 +93,62 @@ def test_written_volume_is_read_by_fastmri_slicedataset(tmp_path):
     assert float(np.abs(target - images[1].numpy()).mean()) < 0.03
     with pytest.raises(ValueError, match="recon size"):
         write_fastmri_multicoil_volume(tmp_path / "x.h5", images, patient_id="x", recon_size=(8, 8))
+
+
+@pytest.mark.parametrize("shape,rows", [((32, 22), 16), ((33, 21), 15), ((30, 20), 15)])
+def test_crop_readout_keeps_the_centre_of_the_image(shape, rows, rng):
+    from fastmri.data.transforms import center_crop
+
+    k = torch.complex(torch.randn((3, *shape), generator=rng, dtype=torch.float64),
+                      torch.randn((3, *shape), generator=rng, dtype=torch.float64))
+    cropped = crop_readout(k, rows)
+    assert cropped.shape == (3, rows, shape[1])
+    torch.testing.assert_close(ifft2c(cropped), center_crop(ifft2c(k), (rows, shape[1])))
+    mask = (torch.arange(shape[1]) % 3 == 0).double()
+    torch.testing.assert_close(crop_readout(k * mask, rows), cropped * mask)  # column masks commute
+    with pytest.raises(ValueError, match="rows must be in"):
+        crop_readout(k, shape[0] + 1)
+
+
+@pytest.mark.slow  # about 8 s: the whole CLI run (ESPIRiT, SENSE, TV, figure, leaderboard files)
+def test_cli_path_on_a_tiny_simulated_volume(tmp_path):
+    """The full-size path at toy size: a volume made by the writer, reconstructed from its own k-space by
+    `medrecon reconstruct` (ESPIRiT maps, readout oversampling removed), metrics_volumes.csv reproduced by
+    fastmri.evaluate on the leaderboard files."""
+    import csv
+
+    import h5py
+    from fastmri.data.transforms import center_crop
+    from fastmri.evaluate import nmse, psnr
+
+    from medrecon.config import ConfigError
+    from medrecon.experiment import load_experiment_config, run_experiment
+
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 24), torch.linspace(-1, 1, 24), indexing="ij")
+    head = ((yy / 0.9) ** 2 + (xx / 0.8) ** 2 < 1).float()
+    images = torch.stack([head * (0.6 + 0.4 * torch.cos(3 * xx + i)) for i in range(2)])  # (2, 24, 24)
+    write_fastmri_multicoil_volume(tmp_path / "data" / "vol.h5", images, patient_id="toy", recon_size=(24, 24),
+                                   kspace_shape=(48, 28), n_coils=6, noise=0.002,
+                                   generator=torch.Generator().manual_seed(0))
+    cfg = {"name": "toy", "images": [], "measured": {"kind": "fastmri", "path": str(tmp_path / "data" / "vol.h5"),
+                                                     "readout_crop": 24},
+           "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 2, "center_fraction": 0.5},
+           "methods": [{"name": "zero-filled"}, {"name": "sense", "options": {"n_iter": 10}},
+                       {"name": "tv", "options": {"lam": 1e-3, "n_iter": 30, "nonneg": False}}]}
+    rows = run_experiment(load_experiment_config(cfg), tmp_path / "out", progress=False, echo=lambda *a, **k: None)
+    psnrs = {(r["image"], r["method"]): r["psnr"] for r in rows}
+    for s in ("vol_s0", "vol_s1"):
+        assert psnrs[(s, "sense")] > psnrs[(s, "zero-filled")] + 3  # ESPIRiT maps do parallel imaging
+    with open(tmp_path / "out" / "metrics_volumes.csv") as f:
+        volumes = {r["method"]: r for r in csv.DictReader(f)}
+    with h5py.File(tmp_path / "data" / "vol.h5") as f:
+        target = f["reconstruction_rss"][()]
+    for method in ("zero-filled", "sense", "tv"):
+        with h5py.File(tmp_path / "out" / "recon" / method / "vol.h5") as f:
+            rec = f["reconstruction"][()]
+        assert rec.shape == (2, 24, 24)
+        rec = center_crop(torch.from_numpy(rec), (24, 24)).numpy()
+        assert float(volumes[method]["psnr"]) == pytest.approx(psnr(target, rec), abs=1e-3)
+        assert float(volumes[method]["nmse"]) == pytest.approx(nmse(target, rec), rel=1e-3)
+    with pytest.raises(ConfigError, match="measured"):
+        load_experiment_config({**cfg, "measured": {**cfg["measured"], "readout_crop": 0}})

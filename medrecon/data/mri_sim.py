@@ -46,6 +46,7 @@ __all__ = [
     "FASTMRI_RECON_SIZE",
     "PHASE_AMPLITUDE",
     "PHASE_MAX_FREQUENCY",
+    "crop_readout",
     "simulate_fastmri_multicoil",
     "smooth_random_phase",
     "write_fastmri_multicoil_volume",
@@ -109,6 +110,24 @@ def smooth_random_phase(shape: tuple[int, int], *, max_frequency: int = PHASE_MA
     field = field - field.mean()
     field = field / field.abs().max().clamp_min(1e-12)
     return (offset + amplitude * field).to(dtype)
+
+
+def crop_readout(kspace: Tensor, rows: int) -> Tensor:
+    """Remove readout oversampling: ``(..., H, W) -> (..., rows, W)`` k-space whose image is the centre.
+
+    ``ifft2c`` of the result equals the centre ``rows`` rows of ``ifft2c(kspace)`` (cut where
+    ``fastmri.data.transforms.center_crop`` cuts): a centred orthonormal inverse FFT along the readout
+    (axis -2, always fully sampled), the crop, and the FFT back. Exact, and white noise stays white of
+    the same standard deviation. Column (phase-encode) masks are unchanged. fastMRI's 640-sample readout
+    holds the 320 x 320 target in its centre half, so ``crop_readout(k, 320)`` halves every FFT.
+    """
+    h = kspace.shape[-2]
+    if not 0 < rows <= h:
+        raise ValueError(f"crop_readout: rows must be in [1, {h}], got {rows}")
+    img = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-2), dim=-2, norm="ortho"), dim=-2)
+    top = (h - rows) // 2
+    img = img[..., top:top + rows, :]
+    return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(img, dim=-2), dim=-2, norm="ortho"), dim=-2)
 
 
 def _embed(images: Tensor, shape: tuple[int, int]) -> Tensor:

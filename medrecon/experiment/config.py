@@ -113,7 +113,9 @@ class MRIOperatorSpec:
     """MRI: ``mask`` kind (``medrecon.operators.masks.MASK_KINDS``), ``acceleration``,
     ``center_fraction``, ``coils`` (1: single-coil; more: simulated smooth coil maps), ``sensitivities``
     ``known`` (the simulated maps) or ``estimated`` (from the ACS region of the measured k-space).
-    ``mask_seed``: defaults to the experiment seed."""
+    ``sensitivity_method``: how maps are estimated (simulated ``estimated`` and measured multi-coil data):
+    ``espirit`` (:func:`~medrecon.operators.espirit.espirit_maps`) or ``lowres`` (the cheap low-resolution
+    maps). ``mask_seed``: defaults to the experiment seed."""
 
     modality: Literal["mri"]
     noise_level: float = 0.0
@@ -122,6 +124,7 @@ class MRIOperatorSpec:
     center_fraction: float = 0.08
     coils: int = 1
     sensitivities: Literal["known", "estimated"] = "known"
+    sensitivity_method: Literal["espirit", "lowres"] = "espirit"
     mask_seed: int | None = None
 
     def __post_init__(self) -> None:

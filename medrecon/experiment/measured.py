@@ -8,6 +8,8 @@ A config with a ``measured:`` section (and ``images: []``) reconstructs
   ``mask`` when it has one (test/challenge files); multi-coil files get coil maps estimated per slice
   from the slice's ACS lines (ESPIRiT). The result is centre-cropped to the target's size and compared
   with ``reconstruction_esc`` / ``reconstruction_rss``, when the file has one;
+  ``readout_crop: 320`` keeps the centre 320 readout rows of the image (fastMRI's readout is oversampled by
+  2 and its 320 x 320 target sits in the centre half): exact for column masks, and half the work;
 * ``kind: lodopab``: LoDoPaB-CT observations (``path`` = the folder, ``split``, ``slices`` = sample
   indices, default ``[0]``), every ``angle_step``-th of the 1000 measured angles, on the documented
   geometry (:mod:`medrecon.data.lodopab`), compared with the ground-truth file when present;
@@ -52,6 +54,7 @@ class MeasuredSpec:
     split: Literal["train", "validation", "test"] = "test"
     angle_step: int = 1
     target: str | None = None
+    readout_crop: int | None = None  # fastmri: keep this many centre readout rows (remove oversampling)
 
     def __post_init__(self) -> None:
         if self.angle_step < 1:
@@ -61,6 +64,9 @@ class MeasuredSpec:
                               "file brings its own ground truth")
         if self.angle_step != 1 and self.kind != "lodopab":
             raise ConfigError("config key 'measured.angle_step' is for kind lodopab (1000 measured angles)")
+        if self.readout_crop is not None and (self.kind != "fastmri" or self.readout_crop < 1):
+            raise ConfigError("config key 'measured.readout_crop' is a positive number of readout rows, for kind "
+                              f"fastmri; got {self.readout_crop} for kind {self.kind}")
 
 
 @dataclass
@@ -164,13 +170,15 @@ def _fastmri(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
         sample = ds[s]
         k = sample.masked_kspace  # (coils, H, W), the file's own k-space times the mask
         mask = sample.mask if sample.mask is not None else torch.ones(k.shape[-2:])
+        if spec.readout_crop is not None:
+            k, mask = _crop_readout(k, mask, spec.readout_crop, path)
         if k.shape[0] == 1:
             op = SingleCoilMRI(mask)
             y = k[None]  # (1, 1, H, W)
         else:
             from ..operators.coils import estimate_sensitivities
 
-            maps = estimate_sensitivities(k, mask)
+            maps = estimate_sensitivities(k, mask, method=op_spec.sensitivity_method)
             op = MultiCoilMRI(mask, maps)
             y = k[None, None]  # (1, 1, coils, H, W)
         name = f"{path.stem}_s{s}"
@@ -188,6 +196,19 @@ def _fastmri(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
                  f"k-space {tuple(ys[0].shape[-2:])}, reconstructions centre-cropped to {crop}"
                  + ("" if has_truth else "; the file has no target: metrics are left empty"))
     return MeasuredProblem(names, ops, ys, truth if has_truth else None, [1.0] * len(names), records, crop)
+
+
+def _crop_readout(k, mask, rows: int, path: Path):
+    """Remove readout oversampling (:func:`medrecon.data.mri_sim.crop_readout`): exact for column masks,
+    which are the same on every readout row; the mask keeps its columns."""
+    from ..data.mri_sim import crop_readout
+
+    if rows > k.shape[-2]:
+        raise ConfigError(f"config key 'measured.readout_crop': {rows} rows, but {path.name} has {k.shape[-2]}")
+    if not bool((mask == mask[:1]).all()):
+        raise ConfigError("config key 'measured.readout_crop' needs a column mask (the same on every readout "
+                          "row); this mask varies along the readout")
+    return crop_readout(k, rows), mask[:rows]
 
 
 def _lodopab(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredProblem:

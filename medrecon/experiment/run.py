@@ -238,7 +238,8 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
             from ..operators.coils import estimate_sensitivities
             from ..operators.mri import MultiCoilMRI
 
-            maps = estimate_sensitivities(y_all[0], op.mask if hasattr(op, "mask") else None)
+            maps = estimate_sensitivities(y_all[0], op.mask if hasattr(op, "mask") else None,
+                                          method=cfg.operator.sensitivity_method)
             op = MultiCoilMRI(op.mask, maps[0, 0]).to(dtype)  # the first image's maps (images share the operator)
     except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
         error = exc

@@ -5,8 +5,8 @@
 
 ``estimate_sensitivities(kspace, mask)`` estimates the maps from the fully sampled centre (ACS)
 columns. ``method="espirit"`` (default) is ESPIRiT (Uecker et al., MRM 71:990, 2014;
-:mod:`medrecon.operators.espirit`), the estimator the field uses: maps are zero only where no coil
-sees signal (eigenvalue crop), never inside the object. ``method="lowres"`` is the cheap low-resolution
+:mod:`medrecon.operators.espirit`), the estimator the field uses: maps are zero only where there is
+(next to) no signal (the eigenvalue crop: outside the object, and inside signal voids). ``method="lowres"`` is the cheap low-resolution
 ACS method (the SENSE calibration of Pruessmann et al., MRM 42:952, 1999, and the
 ``SensitivityModel`` input of fastMRI's E2E-VarNet, Sriram et al. 2020): taper the ACS columns with a
 Hann window, inverse-FFT per coil, divide by the root-sum-of-squares. Both return ``S_c`` times a smooth
