@@ -46,3 +46,17 @@ def test_configure_threads_applies_and_says_what_it_chose():
         assert str(choice) == f"1 torch thread ({ENV_VAR}=1)"
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_threads_option(capsys):
+    from medrecon.cli.main import main
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "0", "train", "missing.yaml"]) == 2
+        assert "threads must be a positive integer, got 0" in capsys.readouterr().err
+        main(["--threads", "1", "train", "missing.yaml"])  # fails later (no such config), after choosing
+        assert "medrecon: using 1 torch thread (requested 1)" in capsys.readouterr().out
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medrecon", description="Medical-image reconstruction (CT, MRI).")
     parser.add_argument("--version", action="version", version=f"medrecon {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads (default: MEDRECON_THREADS, OMP_NUM_THREADS, else the available cores "
+                             "shared among torchrun's local processes; see medrecon.runtime)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{reconstruct,train}")
 
     rec = sub.add_parser("reconstruct", help="simulate measurements and run reconstruction methods from a config",
@@ -135,6 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help/--version (0) and on usage errors (2)
         return int(exc.code or 0)
+    from medrecon.runtime import configure_threads
+
+    try:
+        choice = configure_threads(args.threads)
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    print(f"medrecon: using {choice}")
     try:
         if args.command == "reconstruct":
             return _reconstruct(args, argv)
