@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medrecon.data.datasets import PatchDataset
+from medrecon.methods import reconstruct
+from medrecon.methods.patchnr import noise_rule_weight, reconstruct_patchnr
 from medrecon.operators import DiagonalOperator, Identity
 from medrecon.priors.base import model_record
 from medrecon.priors.flow import ActNorm, flow_eval, flow_step
-from medrecon.methods import reconstruct
-from medrecon.methods.patchnr import noise_rule_weight, reconstruct_patchnr
 from medrecon.priors.patchnr import PatchFlow, image_patches, load_patchnr, patch_nll
 
 
@@ -179,3 +180,25 @@ def test_noise_rule_and_discrepancy(rng):
     x = reconstruct_patchnr(op, y, weights=flow, lam="discrepancy", noise_std=sigma, optimizer="lbfgs", n_iter=40)
     res = torch.linalg.vector_norm((x - y).flatten(1), dim=1)
     assert torch.allclose(res, torch.full_like(res, sigma * 6), rtol=0.06)
+
+
+def test_patch_dataset_cuts_real_windows(rng):
+    a = torch.rand(3, 1, 9, 8, generator=rng)
+    b = torch.rand(2, 1, 12, 12, generator=rng)
+    ds = PatchDataset([a, b], patch_size=3, n=41, seed=5)
+    again = PatchDataset([a, b], patch_size=3, n=41, seed=5)
+    assert len(ds) == 41 and torch.equal(ds.patches, again.patches)  # a pure function of the seed
+    assert not torch.equal(ds.patches, PatchDataset([a, b], patch_size=3, n=41, seed=6).patches)
+
+    def symmetries(q):  # the 8 flips/transposes of a square patch
+        outs = []
+        for t in (q, q.T):
+            outs += [t, t.flip(0), t.flip(1), t.flip(0).flip(1)]
+        return outs
+
+    windows = [F.unfold(s, 3).transpose(1, 2).reshape(-1, 3, 3) for s in (a, b)]  # every 3x3 window
+    # the first 21 patches come from a, the other 20 from b; each is a window under one of the 8 symmetries
+    for i in range(41):
+        src = windows[0] if i < 21 else windows[1]
+        q = ds[i][0]
+        assert any(bool((src == s).all((1, 2)).any()) for s in symmetries(q)), i

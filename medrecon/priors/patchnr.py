@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from medrecon.priors.base import load_frozen
 from medrecon.priors.flow import ActNorm, AffineCoupling, InvConv1x1, standard_normal_logpdf
 
-__all__ = ["PatchFlow", "image_patches", "patch_nll", "load_patchnr", "DEFAULT_WEIGHTS"]
+__all__ = ["DEFAULT_WEIGHTS", "PatchFlow", "image_patches", "load_patchnr", "patch_nll"]
 
 #: Bundled weights by image kind: ``"ct"`` for real-valued operators, ``"mri"`` for complex ones
 #: (see data/weights/patchnr_*.md for how each was made).
@@ -95,8 +95,8 @@ class PatchFlow(nn.Module):
             raise ValueError(f"n_couplings must be >= 1, got {n_couplings}")
         if inv_conv not in ("lu", "plain", "none"):
             raise ValueError(f"inv_conv must be 'lu', 'plain' or 'none', got {inv_conv!r}")
-        self.hparams = dict(patch_size=p, n_couplings=int(n_couplings), hidden=int(hidden), actnorm=bool(actnorm),
-                            inv_conv=inv_conv, seed=int(seed))
+        self.hparams = {"patch_size": p, "n_couplings": int(n_couplings), "hidden": int(hidden),
+                        "actnorm": bool(actnorm), "inv_conv": inv_conv, "seed": int(seed)}
         self.patch_size = self.image_size = p
         d = p * p
         self.latent_shape = (d,)

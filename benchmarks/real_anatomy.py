@@ -1,0 +1,313 @@
+"""Real-anatomy benchmark: sparse-angle CT (and undersampled MRI) on held-out patients, learned priors vs TV.
+
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate   # weights on TRAIN-split slices only
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py evaluate --oracle [--only ct128_a30]  # validation
+    python benchmarks/real_anatomy.py report      # merge the settings: JSON, table, figure
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate --quick   # smoke run (2 slices, 30 steps)
+
+Data (``medrecon.data.real``, fetched by ``make data``): CT validation = ``n_val`` slices spaced evenly
+over the held-out patient lung1 (the split's list); hyperparameters come from ``calibrate``, which sees
+only slices of the TRAIN split (lung2 + head; MRI: colin27) and writes
+``benchmarks/results/real_anatomy_calibration.json``. Nothing is tuned on validation slices; the
+``oracle`` rows (best weight of a small sweep against the validation ground truth) only measure how
+far the automatic weights are from the best one.
+
+Settings: parallel-beam CT at 128x128 with 10 and 30 angles over [0, pi) and 1 % Gaussian noise
+(``sigma = 0.01 mean |A x|`` per image, ``medrecon.experiment.build.simulate``, the noise of every
+image seeded by its id); one 256x256 CT setting (60 angles) shows the same PatchNR weights at
+another size. MRI (``--mri``): single-coil Cartesian, 4x and 8x equispaced masks with 8 % / 4 %
+centre, 1 % complex Gaussian noise.
+
+Methods: FBP / zero-filled (``direct``), TV with the discrepancy principle, PatchNR with the weight
+chosen on training slices (``patchnr``) and with the noise rule (``patchnr-noise``,
+``lam="noise"``). Metrics per slice: PSNR and SSIM with data range 1 (images are in [0, 1]); mean
++/- std over the slices; seconds per image (wall clock of the batch / batch size, one thread).
+
+``evaluate`` writes ``benchmarks/results/real_anatomy_<setting>.json`` (and ``.npz``, the figure's
+slice) per setting, so settings can run in parallel processes; ``report`` merges them into
+``real_anatomy.json``, ``real_anatomy.md`` (the table) and ``real_anatomy.png`` (one slice per
+setting: ground truth, methods, error maps with a colour bar).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrecon.data.real import load_corpus
+from medrecon.experiment.build import simulate
+from medrecon.methods import reconstruct
+from medrecon.metrics import psnr, ssim
+from medrecon.operators import ParallelBeamCT, SingleCoilMRI, make_mask
+from medrecon.utils_io import atomic_write_text, git_revision
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CALIBRATION = RESULTS / "real_anatomy_calibration.json"
+NOISE_LEVEL = 0.01
+
+#: (name, modality, image size, n_angles or acceleration)
+CT_SETTINGS = [("ct128_a30", "ct", 128, 30), ("ct128_a10", "ct", 128, 10)]
+CT256_SETTING = ("ct256_a60", "ct", 256, 60)
+MRI_SETTINGS = [("mri128_4x", "mri", 128, 4), ("mri128_8x", "mri", 128, 8)]
+
+#: Relative PatchNR weights tried by ``calibrate`` (on training slices).
+PATCHNR_GRID = (1e-7, 3e-7, 1e-6, 3e-6)
+
+
+def _operator(modality: str, size: int, param: int):
+    if modality == "ct":
+        return ParallelBeamCT(size, param)
+    center = {4: 0.08, 8: 0.04}[param]
+    return SingleCoilMRI(make_mask("equispaced", (size, size), param, center, seed=0))
+
+
+def _measure(op, x: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = A x + n per image, the noise of each image seeded by its id (order-independent)."""
+    xs = x.to(op.in_dtype) if op.in_complex else x
+    ys, sig = [], []
+    for i, name in enumerate(ids):
+        g = torch.Generator().manual_seed(zlib.crc32(f"real_anatomy/{name}".encode()))
+        y, s = simulate(op, xs[i: i + 1], NOISE_LEVEL, g)
+        ys.append(y)
+        sig.append(s)
+    return torch.cat(ys), torch.cat(sig)
+
+
+def _real(x: torch.Tensor) -> torch.Tensor:
+    return x.abs() if x.is_complex() else x
+
+
+def _scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[float]]:
+    t, p = x_true[:, 0].numpy(), _real(x)[:, 0].clamp(0, 1).numpy()
+    return ([psnr(t[i], p[i], data_range=1.0) for i in range(len(t))],
+            [ssim(t[i], p[i], data_range=1.0) for i in range(len(t))])
+
+
+def _patchnr_options(args, size: int = 128, **extra) -> dict:
+    """PatchNR options; the patches per step grow with the image area (the same coverage at 256 px)."""
+    return dict(n_iter=args.n_iter, n_patches=args.n_patches * (size // 128) ** 2, lr=args.lr, **extra)
+
+
+def _methods(setting: str, size: int, cal: dict, args) -> list[tuple[str, str, dict]]:
+    """The compared methods; PatchNR's weight is the one chosen on training slices for this setting
+    (settings without a calibration, e.g. 256 px, use the 128 px 30-angle weight: lam is relative)."""
+    lam = cal["patchnr"][setting]["lam"] if setting in cal.get("patchnr", {}) else cal["patchnr"]["default_lam"]
+    direct = ("direct", "fbp", {}) if setting.startswith("ct") else ("direct", "zero-filled", {})
+    methods = [
+        direct,
+        ("tv-discrepancy", "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}),
+        ("patchnr", "patchnr", _patchnr_options(args, size, lam=lam)),
+        ("patchnr-noise", "patchnr", _patchnr_options(args, size, lam="noise")),
+    ]
+    return [m for m in methods if not args.methods or m[0] in args.methods or m[0] == "direct"]
+
+
+def _run(op, y, method, options, sigma, seed):
+    opts = dict(options)
+    if opts.get("lam") in ("discrepancy", "noise"):
+        opts["noise_std"] = sigma
+    if method == "patchnr":
+        opts["generator"] = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    x = reconstruct(op, y, method, **opts)
+    return x, time.perf_counter() - t0
+
+
+def _summary(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
+# ------------------------------------------------------------------------------------------ calibrate
+def calibrate(args) -> int:
+    """Best PatchNR weight per setting on TRAIN-split slices, and the noise-rule constant c."""
+    settings = CT_SETTINGS + ([CT256_SETTING] if args.ct256 else []) + (MRI_SETTINGS if args.mri else [])
+    out: dict = {"what": "PatchNR weights chosen on TRAIN-split slices (never validation)",
+                 "n_slices": args.n_cal, "grid": list(PATCHNR_GRID), "noise_level": NOISE_LEVEL,
+                 "options": _patchnr_options(args), "load_avg": os.getloadavg(), "patchnr": {}}
+    for name, modality, size, param in settings:
+        corpus = load_corpus(modality, "train", size=size, slices=args.n_cal)
+        x = corpus.images
+        op = _operator(modality, size, param)
+        y, sigma = _measure(op, x, corpus.ids)
+        rows = []
+        for lam in PATCHNR_GRID:
+            xr, sec = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam), sigma, 0)
+            p, _ = _scores(x, xr)
+            rows.append({"lam": lam, "psnr": float(np.mean(p)), "psnr_each": p, "seconds": sec})
+            print(f"[calibrate] {name} lam={lam:g}: PSNR {np.mean(p):.2f} dB ({sec:.0f} s)", flush=True)
+        best = max(rows, key=lambda r: r["psnr"])
+        # c of lam = c sigma^2 / ||A||^2 that the best weight corresponds to (the noise rule uses 1/p^2)
+        c = best["lam"] * float(op.norm_squared()) / float(sigma.median()) ** 2
+        out["patchnr"][name] = {"lam": best["lam"], "c": c, "sweep": rows, "ids": corpus.ids,
+                                "sigma": sigma.tolist(), "norm_squared": float(op.norm_squared())}
+    out["patchnr"]["default_lam"] = out["patchnr"]["ct128_a30"]["lam"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.calibration, json.dumps(out, indent=1))
+    print(json.dumps({k: (v["lam"], round(v["c"], 3)) if isinstance(v, dict) else v
+                      for k, v in out["patchnr"].items()}), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+def evaluate(args) -> int:
+    """Each setting: methods on the validation slices -> ``<out stem>_<setting>.json`` and ``.npz`` (figure slice)."""
+    cal = json.loads(Path(args.calibration).read_text()) if Path(args.calibration).is_file() else None
+    if cal is None:
+        raise SystemExit(f"no calibration at {args.calibration}: run `python {sys.argv[0]} calibrate` first")
+    settings = CT_SETTINGS + ([CT256_SETTING] if args.ct256 else []) + (MRI_SETTINGS if args.mri else [])
+    if args.only:
+        settings = [s for s in settings if s[0] in args.only]
+    out = Path(args.out)
+    for name, modality, size, param in settings:
+        n_val = args.n_val if size == 128 else args.n_val_256
+        corpus = load_corpus(modality, "validation", size=size, slices=n_val)
+        x = corpus.images
+        op = _operator(modality, size, param)
+        y, sigma = _measure(op, x, corpus.ids)
+        entry = {"modality": modality, "size": size, "param": param, "ids": corpus.ids, "n": len(corpus.ids),
+                 "sigma_mean": float(sigma.mean()), "command": " ".join(sys.argv), "git": git_revision(),
+                 "torch": torch.__version__, "threads": torch.get_num_threads(), "methods": {}}
+        recon = {}
+        for label, method, options in _methods(name, size, cal, args):
+            load0 = os.getloadavg()[0]
+            xr, sec = _run(op, y, method, options, sigma, 0)
+            p, s = _scores(x, xr)
+            entry["methods"][label] = {"method": method, "options": dict(options), "psnr": _summary(p),
+                                       "ssim": _summary(s), "psnr_each": p, "seconds_per_image": sec / len(p),
+                                       "load_avg_1min": load0}
+            recon[label] = _real(xr)
+            print(f"[{name}] {label}: PSNR {np.mean(p):.2f} +/- {np.std(p, ddof=1) if len(p) > 1 else 0:.2f} dB, "
+                  f"SSIM {np.mean(s):.3f}, {sec / len(p):.1f} s/image (load {load0:.1f})", flush=True)
+        # the figure's slice: the median slice by direct-reconstruction PSNR
+        k = int(np.argsort(entry["methods"]["direct"]["psnr_each"])[len(corpus.ids) // 2])
+        entry["figure_slice"] = corpus.ids[k]
+        stem = out.with_name(f"{out.stem}_{name}")
+        np.savez_compressed(stem.with_suffix(".npz"), truth=x[k, 0].numpy(),
+                            **{lab: r[k, 0].numpy() for lab, r in recon.items()})
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(entry, indent=1))  # (again below with the oracle)
+        if args.oracle and "patchnr" in entry["methods"]:
+            # best weight per slice of a small sweep against the ground truth: measures the gap only
+            lam0 = entry["methods"]["patchnr"]["options"]["lam"]
+            best = np.asarray(entry["methods"]["patchnr"]["psnr_each"])
+            best_lam = np.full(len(best), lam0)
+            for f in (1 / 3, 3.0):
+                xr, _ = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam0 * f), sigma, 0)
+                p = np.asarray(_scores(x, xr)[0])
+                best_lam = np.where(p > best, lam0 * f, best_lam)
+                best = np.maximum(best, p)
+            gaps = {lab: float(np.mean(best - np.asarray(entry["methods"][lab]["psnr_each"])))
+                    for lab in ("patchnr", "patchnr-noise") if lab in entry["methods"]}
+            entry["oracle"] = {"grid_factors": [1 / 3, 1, 3], "psnr": _summary(best.tolist()),
+                               "best_lam_each": best_lam.tolist(), "gap_db": gaps}
+            print(f"[{name}] oracle sweep: PSNR {best.mean():.2f} dB; gaps {gaps}", flush=True)
+            atomic_write_text(stem.with_suffix(".json"), json.dumps(entry, indent=1))
+    return 0
+
+
+def report(args) -> int:
+    """Merge the per-setting files into ``<out>.json``, the table ``<out>.md`` and the figure ``<out>.png``."""
+    out = Path(args.out)
+    settings = {}
+    for name, *_ in CT_SETTINGS + [CT256_SETTING] + MRI_SETTINGS:
+        f = out.with_name(f"{out.stem}_{name}.json")
+        if f.is_file():
+            settings[name] = json.loads(f.read_text())
+    if not settings:
+        raise SystemExit(f"no per-setting results next to {out}: run `evaluate` first")
+    results = {"noise_level": NOISE_LEVEL, "calibration": str(args.calibration), "settings": settings}
+    atomic_write_text(out, json.dumps(results, indent=1))
+    _table(results, out.with_suffix(".md"))
+    rows = {}
+    for name, entry in settings.items():
+        arrays = np.load(out.with_name(f"{out.stem}_{name}.npz"))
+        rows[name] = (torch.from_numpy(arrays["truth"]),
+                      {lab: torch.from_numpy(arrays[lab]) for lab in entry["methods"]}, entry["figure_slice"])
+    if not args.no_figure:
+        _figure(rows, results, out.with_suffix(".png"))
+    return 0
+
+
+def _table(results: dict, path: Path) -> None:
+    lines = ["| setting | method | PSNR (dB) | SSIM | s / image |", "|---|---|---|---|---|"]
+    for name, entry in results["settings"].items():
+        for label, m in entry["methods"].items():
+            lines.append(f"| {name} (n={entry['n']}) | {label} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
+                         f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f} |")
+        if "oracle" in entry:
+            o = entry["oracle"]
+            lines.append(f"| {name} (n={entry['n']}) | patchnr, oracle weight (x1/3, 1, 3 per slice) | "
+                         f"{o['psnr']['mean']:.2f} +/- {o['psnr']['std']:.2f} | | |")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _figure(rows: dict, results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_methods = max(len(m) for _, m, _ in rows.values())
+    fig, axes = plt.subplots(2 * len(rows), n_methods + 1, figsize=(2.2 * (n_methods + 1), 4.4 * len(rows)),
+                             squeeze=False)
+    for r, (name, (gt, recon, sid)) in enumerate(rows.items()):
+        top, bottom = axes[2 * r], axes[2 * r + 1]
+        top[0].imshow(gt.numpy(), cmap="gray", vmin=0, vmax=1)
+        top[0].set_title(f"{name}\n{sid} truth", fontsize=8)
+        bottom[0].axis("off")
+        err_max = 0.2
+        for c, (label, img) in enumerate(recon.items(), start=1):
+            p = results["settings"][name]["methods"][label]["psnr_each"][results["settings"][name]["ids"].index(sid)]
+            top[c].imshow(img.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            top[c].set_title(f"{label}\n{p:.2f} dB", fontsize=8)
+            im = bottom[c].imshow((img - gt).abs().numpy(), cmap="inferno", vmin=0, vmax=err_max)
+            bottom[c].set_title("|error|", fontsize=8)
+        fig.colorbar(im, ax=list(bottom[1:]), fraction=0.02, pad=0.01)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    print(f"figure written to {path}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("command", choices=["calibrate", "evaluate", "report"])
+    ap.add_argument("--n-val", type=int, default=16, help="validation slices at 128 px (spaced evenly)")
+    ap.add_argument("--n-val-256", type=int, default=4, help="validation slices of the 256 px setting")
+    ap.add_argument("--n-cal", type=int, default=3, help="training slices used by calibrate")
+    ap.add_argument("--n-iter", type=int, default=450, help="PatchNR Adam steps")
+    ap.add_argument("--n-patches", type=int, default=1024, help="PatchNR patches per image and step")
+    ap.add_argument("--lr", type=float, default=5e-3, help="PatchNR Adam step")
+    ap.add_argument("--tv-iter", type=int, default=200, help="PDHG iterations per TV solve")
+    ap.add_argument("--ct256", action="store_true", help="add the 256x256 CT setting")
+    ap.add_argument("--mri", action="store_true", help="add the MRI settings")
+    ap.add_argument("--oracle", action="store_true", help="measure the gap to the best of a small weight sweep")
+    ap.add_argument("--only", nargs="*", help="run only these settings (e.g. ct128_a30)")
+    ap.add_argument("--methods", nargs="*", help="run only these methods (labels; 'direct' always runs)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 slices, 30 steps")
+    ap.add_argument("--no-figure", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--calibration", default=str(CALIBRATION))
+    ap.add_argument("--out", default=str(RESULTS / "real_anatomy.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.n_val, args.n_val_256, args.n_cal, args.n_iter, args.tv_iter = 2, 2, 2, 30, 50
+        if args.out == str(RESULTS / "real_anatomy.json"):
+            args.out = str(RESULTS / "real_anatomy_quick.json")
+        if args.command == "calibrate" and args.calibration == str(CALIBRATION):
+            args.calibration = str(RESULTS / "real_anatomy_calibration_quick.json")
+    return {"calibrate": calibrate, "evaluate": evaluate, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
