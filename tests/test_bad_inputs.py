@@ -251,6 +251,7 @@ CASES = [
      2, "'images.n' must be >= 1"),
     # --- outputs
     ("output-exists", R, ["{good}", "--out", "{root}/previous"], 2, "already exists and is not empty"),
+    ("output-is-cwd", R, ["{good}", "--out", ".", "--overwrite"], 2, "is the working directory or contains it"),
     ("output-is-file", R, ["{good}", "--out", "{root}/a_file", "--overwrite"],
      2, "exists and is not a directory"),
     # --- failures while running (exit 1), the previous results untouched

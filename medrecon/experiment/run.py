@@ -41,6 +41,10 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
     """An existing non-empty ``out_dir`` is an error unless ``overwrite`` (then the old results are
     replaced by the new ones as a whole once the run completes; nothing else in the directory is deleted)."""
     out_dir = Path(out_dir)
+    cwd = Path.cwd().resolve()
+    if out_dir.exists() and (out_dir.resolve() == cwd or out_dir.resolve() in cwd.parents):
+        raise OutputExistsError(f"output directory {out_dir} is the working directory or contains it; results are "
+                                "swapped in as a whole folder: choose a dedicated --out")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise OutputExistsError(f"output path {out_dir} exists and is not a directory")
