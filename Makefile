@@ -35,6 +35,7 @@ data: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ct_operators.py --threads 2
 	$(PY) benchmarks/mri_operators.py
+	$(PY) benchmarks/methods.py --images 2  # per-method s/image and PSNR, with deepinv when .venv-deepinv exists
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-__all__ = ["ThreadChoice", "available_cores", "choose_threads", "configure_threads", "ENV_VAR"]
+__all__ = ["ENV_VAR", "ThreadChoice", "available_cores", "choose_threads", "configure_threads"]
 
 ENV_VAR = "MEDRECON_THREADS"
 _CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" or "max <period>"

@@ -39,8 +39,9 @@ import os
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -51,19 +52,19 @@ from medrecon.priors.tv import total_variation
 from medrecon.utils_io import atomic_write_text
 
 __all__ = [
-    "Hourglass",
-    "DIPTrace",
     "DIPResult",
-    "StoppingRule",
-    "WindowedVarianceStopping",
-    "PlateauVarianceStopping",
+    "DIPTrace",
     "DiscrepancyStopping",
     "FixedSteps",
-    "windowed_variance",
+    "Hourglass",
+    "PlateauVarianceStopping",
+    "StoppingRule",
+    "WindowedVarianceStopping",
     "ema_sequence",
     "fit_dip",
     "reconstruct_dip",
     "reconstruct_dip_tv",
+    "windowed_variance",
 ]
 
 # --------------------------------------------------------------------------- paper constants
@@ -140,7 +141,7 @@ def _block(c_in: int, c_out: int, k: int, stride: int, slope: float) -> list[nn.
 class _Level(nn.Module):
     """One level: skip branch, down block, the deeper levels, upsampling and the up block."""
 
-    def __init__(self, c_in: int, c_down: int, c_skip: int, c_up: int, deeper: "_Level | None",
+    def __init__(self, c_in: int, c_down: int, c_skip: int, c_up: int, deeper: _Level | None,
                  k: int, k_skip: int, upsample: str, slope: float) -> None:
         super().__init__()
         self.skip = nn.Sequential(*_block(c_in, c_skip, k_skip, 1, slope)) if c_skip > 0 else None

@@ -19,8 +19,9 @@ own ``tol`` rule, stated in each docstring.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -28,7 +29,7 @@ from torch import Tensor
 from medrecon.operators.base import LinearOperator
 from medrecon.operators.gradient import FINITE_DIFFERENCE_2D_NORM_BOUND, FiniteDifference2D
 
-__all__ = ["conjugate_gradient", "least_squares", "pdhg_tv", "minimize", "Callback", "WarmStart"]
+__all__ = ["Callback", "WarmStart", "conjugate_gradient", "least_squares", "minimize", "pdhg_tv"]
 
 Callback = Callable[[int, Tensor, dict], object]
 """``callback(k, x, info) -> bool | None``; returning ``True`` stops the solver."""

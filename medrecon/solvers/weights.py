@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ from torch import Tensor
 from medrecon.operators.base import LinearOperator
 from medrecon.solvers.variational import WarmStart
 
-__all__ = ["sweep_weight", "discrepancy_weight", "SweepResult", "DEFAULT_GRID"]
+__all__ = ["DEFAULT_GRID", "SweepResult", "discrepancy_weight", "sweep_weight"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in torch.logspace(-5, 0, 11, dtype=torch.float64))
 """Relative weights tried by ``lam="sweep"``: 1e-5 ... 1 in half decades."""
