@@ -40,7 +40,9 @@ def _positive_or_rule(v: object) -> str | None:
     """vae-soft's lam: > 0 (its x-step divides by it) or a rule."""
     if isinstance(v, str):
         return _LAM(v)
-    return None if number(0.0, strict=True)(v) is None else "a number > 0 or " + " or ".join(map(repr, AUTO_RULES))
+    if number(0.0, strict=True)(v) is None:
+        return None
+    return "a finite number > 0 or " + " or ".join(map(repr, AUTO_RULES))
 
 
 _SOFT_LAM: Check = _positive_or_rule
