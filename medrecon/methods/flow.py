@@ -29,7 +29,8 @@ __all__ = ["reconstruct_flow"]
 
 @register_method(
     "flow",
-    checks={"lam": weight_or_rule(*AUTO_RULES), "lr": optional(number(0.0, strict=True)), "init": one_of("inverse", "zeros", "random"),
+    checks={"lam": weight_or_rule(*AUTO_RULES), "lr": optional(number(0.0, strict=True)),
+            "init": one_of("inverse", "zeros", "random"),
             "optimizer": one_of("adam", "lbfgs"), "mode": one_of("latent", "map")},
     aliases={"gamma": "lam"},
     value_aliases={"init": {"zero": "zeros"}},

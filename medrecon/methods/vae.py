@@ -154,9 +154,9 @@ def reconstruct_soft(
     vae, z0, w = _setup(op, y, weights, restarts, generator)
 
     def run(sel: slice, lam_k: float) -> Tensor:
-        res = soft_range_solve(op, y[sel], vae.decode, z0[:, sel], lam=max(lam_k, 1e-30), mu=mu, n_iter=n_iter,
-                               z_steps=z_steps, z_lr=z_lr, cg_iter=cg_iter, data_weight=w, tol=tol,
-                               callback=callback)
+        res = soft_range_solve(op, y[sel], vae.decode, z0[:, sel], lam=max(lam_k, 1e-30), mu=mu,
+                               n_iter=n_iter, z_steps=z_steps, z_lr=z_lr, cg_iter=cg_iter, data_weight=w,
+                               tol=tol, callback=callback)
         return res.x.detach()
 
     return resolve_learned_weight(lam, "vae-soft", "vae-soft", run, op, y, noise_std=noise_std, tau=tau,

@@ -76,14 +76,14 @@ def _std(noise_std: float | Tensor | None, b: int, name: str, rule: str) -> Tens
         std = std.expand(b)
     if (isinstance(noise_std, bool) or std.shape != (b,) or not bool(torch.isfinite(std).all())
             or not bool((std > 0).all())):
-        raise ValueError(f"{name}: noise_std must be a finite number > 0 (or {b} of them, one per batch element), "
-                         f"got {noise_std!r}")
+        raise ValueError(f"{name}: noise_std must be a finite number > 0 (or {b} of them, one per batch "
+                         f"element), got {noise_std!r}")
     return std
 
 
 def noise_rule_weight(method: str, op: LinearOperator, noise_std: float | Tensor, *, batch: int = 1,
                       n_pixels: int | None = None, mu: float | None = None) -> Tensor:
-    """The MAP weight ``lam (B,)`` float64 of ``method`` for noise std ``noise_std`` (table in the module doc).
+    """The MAP weight ``lam (B,)`` float64 of ``method`` for noise std ``noise_std`` (module doc's table).
 
     ``method``: a key of :data:`LEARNED_PRIOR_RULES`; ``n_pixels``: D (``flow-map``); ``mu``: vae-soft's
     latent weight.
@@ -102,7 +102,8 @@ def noise_rule_weight(method: str, op: LinearOperator, noise_std: float | Tensor
         lam = lam * n_pixels
     if method == "vae-soft":
         if mu is None or not mu > 0:
-            raise ValueError(f"vae-soft: the noise rule needs mu > 0 (lam = sigma^2 / (mu ||A||^2)), got mu={mu}")
+            raise ValueError(f"vae-soft: the noise rule needs mu > 0 (lam = sigma^2 / (mu ||A||^2)), "
+                             f"got mu={mu}")
         lam = lam / mu
     return lam
 
@@ -143,8 +144,8 @@ def resolve_learned_weight(
         return per_element(run, lam_t.expand(b) if lam_t.numel() == 1 else lam_t)
 
     if lam == "noise":
-        return solve(noise_rule_weight(rule, op, _std(noise_std, b, name, "noise"), batch=b, n_pixels=n_pixels,
-                                       mu=mu))
+        std = _std(noise_std, b, name, "noise")
+        return solve(noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu))
     if lam == "discrepancy":
         std = _std(noise_std, b, name, "discrepancy")
         start = noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu)
