@@ -23,7 +23,10 @@ Per slice and acceleration (equispaced, 4x with 8 % and 8x with 4 % centre colum
 
     python benchmarks/mri_fullsize.py [--slices 1 2] [--threads 2] [--dip-steps 0]
 
-Writes benchmarks/results/mri_fullsize.json and .md.
+Writes benchmarks/results/mri_fullsize.json and .md. ``--figure`` instead draws the README figure from the
+CLI runs of ``configs/mri_fullsize_{4x,8x}.yaml`` (their fastMRI leaderboard files and metrics):
+
+    python benchmarks/mri_fullsize.py --figure outputs/mri_fullsize_4x outputs/mri_fullsize_8x
 """
 from __future__ import annotations
 
@@ -168,6 +171,83 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+FIGURE_METHODS = ("zero-filled", "sense", "tv")
+PRIORS = ("patchnr", "dip", "dip-tv", "flow", "vae-soft", "csgm")
+
+
+def figure(run_dirs: list[str], out: Path, slice_pos: int = 0) -> Path:
+    """Target, zero-filled, SENSE, TV and the best prior (highest volume PSNR) of each run, |error| below
+    each, one grey and one error colour bar; slice ``slice_pos`` of each run's volume."""
+    import csv
+
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medrecon.utils_io import atomic_write
+
+    rows_of = []
+    for d in map(Path, run_dirs):
+        with open(d / "metrics_volumes.csv") as f:
+            vols = {r["method"]: r for r in csv.DictReader(f)}
+        priors = [m for m in vols if m.split("-")[0] in {p.split("-")[0] for p in PRIORS}]
+        best = max(priors, key=lambda m: float(vols[m]["psnr"])) if priors else None
+        methods = [m for m in FIGURE_METHODS if m in vols] + ([best] if best else [])
+        volume = vols[methods[0]]["volume"]
+        import yaml
+
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        with h5py.File(ROOT / cfg["measured"]["path"], "r") as f:
+            slices = cfg["measured"]["slices"]
+            target = f["reconstruction_rss"][slices[slice_pos]]
+            vmax = float(f.attrs["max"])
+        recs = {}
+        for m in methods:
+            with h5py.File(d / "recon" / m / volume, "r") as f:
+                recs[m] = f["reconstruction"][slice_pos]
+        label = f"{cfg['operator']['acceleration']:g}x"
+        rows_of.append((label, target, vmax, methods, recs, vols))
+    n_col = 1 + max(len(r[3]) for r in rows_of)
+    panel = 1.6
+    fig, axes = plt.subplots(2 * len(rows_of), n_col + 1, figsize=(panel * n_col + 0.5, panel * 1.12 * 2 * len(rows_of)),
+                             squeeze=False, gridspec_kw={"width_ratios": [1] * n_col + [0.06]})
+    err_max = max(float(np.abs(rec - t).max()) for _, t, _, ms, recs, _ in rows_of for rec in recs.values()) / 4
+    for r, (label, target, vmax, methods, recs, vols) in enumerate(rows_of):
+        top, bottom = axes[2 * r], axes[2 * r + 1]
+        grey = top[0].imshow(target, cmap="gray", vmin=0, vmax=vmax)
+        top[0].set_title(f"{label}: target (RSS)", fontsize=7)
+        bottom[0].axis("off")
+        for j, m in enumerate(methods, start=1):
+            top[j].imshow(recs[m], cmap="gray", vmin=0, vmax=vmax)
+            top[j].set_title(f"{label} {m}: {float(vols[m]['psnr']):.2f} dB", fontsize=7)
+            err = bottom[j].imshow(np.abs(recs[m] - target), cmap="magma", vmin=0, vmax=err_max)
+        for j in range(len(methods) + 1, n_col):
+            top[j].axis("off")
+            bottom[j].axis("off")
+        for ax in (*top[:n_col], *bottom[:n_col]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        cb = fig.colorbar(grey, cax=top[n_col])
+        cb.ax.tick_params(labelsize=6)
+        cb = fig.colorbar(err, cax=bottom[n_col])
+        cb.ax.tick_params(labelsize=6)
+        bottom[1].set_ylabel("|error|", fontsize=7)
+    fig.subplots_adjust(left=0.02, right=0.95, top=0.95, bottom=0.02, wspace=0.05, hspace=0.18)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=80, format="png")
+    small = Image.open(buf).convert("RGB").quantize(colors=128)  # a palette PNG: about a third of the bytes
+    atomic_write(out, lambda p: small.save(p, format="PNG", optimize=True))
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT / "outputs" / "fastmri_fullsize"))
@@ -177,7 +257,12 @@ def main(argv=None) -> int:
                         help="full: the file's 640x368 k-space; cropped: readout oversampling removed (320x368)")
     parser.add_argument("--dip-steps", type=int, default=0, help="also time DIP (ESPIRiT maps) for this many steps")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri_fullsize"))
+    parser.add_argument("--figure", nargs="+", metavar="RUN_DIR", help="draw the README figure from these runs")
+    parser.add_argument("--figure-out", default=str(ROOT / "docs" / "mri_fullsize.png"))
     args = parser.parse_args(argv)
+    if args.figure:
+        print(figure(args.figure, Path(args.figure_out)))
+        return 0
     result = run(args)
     from medrecon.utils_io import atomic_write_text
 
