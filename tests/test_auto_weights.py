@@ -41,9 +41,14 @@ def test_noise_rules_closed_form():
     assert noise_rule_weight("csgm", op, 0.1).item() == pytest.approx(s2 / 4, rel=1e-3)
     assert noise_rule_weight("gan-d", op, 0.1).item() == pytest.approx(2 * s2 / 4, rel=1e-3)
     assert noise_rule_weight("flow-latent", op, 0.1).item() == pytest.approx(s2 / 4, rel=1e-3)
-    flow_map = noise_rule_weight("flow-map", op, 0.1, n_pixels=16).item()
+    flow_map = noise_rule_weight("flow-map", op, 0.1, n_pixels=16, calibrated=False).item()
     assert flow_map == pytest.approx(2 * 16 * s2 / 4, rel=1e-3)
-    assert noise_rule_weight("vae-soft", op, 0.1, mu=0.01).item() == pytest.approx(s2 / 4 / 0.01, rel=1e-3)
+    soft = noise_rule_weight("vae-soft", op, 0.1, mu=0.01, calibrated=False).item()
+    assert soft == pytest.approx(s2 / 4 / 0.01, rel=1e-3)
+    # lam="noise" uses the calibrated weight: 10x the MAP weight for vae-soft and flow MAP only
+    assert noise_rule_weight("vae-soft", op, 0.1, mu=0.01).item() == pytest.approx(10 * soft, rel=1e-6)
+    flow_map_noise = noise_rule_weight("flow-map", op, 0.1, n_pixels=16).item()
+    assert flow_map_noise == pytest.approx(10 * flow_map, rel=1e-6)
     per = noise_rule_weight("csgm", op, torch.tensor([0.1, 0.2]), batch=2)
     assert per.tolist() == pytest.approx([s2 / 4, 4 * s2 / 4], rel=1e-3)
 
