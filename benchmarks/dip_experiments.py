@@ -124,7 +124,7 @@ def part_ct() -> tuple[list[dict], dict]:
     rows = _run_baseline("ct30", names, op, y, truth, "fbp")
     rows += _run_baseline("ct30", names, op, y, truth, "tv", lam=5e-5, n_iter=300)  # the config's TV
     r, tr1 = _run_dip("ct30", names, op, y, truth, "dip", n_iter=N_ITER)
-    r2, tr2 = _run_dip("ct30", names, op, y, truth, "dip-tv", n_iter=N_ITER, tv_weight=TV_WEIGHT_CT)
+    r2, tr2 = _run_dip("ct30", names, op, y, truth, "dip-tv", n_iter=N_ITER, lam=TV_WEIGHT_CT)
     return rows + r + r2, {**tr1, **tr2}
 
 
@@ -135,7 +135,7 @@ def part_mri() -> tuple[list[dict], dict]:
         rows += _run_baseline(task, names, op, y, truth, "zero-filled")
         rows += _run_baseline(task, names, op, y, truth, "tv", lam=3e-3, n_iter=300)  # the config's TV
         r, t1 = _run_dip(task, names, op, y, truth, "dip", n_iter=N_ITER)
-        r2, t2 = _run_dip(task, names, op, y, truth, "dip-tv", n_iter=N_ITER, tv_weight=TV_WEIGHT_MRI)
+        r2, t2 = _run_dip(task, names, op, y, truth, "dip-tv", n_iter=N_ITER, lam=TV_WEIGHT_MRI)
         rows += r + r2
         traces.update(t1)
         traces.update(t2)
@@ -211,7 +211,7 @@ def part_denoise_discrepancy() -> tuple[list[dict], dict]:
 
 def _val_run(task, op, y, truth, tv_weight):
     res = fit_dip(op, y, x_true=truth, generator=torch.Generator().manual_seed(0), channels=CHANNELS,
-                  n_iter=VAL_N_ITER, tv_weight=tv_weight, stopping="none")
+                  n_iter=VAL_N_ITER, lam=tv_weight, stopping="none")
     tr = res.traces[0]
     best_step, best = tr.best_psnr
     row = {"task": task, "tv_weight": tv_weight, "best_step": best_step, "best_psnr": round(best, 3),

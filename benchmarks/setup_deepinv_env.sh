@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Create a separate virtual environment for the deepinv peer of benchmarks/ct_operators.py.
+# Create a separate virtual environment for the deepinv peers of benchmarks/ct_operators.py and
+# benchmarks/methods.py (which runs benchmarks/deepinv_peer.py with it and skips deepinv, with a note, without it).
 #
 # deepinv needs torchvision to import, and torchvision from the registry does not import beside
 # the CPU torch 2.13.0 of medrecon's .venv (see shared ENVIRONMENT.md). torch==2.14.1 and
 # torchvision==0.29.1 install from the local cache as a matched pair (about 6 GB), so deepinv
-# gets its own venv. Not called by the Makefile; run it once by hand:
-#     bash benchmarks/setup_deepinv_env.sh            # creates .venv-deepinv in the repo root
+# gets its own venv. Not called by the Makefile (large); run it once by hand, e.g. in the background:
+#     nice bash benchmarks/setup_deepinv_env.sh       # creates .venv-deepinv in the repo root (~6 GB)
 #     VENV=/some/where bash benchmarks/setup_deepinv_env.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

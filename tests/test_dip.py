@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import medrecon
+from medrecon.methods.dip import reconstruct_dip
 from medrecon.operators import DiagonalOperator, Identity
 from medrecon.operators.restoration import Downsampling, Grayscale
 from medrecon.priors.dip import (
@@ -17,12 +18,11 @@ from medrecon.priors.dip import (
     ema_sequence,
     fit_dip,
     max_depth,
-    reconstruct_dip,
     windowed_variance,
 )
 from medrecon.priors.tv import total_variation
 
-TINY_NET = dict(depth=2, channels=8, skip_channels=2, input_depth=4)
+TINY_NET = {"depth": 2, "channels": 8, "skip_channels": 2, "input_depth": 4}
 
 
 
@@ -121,7 +121,7 @@ def test_tv_term_is_in_the_loss():
     op = Identity((9, 8))
     y = torch.rand(1, 1, 9, 8, generator=_gen(0))
     seen = []
-    res = fit_dip(op, y, n_iter=1, **TINY_NET, tv_weight=0.3, output="iterate", stopping="none",
+    res = fit_dip(op, y, n_iter=1, **TINY_NET, lam=0.3, output="iterate", stopping="none",
                   callback=lambda k, x, info: seen.append(x.clone()), generator=_gen(0))
     t = res.traces[0]
     data = 0.5 * float(((seen[0] - y) ** 2).sum())
@@ -257,7 +257,8 @@ def test_trace_is_written(tmp_path):
     assert len(t["loss"]) == len(t["psnr"]) == len(t["psnr_ema"]) == len(t["variance"]) == 6
     assert t["stop_reason"] and t["settings"]["n_iter"] == 6 and t["psnr_returned"] is not None
     res = fit_dip(op, y, n_iter=6, depth=2, channels=4, trace_path=str(tmp_path / "t.csv"))
-    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    with open(tmp_path / "t.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 12 and sum(int(r["returned"]) for r in rows) == 2
     assert res.traces[1].n_steps == 6
     assert not list(tmp_path.glob(".tmp-*"))  # atomic write left no temporary file
@@ -371,3 +372,14 @@ def test_stopping_rules_share_one_protocol():
     assert disc.reason.startswith("discrepancy: ||Ax-y||^2 = 0.8")
     with pytest.raises(ValueError, match="threshold must be > 0"):
         DiscrepancyStopping(0.0)
+
+
+def test_old_names_still_work_with_a_warning():
+    import medrecon.priors.dip as dip_module
+
+    y = torch.rand(1, 1, 8, 8, generator=_gen(0))
+    with pytest.warns(DeprecationWarning, match="tv_weight is deprecated, use lam"):
+        res = fit_dip(Identity((8, 8)), y, n_iter=1, **TINY_NET, tv_weight=0.2, stopping="none")
+    assert res.traces[0].settings["lam"] == 0.2
+    with pytest.warns(DeprecationWarning, match="moved to medrecon.methods.dip"):
+        assert dip_module.reconstruct_dip is reconstruct_dip

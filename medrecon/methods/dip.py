@@ -15,12 +15,11 @@ from .registry import register_method
 __all__ = ["reconstruct_dip", "reconstruct_dip_tv"]
 
 
-@register_method("dip", options_from=fit_dip, exclude=("tv_weight",), aliases={"tv_weight": "lam"})
+@register_method("dip", options_from=fit_dip, exclude=("lam", "tv_weight"), aliases={"tv_weight": "lam"})
 def reconstruct_dip(op: LinearOperator, y: Tensor, *, lam: float = 0.0, **options) -> Tensor:
     """x = f_theta*(z), theta* = argmin 1/2 ||A f_theta(z) - y||^2 (+ lam ||A||^2 TV): Deep Image Prior.
 
-    ``y (B, C, *out) -> x (B, C, *in)``; the options are :func:`medrecon.priors.dip.fit_dip`'s (``lam``
-    is its ``tv_weight``). The trace (loss, iterate variance, PSNR when ``x_true`` is given, where and
+    ``y (B, C, *out) -> x (B, C, *in)``; the options are :func:`medrecon.priors.dip.fit_dip`'s. The trace (loss, iterate variance, PSNR when ``x_true`` is given, where and
     why it stopped) goes to ``trace_path``.
 
     >>> import torch
@@ -29,10 +28,10 @@ def reconstruct_dip(op: LinearOperator, y: Tensor, *, lam: float = 0.0, **option
     >>> reconstruct_dip(Identity((8, 8)), y, n_iter=3, depth=2, channels=4).shape
     torch.Size([1, 1, 8, 8])
     """
-    return fit_dip(op, y, tv_weight=lam, **options).x
+    return fit_dip(op, y, lam=lam, **options).x
 
 
-@register_method("dip-tv", options_from=fit_dip, exclude=("tv_weight",), aliases={"tv_weight": "lam"})
+@register_method("dip-tv", options_from=fit_dip, exclude=("lam", "tv_weight"), aliases={"tv_weight": "lam"})
 def reconstruct_dip_tv(op: LinearOperator, y: Tensor, *, lam: float = 1e-3, **options) -> Tensor:
     """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + lam ||A||^2 TV(f_theta(z)): DIP-TV (Liu et al. 2019).
 
@@ -40,4 +39,4 @@ def reconstruct_dip_tv(op: LinearOperator, y: Tensor, *, lam: float = 1e-3, **op
     times ``||A||^2``); the DIP already regularises, so a smaller weight than TV alone needs is usual.
     Other options as :func:`medrecon.priors.dip.fit_dip`.
     """
-    return fit_dip(op, y, tv_weight=lam, **options).x
+    return fit_dip(op, y, lam=lam, **options).x

@@ -18,7 +18,7 @@ recovers a natural-looking image long before the network fits the noise. This mo
   the windowed moving variance of the iterates (ES-WMV: Wang, Li, Zhuang, Chen, Liang and Sun,
   "Early stopping for deep image prior", TMLR 2023, arXiv:2112.06074) or, when the noise level
   is known, Morozov's discrepancy principle.
-* :func:`reconstruct_dip` / :func:`reconstruct_dip_tv`: the registered methods ``dip`` and ``dip-tv``.
+* the registered methods ``dip`` and ``dip-tv`` live in :mod:`medrecon.methods.dip` (thin wrappers of :func:`fit_dip`).
 
 The paper's settings (supplementary material, denoising/super-resolution): input depth 32 with
 ``z ~ U(0, 1/10)``, 5 levels of 128 channels down and up, 4 skip channels, 3x3 convolutions
@@ -62,8 +62,6 @@ __all__ = [
     "WindowedVarianceStopping",
     "ema_sequence",
     "fit_dip",
-    "reconstruct_dip",
-    "reconstruct_dip_tv",
     "windowed_variance",
 ]
 
@@ -422,7 +420,7 @@ class PlateauVarianceStopping:
         self._wmv = _WindowedVariance(window)
         self.window = int(window)
         self.patience = int(patience)
-        self.first_step = max(int(warmup), int(math.ceil(min_fraction * n_iter)))
+        self.first_step = max(int(warmup), math.ceil(min_fraction * n_iter))
         self.plateau_tol = float(plateau_tol)
         self.rise = float(rise)
         self._losses: deque[float] = deque(maxlen=2 * self.window)
@@ -604,7 +602,7 @@ def fit_dip(
     ema: float = PAPER_EMA,
     output: str = "ema",
     output_activation: str | None = "auto",
-    tv_weight: float = 0.0,
+    lam: float = 0.0,
     stopping: str = "wmv-plateau",
     window: int = DEFAULT_WINDOW,
     patience: int = DEFAULT_PATIENCE,
@@ -620,8 +618,9 @@ def fit_dip(
     trace_path: str | os.PathLike | None = None,
     run_to_end: bool = False,
     network: nn.Module | None = None,
+    tv_weight: float | None = None,
 ) -> DIPResult:
-    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + tv_weight ||A||^2 TV(f_theta(z)); ``y (B, C, *out) -> x (B, C, *in)``.
+    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + lam ||A||^2 TV(f_theta(z)); ``y (B, C, *out) -> x (B, C, *in)``.
 
     Each image of the batch gets its own network and noise input (drawn in order from
     ``generator``; ``None`` means a generator seeded with 0, so runs repeat). Images are the last
@@ -636,8 +635,9 @@ def fit_dip(
         output: ``"ema"`` or ``"iterate"``: which estimate is returned (and judged by the trace's PSNR).
         output_activation: ``"auto"``: sigmoid for real images (the paper; images in [0, 1]), linear for
             complex ones; or ``"sigmoid"`` / ``None``.
-        tv_weight: DIP-TV weight, relative as the ``tv`` method's ``lam``: the objective is
-            ``1/2 ||A f - y||^2 + tv_weight ||A||^2 TV(f)`` (so it does not depend on the operator's scale).
+        lam: DIP-TV weight, relative as the ``tv`` method's ``lam``: the objective is
+            ``1/2 ||A f - y||^2 + lam ||A||^2 TV(f)`` (so it does not depend on the operator's scale).
+            ``tv_weight`` is its deprecated old name.
         stopping: ``"wmv-plateau"`` (default; :class:`PlateauVarianceStopping`: ES-WMV armed only after
             ``min_fraction * n_iter`` steps and a data-loss plateau, firing on a clear rise of the variance;
             no ground truth, no noise level), ``"eswmv"`` (alias ``"wmv"``: the published ES-WMV rule,
@@ -666,6 +666,9 @@ def fit_dip(
     :class:`WindowedVarianceStopping`, :class:`DiscrepancyStopping`, :class:`FixedSteps`), one per image.
     The network runs in the channels-last memory format (measured 1.2-1.4x faster per step on CPU).
     """
+    if tv_weight is not None:
+        warnings.warn("fit_dip: tv_weight is deprecated, use lam", DeprecationWarning, stacklevel=2)
+        lam = tv_weight
     stopping, output, output_activation = _check_options(
         op, y, n_iter=n_iter, stopping=stopping, noise_std=noise_std, input_noise=input_noise, ema=ema,
         output=output, output_activation=output_activation, x_true=x_true)
@@ -684,7 +687,7 @@ def fit_dip(
     settings = dict(n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
                     input_depth=input_depth, upsample=upsample, input_noise=input_noise, input_scale=input_scale,
                     perturbation=perturbation, ema=ema, output=output, output_activation=output_activation,
-                    tv_weight=tv_weight, stopping=stopping, window=window, patience=patience, warmup=warmup,
+                    lam=lam, stopping=stopping, window=window, patience=patience, warmup=warmup,
                     min_fraction=min_fraction, plateau_tol=plateau_tol, rise=rise,
                     noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
                     tau=tau, network=type(network).__name__ if network is not None else "Hourglass")
@@ -710,7 +713,7 @@ def fit_dip(
 
     fit = _Fit(op, out_channels=out_channels, input_depth=input_depth, input_noise=input_noise,
                input_scale=input_scale, perturbation=perturbation, lr=lr, ema=ema, output=output,
-               tv_weight=tv_weight, n_iter=n_iter, window=window, run_to_end=run_to_end, callback=callback,
+               lam=lam, n_iter=n_iter, window=window, run_to_end=run_to_end, callback=callback,
                generator=generator)
     flat_y = y.reshape(b * c, 1, *op.out_shape)
     flat_true = x_true.reshape(b * c, 1, *op.in_shape) if x_true is not None else None
@@ -774,7 +777,7 @@ class _Fit:
     """The fitting loop of one image: Adam on the network weights, EMA of the outputs, a stopping rule."""
 
     def __init__(self, op: LinearOperator, *, out_channels: int, input_depth: int, input_noise: str,
-                 input_scale: float, perturbation: float, lr: float, ema: float, output: str, tv_weight: float,
+                 input_scale: float, perturbation: float, lr: float, ema: float, output: str, lam: float,
                  n_iter: int, window: int, run_to_end: bool, callback: Callable | None,
                  generator: torch.Generator) -> None:
         self.op = op
@@ -785,7 +788,7 @@ class _Fit:
         self.spatial = tuple(op.in_shape[-2:])
         self.extra = math.prod(op.in_shape[:-2])
         # DIP-TV weight relative to ||A||^2, as the ``tv`` method's lam (1/2||Ax-y||^2 + lam ||A||^2 TV(x)).
-        self.tv_scale = tv_weight * op.norm_squared() if tv_weight > 0 else 0.0
+        self.tv_scale = lam * op.norm_squared() if lam > 0 else 0.0
 
     def to_image(self, out: Tensor) -> Tensor:
         """(1, out_channels, H, W) -> (1, 1, *in_shape); complex images are pairs of channels."""
@@ -882,94 +885,11 @@ class _VarianceMonitor:
         self.variance = self._wmv.update(x)
 
 
-# --------------------------------------------------------------------------- registered methods
-def reconstruct_dip(
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    n_iter: int = DEFAULT_N_ITER,
-    lr: float = PAPER_LR,
-    depth: int = PAPER_DEPTH,
-    channels: int = DEFAULT_CHANNELS,
-    skip_channels: int = PAPER_SKIP_CHANNELS,
-    input_depth: int = PAPER_INPUT_DEPTH,
-    upsample: str = "bilinear",
-    input_noise: str = "uniform",
-    perturbation: float = PAPER_SIGMA_P,
-    ema: float = PAPER_EMA,
-    output: str = "ema",
-    tv_weight: float = 0.0,
-    stopping: str = "wmv-plateau",
-    window: int = DEFAULT_WINDOW,
-    patience: int = DEFAULT_PATIENCE,
-    warmup: int = 0,
-    min_fraction: float = DEFAULT_MIN_FRACTION,
-    plateau_tol: float = DEFAULT_PLATEAU_TOL,
-    rise: float = DEFAULT_RISE,
-    noise_std: float | Tensor | None = None,
-    tau: float = 1.0,
-    x_true: Tensor | None = None,
-    callback: Callable | None = None,
-    generator: torch.Generator | None = None,
-    trace_path: str | os.PathLike | None = None,
-) -> Tensor:
-    """x = f_theta*(z), theta* = argmin 1/2 ||A f_theta(z) - y||^2: Deep Image Prior, ``y (B, C, *out) -> x (B, C, *in)``.
-
-    The registered method ``dip``; options as :func:`fit_dip`. The trace (loss, iterate
-    variance, PSNR when ``x_true`` is given, where and why it stopped) goes to ``trace_path``.
-
-    >>> from medrecon.operators import Identity
-    >>> y = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    >>> reconstruct_dip(Identity((8, 8)), y, n_iter=3, depth=2, channels=4).shape
-    torch.Size([1, 1, 8, 8])
-    """
-    return fit_dip(op, y, n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
-                   input_depth=input_depth, upsample=upsample, input_noise=input_noise, perturbation=perturbation,
-                   ema=ema, output=output, tv_weight=tv_weight, stopping=stopping, window=window,
-                   patience=patience, warmup=warmup, min_fraction=min_fraction,
-                   plateau_tol=plateau_tol, rise=rise, noise_std=noise_std, tau=tau, x_true=x_true, callback=callback,
-                   generator=generator, trace_path=trace_path).x
+# --------------------------------------------------------------------------- old names
+_MOVED = {"reconstruct_dip": "medrecon.methods.dip", "reconstruct_dip_tv": "medrecon.methods.dip"}
 
 
-def reconstruct_dip_tv(
-    op: LinearOperator,
-    y: Tensor,
-    *,
-    tv_weight: float = 1e-3,
-    n_iter: int = DEFAULT_N_ITER,
-    lr: float = PAPER_LR,
-    depth: int = PAPER_DEPTH,
-    channels: int = DEFAULT_CHANNELS,
-    skip_channels: int = PAPER_SKIP_CHANNELS,
-    input_depth: int = PAPER_INPUT_DEPTH,
-    upsample: str = "bilinear",
-    input_noise: str = "uniform",
-    perturbation: float = PAPER_SIGMA_P,
-    ema: float = PAPER_EMA,
-    output: str = "ema",
-    stopping: str = "wmv-plateau",
-    window: int = DEFAULT_WINDOW,
-    patience: int = DEFAULT_PATIENCE,
-    warmup: int = 0,
-    min_fraction: float = DEFAULT_MIN_FRACTION,
-    plateau_tol: float = DEFAULT_PLATEAU_TOL,
-    rise: float = DEFAULT_RISE,
-    noise_std: float | Tensor | None = None,
-    tau: float = 1.0,
-    x_true: Tensor | None = None,
-    callback: Callable | None = None,
-    generator: torch.Generator | None = None,
-    trace_path: str | os.PathLike | None = None,
-) -> Tensor:
-    """theta* = argmin 1/2 ||A f_theta(z) - y||^2 + tv_weight ||A||^2 TV(f_theta(z)): DIP-TV (Liu et al., ICASSP 2019).
+def __getattr__(name: str):
+    from medrecon._deprecated import moved
 
-    The registered method ``dip-tv``. ``tv_weight`` is relative like the ``tv`` method's ``lam``
-    (isotropic TV of :func:`medrecon.priors.tv.total_variation`, times ``||A||^2``); the DIP already
-    regularises, so a smaller weight than TV alone needs is usual. Other options as :func:`fit_dip`.
-    """
-    return fit_dip(op, y, n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
-                   input_depth=input_depth, upsample=upsample, input_noise=input_noise, perturbation=perturbation,
-                   ema=ema, output=output, tv_weight=tv_weight, stopping=stopping, window=window,
-                   patience=patience, warmup=warmup, min_fraction=min_fraction,
-                   plateau_tol=plateau_tol, rise=rise, noise_std=noise_std, tau=tau, x_true=x_true, callback=callback,
-                   generator=generator, trace_path=trace_path).x
+    return moved(__name__, name, _MOVED)
