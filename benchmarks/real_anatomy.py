@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate   # weights on TRAIN-split slices only
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py evaluate --oracle [--only ct128_a30]  # validation
     python benchmarks/real_anatomy.py report      # merge the settings: JSON, table, figure
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py diagnose  # 10 angles: PatchNR from FBP vs from TV (train slices)
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate --quick   # smoke run (2 slices, 30 steps)
 
 Data (``medrecon.data.real``, fetched by ``make data``): CT validation = ``n_val`` slices spaced evenly
@@ -212,6 +213,29 @@ def evaluate(args) -> int:
     return 0
 
 
+def diagnose(args) -> int:
+    """CT 10 angles on the calibration's TRAIN slices: TV vs PatchNR from FBP vs PatchNR started from the TV image.
+
+    Separates the prior from the optimisation: if the TV start beats TV while the FBP start does not, the
+    loss at 10 angles comes from the start (streaks), not from the patch prior.
+    """
+    cal = json.loads(Path(args.calibration).read_text())
+    corpus = load_corpus("ct", "train", size=128, slices=args.n_cal)
+    x = corpus.images
+    op = _operator("ct", 128, 10)
+    y, sigma = _measure(op, x, corpus.ids)
+    lam = cal["patchnr"]["ct128_a10"]["lam"]
+    x_tv, _ = _run(op, y, "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}, sigma, 0)
+    out = {"ids": corpus.ids, "lam": lam, "tv": _scores(x, x_tv)[0]}
+    x_fbp, _ = _run(op, y, "patchnr", _patchnr_options(args, lam=lam), sigma, 0)
+    out["patchnr_from_fbp"] = _scores(x, x_fbp)[0]
+    x_p, _ = _run(op, y, "patchnr", _patchnr_options(args, lam=lam, x0=x_tv), sigma, 0)
+    out["patchnr_from_tv"] = _scores(x, x_p)[0]
+    print(json.dumps(out), flush=True)
+    atomic_write_text(Path(args.out).with_name("real_anatomy_diagnosis_a10.json"), json.dumps(out, indent=1))
+    return 0
+
+
 def report(args) -> int:
     """Merge the per-setting files into ``<out>.json``, the table ``<out>.md`` and the figure ``<out>.png``."""
     out = Path(args.out)
@@ -280,7 +304,7 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["calibrate", "evaluate", "report"])
+    ap.add_argument("command", choices=["calibrate", "evaluate", "diagnose", "report"])
     ap.add_argument("--n-val", type=int, default=16, help="validation slices at 128 px (spaced evenly)")
     ap.add_argument("--n-val-256", type=int, default=4, help="validation slices of the 256 px setting")
     ap.add_argument("--n-cal", type=int, default=3, help="training slices used by calibrate")
@@ -306,7 +330,7 @@ def main(argv=None) -> int:
             args.out = str(RESULTS / "real_anatomy_quick.json")
         if args.command == "calibrate" and args.calibration == str(CALIBRATION):
             args.calibration = str(RESULTS / "real_anatomy_calibration_quick.json")
-    return {"calibrate": calibrate, "evaluate": evaluate, "report": report}[args.command](args)
+    return {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
