@@ -8,8 +8,10 @@ picks the count, first match wins:
 2. ``MEDRECON_THREADS`` (medrecon's own override);
 3. ``OMP_NUM_THREADS`` (the OpenMP convention, which torch also reads at import);
 4. otherwise the cores available to this process (its CPU affinity, ``os.sched_getaffinity``,
-   capped by a cgroup CPU quota when one is set) divided by the number of processes that torchrun
-   started on this machine (``LOCAL_WORLD_SIZE``), at least 1.
+   capped by a cgroup CPU quota when one is set), less the cores other jobs keep busy (the 1-minute
+   load average, rounded), divided by the number of processes that torchrun started on this machine
+   (``LOCAL_WORLD_SIZE``), at least 1. On a 2-core machine that another job keeps busy this gives one
+   thread: two threads there made one PDHG iteration 6x slower (README, "Threads").
 
 :func:`configure_threads` applies the choice with ``torch.set_num_threads`` and returns it, with the
 reason, so that callers can say what they chose. Library code never calls it: only entry points do
@@ -81,11 +83,19 @@ def _positive_int(value: str | int, name: str) -> int:
     return n
 
 
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        return 0.0
+
+
 def choose_threads(requested: int | None = None, *, environ: Mapping[str, str] | None = None,
-                   cores: int | None = None) -> ThreadChoice:
+                   cores: int | None = None, load: float | None = None) -> ThreadChoice:
     """The thread count for this process and why (see the module doc for the order of the rules).
 
-    ``environ`` defaults to ``os.environ``; ``cores`` to :func:`available_cores` (both for tests).
+    ``environ`` defaults to ``os.environ``, ``cores`` to :func:`available_cores`, ``load`` to the
+    1-minute load average (all three for tests).
     """
     env = os.environ if environ is None else environ
     if requested is not None:
@@ -96,10 +106,13 @@ def choose_threads(requested: int | None = None, *, environ: Mapping[str, str] |
         if value:
             return ThreadChoice(_positive_int(value, name), f"{name}={value}")
     n_cores = available_cores() if cores is None else int(cores)
+    busy = min(n_cores - 1, max(0, round(_load_average() if load is None else load)))
     local = env.get("LOCAL_WORLD_SIZE", "").strip()
     n_local = _positive_int(local, "LOCAL_WORLD_SIZE") if local else 1
-    n = max(1, n_cores // n_local)
+    n = max(1, (n_cores - busy) // n_local)
     reason = f"{n_cores} available core{'s' if n_cores != 1 else ''}"
+    if busy:
+        reason += f", {busy} busy with other jobs (load average)"
     if n_local > 1:
         reason += f" shared by {n_local} local processes (LOCAL_WORLD_SIZE)"
     return ThreadChoice(n, reason)

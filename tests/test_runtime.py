@@ -13,11 +13,19 @@ def test_order_of_the_rules():
     del env[ENV_VAR]
     assert choose_threads(environ=env, cores=8).threads == 5  # then OMP_NUM_THREADS
     del env["OMP_NUM_THREADS"]
-    choice = choose_threads(environ=env, cores=8)
+    choice = choose_threads(environ=env, cores=8, load=0.0)
     assert choice.threads == 4 and "LOCAL_WORLD_SIZE" in choice.reason  # torchrun: cores shared by 2 ranks
-    assert choose_threads(environ={}, cores=8).threads == 8
-    assert choose_threads(environ={"LOCAL_WORLD_SIZE": "4"}, cores=2).threads == 1  # never below 1
-    assert choose_threads(environ={ENV_VAR: " "}, cores=2).threads == 2  # blank means unset
+    assert choose_threads(environ={}, cores=8, load=0.2).threads == 8
+    assert choose_threads(environ={"LOCAL_WORLD_SIZE": "4"}, cores=2, load=0.0).threads == 1  # never below 1
+    assert choose_threads(environ={ENV_VAR: " "}, cores=2, load=0.0).threads == 2  # blank means unset
+
+
+def test_cores_busy_with_other_jobs_are_left_to_them():
+    busy = choose_threads(environ={}, cores=2, load=1.2)
+    assert busy.threads == 1 and "1 busy with other jobs" in busy.reason
+    assert choose_threads(environ={}, cores=8, load=3.4).threads == 5
+    assert choose_threads(environ={}, cores=2, load=14.0).threads == 1  # at least one
+    assert choose_threads(environ={"OMP_NUM_THREADS": "2"}, cores=2, load=14.0).threads == 2  # explicit wins
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two"])
