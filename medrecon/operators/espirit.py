@@ -7,7 +7,8 @@ region) is fully sampled:
 1. **Calibration matrix.** Every ``k x k`` block (``k = kernel_size``, 6 as in the paper, smaller
    when the calibration region has fewer than 12 columns) of the
    calibration region, over all coils, is one row of length ``coils * k * k``.
-2. **Signal subspace and null space.** Its SVD ``U S V^H``: the right singular vectors with
+2. **Signal subspace and null space.** Its SVD ``U S V^H`` (computed as the eigen-decomposition of the
+   ``coils k^2``-square Gram matrix, in complex128): the right singular vectors with
    ``s > kernel_threshold * s_max`` span the signal subspace ``V_par``; the rest is the null space (the
    GRAPPA-like k-space relations that every block of fully sampled data satisfies). Keeping the
    projector ``P = V_par V_par^H`` and dropping the null space is the same thing.
@@ -19,15 +20,15 @@ region) is fully sampled:
    exactly from the ``(2k - 1)^2`` cross-correlations of the kernels (not one FFT per kernel) and
    evaluated row block by row block; power iterations (or ``torch.linalg.eigh``) give its top
    eigenpair per pixel.
-4. **Crop.** Where the top eigenvalue is below ``crop`` (outside the object, where no coil sees
-   signal) the maps are zero.
+4. **Crop.** Where the top eigenvalue is below ``crop`` (outside the object, and in signal voids
+   inside it: no signal, no sensitivity information) the maps are zero.
 
 Only the first set of maps (the top eigenvector) is returned. Eigenvectors have a free phase per
 pixel: ``phase="image"`` (default) fixes it so that the coil combination ``sum_c conj(S_c) x_c`` of the
 low-resolution ACS image is real and positive (the maps then carry the smooth low-resolution phase of
 the image, as the low-resolution estimator's maps do, and a SENSE image is close to real and
 non-negative where the image phase is smooth); ``phase="first-coil"`` makes coil 0 real and positive
-(sigpy's and BART's convention). Either way the maps are unit-norm per pixel inside the crop.
+(sigpy's convention). Either way the maps are unit-norm per pixel inside the crop.
 
 The defaults (kernel 6, singular-value threshold 0.02, crop 0.95) are those of sigpy's
 ``sigpy.mri.app.EspiritCalib``, against which ``tests/test_espirit.py`` checks this module.
@@ -54,7 +55,7 @@ __all__ = [
     "espirit_maps",
 ]
 
-#: kernel width of the calibration blocks (Uecker et al. 2014; sigpy's and BART's default).
+#: kernel width of the calibration blocks (Uecker et al. 2014; sigpy's default).
 ESPIRIT_KERNEL_SIZE = 6
 #: singular values kept: ``s > 0.02 s_max`` (sigpy ``EspiritCalib(thresh=0.02)``).
 ESPIRIT_THRESHOLD = 0.02
