@@ -294,6 +294,9 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
             top[c].set_title(f"{label}\n{p:.2f} dB", fontsize=8)
             im = bottom[c].imshow((img - gt).abs().numpy(), cmap="inferno", vmin=0, vmax=err_max)
             bottom[c].set_title("|error|", fontsize=8)
+        for c in range(len(recon) + 1, n_methods + 1):  # fewer methods in this setting: blank cells
+            top[c].axis("off")
+            bottom[c].axis("off")
         fig.colorbar(im, ax=list(bottom[1:]), fraction=0.02, pad=0.01)
     for ax in axes.ravel():
         ax.set_xticks([])
