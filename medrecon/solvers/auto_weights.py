@@ -26,10 +26,10 @@ be a number (relative to ``||A||^2``, as documented by each method) or one of
   The calibration was chosen on TRAIN-split images only (``benchmarks/auto_weights.py``, 30-angle CT,
   1 % noise, weights swept in decades around the MAP weight): on MNIST training digits and ellipse
   phantoms of the training seed, the best decade for ``vae-soft`` and ``flow`` MAP was 10x the MAP
-  weight (the MAP weight itself lost 0.1-0.7 dB); for the latent methods the MAP weight was within
-  0.1 dB of the best. A learned density is sharper than the images' true one (the flow's
-  dequantised likelihood, the decoder's range distance smaller than ``sqrt(mu)``), so the prior
-  needs more weight than the MAP weight gives it.
+  weight (the MAP weight itself lost 0.07-0.4 dB for vae-soft, 0.7-3.4 dB for flow MAP); for the
+  latent methods the MAP weight was within 0.4 dB of the best. The learned densities need more
+  weight than the MAP weight gives them. The factor is not universal: with the weaker real-CT 128
+  priors the MAP weight did better (``benchmarks/results/priors_ct128.json``).
 * ``"discrepancy"``: Morozov's discrepancy principle through
   :func:`medrecon.solvers.weights.discrepancy_weight` (secant/regula falsi on ``log lam``, started at
   the ``"noise"`` weight): the ``lam`` whose residual is ``||A x - y|| = tau * noise_std * sqrt(m)``.
