@@ -14,11 +14,13 @@ reconstructed with
 * ``lam="discrepancy"`` (``tau = 1``).
 
 Reported per method and split: mean PSNR per grid weight, the best fixed weight of the grid (mean over
-the images) and the per-image oracle (best grid weight per image), and the gaps
-``best - rule`` in dB for ``noise`` and ``discrepancy``. The rules have no fitted constant, so nothing
-is tuned; the TRAIN split (MNIST train digits, ellipse phantoms of seed 0, CT subjects lung2 + head) is
-where the rules were developed and the gap is REPORTED on the validation images (MNIST held-out
-digits, ellipses of seed 1, CT subject lung1). Writes ``benchmarks/results/auto_weights.json``.
+the images) and the per-image oracle (best grid weight per image), and the gaps ``best - rule`` in dB
+for the MAP weight (``map_weight``), ``lam="noise"`` (the MAP weight times
+``medrecon.solvers.auto_weights.CALIBRATION``) and ``lam="discrepancy"``. The one fitted constant,
+the calibration factor, was chosen on the TRAIN split (MNIST train digits, ellipse phantoms of seed 0;
+CT: subjects lung2 + head); the gaps are REPORTED on the validation images (MNIST held-out digits,
+ellipses of seed 1, CT subject lung1). ``--rescore FILES`` merges runs (e.g. one per prior or method).
+Writes ``benchmarks/results/auto_weights.json``.
 """
 from __future__ import annotations
 
@@ -186,7 +188,11 @@ def rescore(paths: list[str], out: str) -> int:
     merged: dict = {}
     for path in paths:
         part = json.loads(Path(path).read_text())
-        priors = {**merged.get("priors", {}), **part.pop("priors")}
+        priors = merged.get("priors", {})
+        for prior, splits in part.pop("priors").items():  # merge down to the methods (runs with --only)
+            for split, res in splits.items():
+                have = priors.setdefault(prior, {}).setdefault(split, {**res, "methods": {}})
+                have["methods"].update(res["methods"])
         merged = {**merged, **part, "priors": priors}
     for splits in merged["priors"].values():
         for split in splits.values():
