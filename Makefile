@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medrecon-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench data clean-venv
+.PHONY: setup lint test demo bench data clean-venv
 
 setup: $(STAMP)
 
@@ -21,7 +21,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	touch $(STAMP)
 
 # pytest exit code 5 (no test collected) counts as a failure.
-test: $(STAMP)
+LINT_PATHS := medrecon tests benchmarks scripts
+
+# ruff (rule set and reasons in pyproject.toml) runs before the tests: a lint failure fails `make test`.
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -22,6 +22,7 @@ CT: subjects lung2 + head); the gaps are REPORTED on the validation images (MNIS
 ellipses of seed 1, CT subject lung1). ``--rescore FILES`` merges runs (e.g. one per prior or method).
 Writes ``benchmarks/results/auto_weights.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,14 +76,25 @@ def _methods(prior: str, n_iter: int) -> list[tuple[str, str, str, dict]]:
     vae, flow, gan = (WEIGHTS / f"{kind}_{prior}.pt" for kind in ("vae", "flow", "gan"))
     out = []
     if vae.exists():
-        out += [("vae-range", "vae-range", "vae-range", {"weights": str(vae), "n_iter": n_iter, "restarts": 2}),
-                ("vae-soft", "vae-soft", "vae-soft", {"weights": str(vae), "n_iter": max(10, n_iter // 5)})]
+        out += [
+            ("vae-range", "vae-range", "vae-range", {"weights": str(vae), "n_iter": n_iter, "restarts": 2}),
+            ("vae-soft", "vae-soft", "vae-soft", {"weights": str(vae), "n_iter": max(10, n_iter // 5)}),
+        ]
     if flow.exists():
-        out += [("flow-latent", "flow", "flow-latent", {"weights": str(flow), "mode": "latent", "n_iter": n_iter}),
-                ("flow-map", "flow", "flow-map", {"weights": str(flow), "mode": "map", "n_iter": n_iter})]
+        out += [
+            (
+                "flow-latent",
+                "flow",
+                "flow-latent",
+                {"weights": str(flow), "mode": "latent", "n_iter": n_iter},
+            ),
+            ("flow-map", "flow", "flow-map", {"weights": str(flow), "mode": "map", "n_iter": n_iter}),
+        ]
     if gan.exists():
-        out += [("csgm", "csgm", "csgm", {"weights": str(gan), "n_iter": n_iter, "restarts": 2}),
-                ("gan-d", "gan-d", "gan-d", {"weights": str(gan), "n_iter": n_iter, "restarts": 2})]
+        out += [
+            ("csgm", "csgm", "csgm", {"weights": str(gan), "n_iter": n_iter, "restarts": 2}),
+            ("gan-d", "gan-d", "gan-d", {"weights": str(gan), "n_iter": n_iter, "restarts": 2}),
+        ]
     return out
 
 
@@ -111,9 +123,17 @@ def _score_rules(row: dict, rule: str) -> dict:
     for key, decade in (("map_weight", 0), ("noise", round(math.log10(CALIBRATION.get(rule, 1.0))))):
         k = DECADES.index(decade)
         psnr_k = row["psnr_grid_mean"][k]
-        row[key] = {"lam": row["grid"][k], "decade": decade, "psnr": psnr_k, "gap_db": round(best - psnr_k, 3),
-                    "gap_oracle_db": (round(row["oracle_per_image_psnr"] - float(per_image[k].mean()), 3)
-                                      if per_image is not None else None)}
+        row[key] = {
+            "lam": row["grid"][k],
+            "decade": decade,
+            "psnr": psnr_k,
+            "gap_db": round(best - psnr_k, 3),
+            "gap_oracle_db": (
+                round(row["oracle_per_image_psnr"] - float(per_image[k].mean()), 3)
+                if per_image is not None
+                else None
+            ),
+        }
     return row
 
 
@@ -125,18 +145,32 @@ def evaluate(prior: str, split: str, n: int, angles: int, n_iter: int, only: lis
     ys, sig = [], []
     for i, name in enumerate(ids):
         g = torch.Generator().manual_seed(zlib.crc32(f"auto_weights/{name}".encode()))
-        y, s = simulate(op, x_true[i: i + 1], NOISE_LEVEL, g)
+        y, s = simulate(op, x_true[i : i + 1], NOISE_LEVEL, g)
         ys.append(y)
         sig.append(s)
     y, sigma = torch.cat(ys), torch.cat(sig)
     m = int(np.prod(op.out_shape))
-    out = {"n_images": n, "ids": ids, "size": size, "angles": angles, "sigma_mean": float(sigma.mean()),
-           "methods": {}}
+    out = {
+        "n_images": n,
+        "ids": ids,
+        "size": size,
+        "angles": angles,
+        "sigma_mean": float(sigma.mean()),
+        "methods": {},
+    }
     for label, method, rule, options in _methods(prior, n_iter):
         if only and label not in only:
             continue
-        lam0 = float(noise_rule_weight(rule, op, float(sigma.mean()), n_pixels=size * size,
-                                       mu=options.get("mu", 1e-2), calibrated=False))  # the MAP weight
+        lam0 = float(
+            noise_rule_weight(
+                rule,
+                op,
+                float(sigma.mean()),
+                n_pixels=size * size,
+                mu=options.get("mu", 1e-2),
+                calibrated=False,
+            )
+        )  # the MAP weight
         grid = [lam0 * 10.0**k for k in DECADES]
         psnr_grid, secs = [], []
         for lam in grid:
@@ -151,34 +185,51 @@ def evaluate(prior: str, split: str, n: int, angles: int, n_iter: int, only: lis
         res = torch.linalg.vector_norm((op(x.real if not op.in_complex else x) - y).flatten(1), dim=1)
         ratio = (res / (sigma * math.sqrt(m))).numpy()
         row = {
-            "grid": grid, "psnr_grid_mean": p.mean(1).round(3).tolist(),
+            "grid": grid,
+            "psnr_grid_mean": p.mean(1).round(3).tolist(),
             "psnr_grid_per_image": p.round(3).tolist(),
-            "best_fixed": {"lam": grid[best_fixed], "decade": DECADES[best_fixed],
-                           "psnr": round(float(p[best_fixed].mean()), 3)},
+            "best_fixed": {
+                "lam": grid[best_fixed],
+                "decade": DECADES[best_fixed],
+                "psnr": round(float(p[best_fixed].mean()), 3),
+            },
             "oracle_per_image_psnr": round(oracle, 3),
-            "discrepancy": {"psnr": round(float(p_disc.mean()), 3),
-                            "gap_db": round(float(p[best_fixed].mean() - p_disc.mean()), 3),
-                            "gap_oracle_db": round(oracle - float(p_disc.mean()), 3),
-                            "residual_over_target": [round(float(r), 3) for r in ratio],
-                            "seconds_per_image": round(s_d / n, 2), "warnings": sorted(set(warn))},
+            "discrepancy": {
+                "psnr": round(float(p_disc.mean()), 3),
+                "gap_db": round(float(p[best_fixed].mean() - p_disc.mean()), 3),
+                "gap_oracle_db": round(oracle - float(p_disc.mean()), 3),
+                "residual_over_target": [round(float(r), 3) for r in ratio],
+                "seconds_per_image": round(s_d / n, 2),
+                "warnings": sorted(set(warn)),
+            },
             "seconds_per_image_one_weight": round(float(np.mean(secs)) / n, 2),
         }
         out["methods"][label] = row = _score_rules(row, rule)
-        print(f"{prior:10s} {split:5s} {label:12s} best {row['best_fixed']['psnr']:6.2f} (k={DECADES[best_fixed]:+d}) "
-              f"oracle {oracle:6.2f} | noise {row['noise']['psnr']:6.2f} (gap {row['noise']['gap_db']:5.2f}) "
-              f"| discrepancy {row['discrepancy']['psnr']:6.2f} (gap {row['discrepancy']['gap_db']:5.2f}, "
-              f"res/target {np.mean(ratio):.2f})", flush=True)
+        print(
+            f"{prior:10s} {split:5s} {label:12s} best {row['best_fixed']['psnr']:6.2f} (k={DECADES[best_fixed]:+d}) "
+            f"oracle {oracle:6.2f} | noise {row['noise']['psnr']:6.2f} (gap {row['noise']['gap_db']:5.2f}) "
+            f"| discrepancy {row['discrepancy']['psnr']:6.2f} (gap {row['discrepancy']['gap_db']:5.2f}, "
+            f"res/target {np.mean(ratio):.2f})",
+            flush=True,
+        )
     return out
 
 
 def _table(result: dict) -> None:
-    table = [("| prior | method | best fixed weight (val) | lam='noise': gap | MAP weight: gap | "
-             "lam='discrepancy': gap |"), "|---|---|---|---|---|---|"]
+    table = [
+        (
+            "| prior | method | best fixed weight (val) | lam='noise': gap | MAP weight: gap | "
+            "lam='discrepancy': gap |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for prior, splits in result["priors"].items():
         for label, row in splits.get("val", {}).get("methods", {}).items():
-            table.append(f"| {prior} | {label} | {row['best_fixed']['psnr']:.2f} dB (10^{row['best_fixed']['decade']}"
-                         f" x MAP) | {row['noise']['gap_db']:.2f} dB | {row['map_weight']['gap_db']:.2f} dB | "
-                         f"{row['discrepancy']['gap_db']:.2f} dB |")
+            table.append(
+                f"| {prior} | {label} | {row['best_fixed']['psnr']:.2f} dB (10^{row['best_fixed']['decade']}"
+                f" x MAP) | {row['noise']['gap_db']:.2f} dB | {row['map_weight']['gap_db']:.2f} dB | "
+                f"{row['discrepancy']['gap_db']:.2f} dB |"
+            )
     result["table_val"] = table
 
 
@@ -216,8 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-iter", type=int, default=150)
     ap.add_argument("--quick", action="store_true", help="2 images, 20 iterations (smoke run)")
     ap.add_argument("--out", default=str(RESULTS / "auto_weights.json"))
-    ap.add_argument("--rescore", nargs="*", default=None,
-                    help="only merge these result files and recompute the rule entries into --out")
+    ap.add_argument(
+        "--rescore",
+        nargs="*",
+        default=None,
+        help="only merge these result files and recompute the rule entries into --out",
+    )
     args = ap.parse_args(argv)
     if args.rescore:
         return rescore(args.rescore, args.out)
@@ -225,17 +280,30 @@ def main(argv: list[str] | None = None) -> int:
         args.n_train = args.n_val = 2
         args.n_iter = 20
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    result = {"what": "gap in dB between the best swept weight and the automatic weights (issue 16)",
-              "calibration": dict(CALIBRATION),
-              "noise_level": NOISE_LEVEL, "decades": list(DECADES), "n_iter": args.n_iter,
-              "git": git_revision(), "load_average_start": os.getloadavg(), "priors": {}}
+    result = {
+        "what": "gap in dB between the best swept weight and the automatic weights (issue 16)",
+        "calibration": dict(CALIBRATION),
+        "noise_level": NOISE_LEVEL,
+        "decades": list(DECADES),
+        "n_iter": args.n_iter,
+        "git": git_revision(),
+        "load_average_start": os.getloadavg(),
+        "priors": {},
+    }
     t0 = time.time()
     for prior in args.priors:
-        if prior == "ct128" and not (WEIGHTS / "vae_ct128.pt").exists() and not (WEIGHTS / "flow_ct128.pt").exists():
+        if (
+            prior == "ct128"
+            and not (WEIGHTS / "vae_ct128.pt").exists()
+            and not (WEIGHTS / "flow_ct128.pt").exists()
+        ):
             print("ct128: no data/weights/{vae,flow}_ct128.pt; skipped", file=sys.stderr)
             continue
-        result["priors"][prior] = {split: evaluate(prior, split, n, args.angles, args.n_iter, args.only)
-                                   for split, n in (("train", args.n_train), ("val", args.n_val)) if n > 0}
+        result["priors"][prior] = {
+            split: evaluate(prior, split, n, args.angles, args.n_iter, args.only)
+            for split, n in (("train", args.n_train), ("val", args.n_val))
+            if n > 0
+        }
     result["seconds"] = round(time.time() - t0, 1)
     result["load_average_end"] = os.getloadavg()
     _table(result)

@@ -16,6 +16,7 @@ Writes ``benchmarks/results/ct_operators.json`` and prints a markdown table.
 
     python benchmarks/ct_operators.py [--threads 1] [--repeats 5] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,9 +86,14 @@ def run_deepinv(cases, threads: int, repeats: int) -> tuple[dict, str]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with tempfile.TemporaryDirectory() as tmp:  # run outside the repo: no medrecon on its path
         try:
-            proc = subprocess.run([str(DEEPINV_PYTHON), "-c", _DEEPINV_SCRIPT, str(threads), str(repeats),
-                                   json.dumps(cases)], capture_output=True, text=True, timeout=1500, cwd=tmp,
-                                  env=env)
+            proc = subprocess.run(
+                [str(DEEPINV_PYTHON), "-c", _DEEPINV_SCRIPT, str(threads), str(repeats), json.dumps(cases)],
+                capture_output=True,
+                text=True,
+                timeout=1500,
+                cwd=tmp,
+                env=env,
+            )
         except subprocess.TimeoutExpired:
             return {}, "not run (timed out)"
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:")), None)
@@ -114,14 +120,16 @@ def time_case(n: int, n_angles: int, batch: int, repeats: int, loop_repeats: int
     default = ParallelBeamCT(n, n_angles)  # backend="auto"
     y = default(x)
     res[f"medrecon default ({default.backend})"] = _median_ms_per_image(
-        lambda: (default(x), default.adjoint(y)), batch, repeats)
+        lambda: (default(x), default.adjoint(y)), batch, repeats
+    )
     for backend in ("astra", "odl"):
         if backend == "astra" and batch == 1:
             continue  # timed below, interleaved with raw ASTRA
         op = ParallelBeamCT(n, n_angles, backend=backend)
         reps = repeats if batch == 1 else loop_repeats
-        res[f"medrecon {backend}"] = _median_ms_per_image(lambda: (op(x), op.adjoint(y)), batch, reps,
-                                                          warmup=batch == 1)
+        res[f"medrecon {backend}"] = _median_ms_per_image(
+            lambda op=op: (op(x), op.adjoint(y)), batch, reps, warmup=batch == 1
+        )
         del op
 
     # raw ASTRA: FP/BP algorithms on linked buffers, created once; only the runs are timed
@@ -172,13 +180,18 @@ def time_case(n: int, n_angles: int, batch: int, repeats: int, loop_repeats: int
         from odl.applications import tomo
         from odl.contrib.torch import OperatorModule
     space = odl.uniform_discr([-n / 2, -n / 2], [n / 2, n / 2], (n, n), dtype="float32")
-    geometry = tomo.Parallel2dGeometry(odl.nonuniform_partition(default.angles),
-                                       odl.uniform_partition(-default.n_detectors / 2, default.n_detectors / 2,
-                                                             default.n_detectors))
+    geometry = tomo.Parallel2dGeometry(
+        odl.nonuniform_partition(default.angles),
+        odl.uniform_partition(-default.n_detectors / 2, default.n_detectors / 2, default.n_detectors),
+    )
     ray = tomo.RayTransform(space, geometry, impl="astra_cpu")
     fwd_module, adj_module = OperatorModule(ray), OperatorModule(ray.adjoint)
-    res["ODL OperatorModule"] = _median_ms_per_image(lambda: (fwd_module(x), adj_module(y)), batch,
-                                                     repeats if batch == 1 else loop_repeats, warmup=batch == 1)
+    res["ODL OperatorModule"] = _median_ms_per_image(
+        lambda: (fwd_module(x), adj_module(y)),
+        batch,
+        repeats if batch == 1 else loop_repeats,
+        warmup=batch == 1,
+    )
 
     # scikit-image: radon + unfiltered iradon (its back-projection), one image at a time
     from skimage.transform import iradon, radon
@@ -192,8 +205,9 @@ def time_case(n: int, n_angles: int, batch: int, repeats: int, loop_repeats: int
             radon(xs[i], theta=theta, circle=False)
             iradon(sk_sino, theta=theta, circle=False, filter_name=None)
 
-    res["skimage radon/iradon"] = _median_ms_per_image(sk, batch, repeats if batch == 1 else loop_repeats,
-                                                       warmup=batch == 1)
+    res["skimage radon/iradon"] = _median_ms_per_image(
+        sk, batch, repeats if batch == 1 else loop_repeats, warmup=batch == 1
+    )
     return res
 
 
@@ -201,8 +215,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats at batch 1 and for torch paths")
-    parser.add_argument("--loop-repeats", type=int, default=3,
-                        help="timed repeats of per-image loops at batch 32 (each takes seconds)")
+    parser.add_argument(
+        "--loop-repeats",
+        type=int,
+        default=3,
+        help="timed repeats of per-image loops at batch 32 (each takes seconds)",
+    )
     parser.add_argument("--quick", action="store_true", help="only 128x128/30 angles")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ct_operators.json")
     args = parser.parse_args(argv)
@@ -223,10 +241,12 @@ def main(argv=None) -> int:
             for name, ms in time_case(n, n_angles, batch, args.repeats, args.loop_repeats).items():
                 rows.setdefault(name, {})[col] = ms
     print("timing deepinv (subprocess) ...", file=sys.stderr, flush=True)
-    deepinv_times, deepinv_note = run_deepinv([[n, a, b] for n, a in cases for b in BATCHES], args.threads,
-                                              args.loop_repeats)
-    rows["deepinv Tomography"] = {f"{n}x{n}/{a} B={b}": deepinv_times.get((n, a, b)) for n, a in cases
-                                  for b in BATCHES}
+    deepinv_times, deepinv_note = run_deepinv(
+        [[n, a, b] for n, a in cases for b in BATCHES], args.threads, args.loop_repeats
+    )
+    rows["deepinv Tomography"] = {
+        f"{n}x{n}/{a} B={b}": deepinv_times.get((n, a, b)) for n, a in cases for b in BATCHES
+    }
 
     # ratios to the fastest peer (not medrecon) of each column
     fastest_peer = {}
@@ -241,28 +261,49 @@ def main(argv=None) -> int:
         for peer in ("ODL OperatorModule", "deepinv Tomography"):
             peer_ms = rows[peer].get(col)
             speedup = None if peer_ms is None else peer_ms / rows[default_name][col]
-            targets.append({"target": f"default backend >= 20x faster than {peer} at {col}",
-                            "speedup": speedup, "met": None if speedup is None else speedup >= 20})
+            targets.append(
+                {
+                    "target": f"default backend >= 20x faster than {peer} at {col}",
+                    "speedup": speedup,
+                    "met": None if speedup is None else speedup >= 20,
+                }
+            )
         col1 = f"{n}x{n}/{a} B=1"
         overhead = rows["medrecon astra"][col1] / rows["raw ASTRA"][col1] - 1
-        targets.append({"target": f"astra backend <= 10% over raw ASTRA at {col1}", "overhead": overhead,
-                        "met": overhead <= 0.10})
+        targets.append(
+            {
+                "target": f"astra backend <= 10% over raw ASTRA at {col1}",
+                "overhead": overhead,
+                "met": overhead <= 0.10,
+            }
+        )
 
     result = {
         "description": "CT forward + adjoint, ms per image (median of repeats), parallel beam, Joseph kernel",
-        "torch_threads": args.threads, "repeats": args.repeats, "loop_repeats": args.loop_repeats,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_at_end": os.getloadavg()},
-        "deepinv": deepinv_note, "columns": columns, "ms_per_image": rows,
-        "fastest_peer_ms": fastest_peer, "targets": targets, "wall_s": time.time() - t_start,
+        "torch_threads": args.threads,
+        "repeats": args.repeats,
+        "loop_repeats": args.loop_repeats,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "deepinv": deepinv_note,
+        "columns": columns,
+        "ms_per_image": rows,
+        "fastest_peer_ms": fastest_peer,
+        "targets": targets,
+        "wall_s": time.time() - t_start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, args.out)
 
-    print(f"\nCT forward + adjoint, ms per image (median), torch threads = {args.threads}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print(
+        f"\nCT forward + adjoint, ms per image (median), torch threads = {args.threads}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
     print("| implementation | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name, vals in rows.items():
@@ -277,9 +318,14 @@ def main(argv=None) -> int:
     print("\n(x) = speed relative to the fastest peer (raw ASTRA, ODL, skimage, deepinv) of the column.")
     print(f"deepinv: {deepinv_note}\n")
     for t in targets:
-        value = f"speedup {t['speedup']:.1f}x" if "speedup" in t and t["speedup"] is not None else (
-            f"overhead {100 * t['overhead']:.1f}%" if "overhead" in t else "not measured")
-        print(f"- {t['target']}: {value} -> {'met' if t['met'] else ('NOT met' if t['met'] is False else 'n/a')}")
+        value = (
+            f"speedup {t['speedup']:.1f}x"
+            if "speedup" in t and t["speedup"] is not None
+            else (f"overhead {100 * t['overhead']:.1f}%" if "overhead" in t else "not measured")
+        )
+        print(
+            f"- {t['target']}: {value} -> {'met' if t['met'] else ('NOT met' if t['met'] is False else 'n/a')}"
+        )
     print(f"\nwrote {args.out} in {time.time() - t_start:.0f} s")
     return 0
 

@@ -12,6 +12,7 @@ same relative lam as medrecon chose; the clock runs until the PSNR first reaches
 DIP: ``deepinv.models.DeepImagePrior`` with its ``ConvDecoder`` for ``dip_steps`` Adam steps (lr 0.01).
 Only deepinv, torch and numpy are imported: medrecon's torch is another build.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,26 @@ def main(argv: list[str]) -> int:
     images = torch.from_numpy(data["images"]).float()
     size = images.shape[-1]
     physics = dinv.physics.Tomography(angles=int(data["n_angles"]), img_width=size, circle=False)
-    norm2 = float(physics.compute_norm(torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0)),
-                                       verbose=False))
+    norm2 = float(
+        physics.compute_norm(
+            torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0)), verbose=False
+        )
+    )
     gen = torch.Generator().manual_seed(int(data["seed"]))
-    out: dict = {"deepinv": dinv.__version__, "torch": torch.__version__, "norm_squared": norm2, "tv": [], "dip": []}
+    out: dict = {
+        "deepinv": dinv.__version__,
+        "torch": torch.__version__,
+        "norm_squared": norm2,
+        "tv": [],
+        "dip": [],
+    }
     prior = dinv.optim.TVPrior(n_it_max=20)
     for i in range(images.shape[0]):
         x_true = images[i : i + 1]
         clean = physics.A(x_true)
-        y = clean + float(data["noise_level"]) * float(clean.abs().mean()) * torch.randn(clean.shape, generator=gen)
+        y = clean + float(data["noise_level"]) * float(clean.abs().mean()) * torch.randn(
+            clean.shape, generator=gen
+        )
         # TV by proximal gradient with deepinv's TVPrior prox
         lam, step, cap = float(data["tv_lam"][i]) * norm2, 1.0 / norm2, 1000
         x = torch.zeros_like(x_true)
@@ -56,8 +68,14 @@ def main(argv: list[str]) -> int:
                 if p >= float(data["target_tv"][i]):
                     reached = k + 1
                     break
-        out["tv"].append({"seconds": time.perf_counter() - t0, "iterations": reached or cap, "reached": reached is not None,
-                          "best_psnr": best})
+        out["tv"].append(
+            {
+                "seconds": time.perf_counter() - t0,
+                "iterations": reached or cap,
+                "reached": reached is not None,
+                "best_psnr": best,
+            }
+        )
         # DIP with deepinv's ConvDecoder
         steps = int(data["dip_steps"])
         if steps > 0:
@@ -66,7 +84,9 @@ def main(argv: list[str]) -> int:
             dip = dinv.models.DeepImagePrior(net, img_size=(64, 4, 4), iterations=steps, learning_rate=0.01)
             t0 = time.perf_counter()
             x = dip(y, physics)
-            out["dip"].append({"seconds": time.perf_counter() - t0, "steps": steps, "psnr": _psnr(x.detach(), x_true)})
+            out["dip"].append(
+                {"seconds": time.perf_counter() - t0, "steps": steps, "psnr": _psnr(x.detach(), x_true)}
+            )
     with open(argv[1], "w") as f:
         json.dump(out, f, indent=1)
     return 0

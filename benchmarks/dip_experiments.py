@@ -20,6 +20,7 @@ n_iter after its stopping rule fired (``run_to_end``), so "gap to best" is measu
 the reported time is the time until the rule fired. tv_weight and the stopping parameters were chosen on the
 validation parts (a random_ellipses phantom with seed VAL_ELLIPSE_SEED, fastMRI slice 0), never on test images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,16 @@ def _load_problem(config: str, overrides: list[str], names: tuple[str, ...] | No
     cfg = load_experiment_config(REPO / config, overrides)
     imgs = []
     for spec in cfg.images:
-        imgs += load_images(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n, seed=spec.seed,
-                            slices=spec.slices, window=spec.window)
+        imgs += load_images(
+            spec.kind,
+            cfg.image_size,
+            path=spec.path,
+            name=spec.name,
+            n=spec.n,
+            seed=spec.seed,
+            slices=spec.slices,
+            window=spec.window,
+        )
     op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed)
     truth = torch.from_numpy(np.stack([im for _, im in imgs]))[:, None].float()
     x_in = truth.to(op.in_dtype)
@@ -82,17 +91,30 @@ def _metrics(truth: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
 
 def _row(task, image, method, truth, x, seconds, trace=None) -> dict:
     p, s = _metrics(truth, x)
-    row = {"task": task, "image": image, "method": method, "psnr": round(p, 3), "ssim": round(s, 4),
-           "seconds": round(seconds, 2)}
+    row = {
+        "task": task,
+        "image": image,
+        "method": method,
+        "psnr": round(p, 3),
+        "ssim": round(s, 4),
+        "seconds": round(seconds, 2),
+    }
     if trace is not None:
         best_step, best = trace.best_psnr
         # seconds: time until the rule fired (the run went on to n_iter only to record the rest of the trace)
         row["seconds"] = round(trace.seconds * (trace.stop_step + 1) / trace.n_steps, 2)
-        row.update(steps=trace.n_steps, stop_step=trace.stop_step, returned_step=trace.returned_step,
-                   best_step=best_step, stopping=trace.settings.get("stopping"),
-                   best_psnr_trace=round(best, 3), gap_to_best_db=round(best - trace.psnr_returned, 3),
-                   psnr_last=round(trace.psnr_ema[-1], 3),
-                   ms_per_step=round(1000 * trace.seconds / trace.n_steps, 1), stop_reason=trace.stop_reason)
+        row.update(
+            steps=trace.n_steps,
+            stop_step=trace.stop_step,
+            returned_step=trace.returned_step,
+            best_step=best_step,
+            stopping=trace.settings.get("stopping"),
+            best_psnr_trace=round(best, 3),
+            gap_to_best_db=round(best - trace.psnr_returned, 3),
+            psnr_last=round(trace.psnr_ema[-1], 3),
+            ms_per_step=round(1000 * trace.seconds / trace.n_steps, 1),
+            stop_reason=trace.stop_reason,
+        )
     print(json.dumps(row), flush=True)
     return row
 
@@ -110,12 +132,22 @@ def _run_baseline(task, names, op, y, truth, method, label=None, **options):
 def _run_dip(task, names, op, y, truth, label, **options):
     rows, traces = [], {}
     for i, n in enumerate(names):
-        res = fit_dip(op, y[i : i + 1], x_true=truth[i : i + 1], generator=torch.Generator().manual_seed(0),
-                      channels=CHANNELS, run_to_end=True, **options)
+        res = fit_dip(
+            op,
+            y[i : i + 1],
+            x_true=truth[i : i + 1],
+            generator=torch.Generator().manual_seed(0),
+            channels=CHANNELS,
+            run_to_end=True,
+            **options,
+        )
         tr = res.traces[0]
         rows.append(_row(task, n, label, truth[i : i + 1, 0], res.x[:, 0], tr.seconds, tr))
-        traces[f"{task}/{n}/{label}"] = {"psnr_ema": [round(v, 3) for v in tr.psnr_ema],
-                                         "variance": tr.variance, "loss": tr.loss}
+        traces[f"{task}/{n}/{label}"] = {
+            "psnr_ema": [round(v, 3) for v in tr.psnr_ema],
+            "variance": tr.variance,
+            "loss": tr.loss,
+        }
     return rows, traces
 
 
@@ -162,8 +194,18 @@ def part_restoration() -> tuple[list[dict], dict]:
         y = clean + sigma * torch.randn(clean.shape, generator=g)
         if task == "inpaint50":
             y = op(y)  # missing pixels stay zero
-        rows += _run_baseline(task, ["camera64"], op, y, truth, "tv", label="tv-discrepancy",
-                              lam="discrepancy", noise_std=sigma, n_iter=300)
+        rows += _run_baseline(
+            task,
+            ["camera64"],
+            op,
+            y,
+            truth,
+            "tv",
+            label="tv-discrepancy",
+            lam="discrepancy",
+            noise_std=sigma,
+            n_iter=300,
+        )
         r, t = _run_dip(task, ["camera64"], op, y, truth, "dip", n_iter=N_ITER)
         rows += r
         traces.update(t)
@@ -205,21 +247,48 @@ def part_denoise_discrepancy() -> tuple[list[dict], dict]:
     random_pixel_mask((64, 64), 0.5, generator=g)  # keep the generator in step with part_restoration
     clean = op(truth)
     y = clean + sigma * torch.randn(clean.shape, generator=g)
-    return _run_dip("denoise", ["camera64"], op, y, truth, "dip-discrepancy", n_iter=N_ITER,
-                    stopping="discrepancy", noise_std=sigma)
+    return _run_dip(
+        "denoise",
+        ["camera64"],
+        op,
+        y,
+        truth,
+        "dip-discrepancy",
+        n_iter=N_ITER,
+        stopping="discrepancy",
+        noise_std=sigma,
+    )
 
 
 def _val_run(task, op, y, truth, tv_weight):
-    res = fit_dip(op, y, x_true=truth, generator=torch.Generator().manual_seed(0), channels=CHANNELS,
-                  n_iter=VAL_N_ITER, lam=tv_weight, stopping="none")
+    res = fit_dip(
+        op,
+        y,
+        x_true=truth,
+        generator=torch.Generator().manual_seed(0),
+        channels=CHANNELS,
+        n_iter=VAL_N_ITER,
+        lam=tv_weight,
+        stopping="none",
+    )
     tr = res.traces[0]
     best_step, best = tr.best_psnr
-    row = {"task": task, "tv_weight": tv_weight, "best_step": best_step, "best_psnr": round(best, 3),
-           "psnr_last": round(tr.psnr_ema[-1], 3), "seconds": round(tr.seconds, 1)}
+    row = {
+        "task": task,
+        "tv_weight": tv_weight,
+        "best_step": best_step,
+        "best_psnr": round(best, 3),
+        "psnr_last": round(tr.psnr_ema[-1], 3),
+        "seconds": round(tr.seconds, 1),
+    }
     print(json.dumps(row), flush=True)
     y_norm = float(y.abs().pow(2).sum().sqrt())
-    trace = {"psnr_ema": [round(v, 3) for v in tr.psnr_ema], "variance": tr.variance,
-             "residual": tr.residual, "y_norm": y_norm}
+    trace = {
+        "psnr_ema": [round(v, 3) for v in tr.psnr_ema],
+        "variance": tr.variance,
+        "residual": tr.residual,
+        "y_norm": y_norm,
+    }
     return row, trace
 
 
@@ -228,12 +297,21 @@ def part_validate_ct() -> tuple[list[dict], dict]:
     from medrecon.experiment import simulate
 
     cfg, op, _, _, _, _ = _load_problem("configs/ct_sparse_angle_30.yaml", CT_TEST_SET, CT_IMAGES[:1])
-    truth = random_ellipses(1, cfg.image_size, generator=torch.Generator().manual_seed(VAL_ELLIPSE_SEED)).float()
+    truth = random_ellipses(
+        1, cfg.image_size, generator=torch.Generator().manual_seed(VAL_ELLIPSE_SEED)
+    ).float()
     y, sigma = simulate(op, truth, cfg.operator.noise_level, torch.Generator().manual_seed(VAL_ELLIPSE_SEED))
     rows, traces = [], {}
     for lam in (5e-5, 1e-4, 2e-4):  # TV baseline for reference
         x = medrecon.reconstruct(op, y, "tv", lam=lam, n_iter=300)
-        rows.append({"task": "val-ct30", "method": "tv", "lam": lam, "psnr": round(_metrics(truth[:, 0], x[:, 0])[0], 3)})
+        rows.append(
+            {
+                "task": "val-ct30",
+                "method": "tv",
+                "lam": lam,
+                "psnr": round(_metrics(truth[:, 0], x[:, 0])[0], 3),
+            }
+        )
     rows.append({"task": "val-ct30", "sigma": float(sigma[0])})
     for w in VAL_TV_CT:
         r, t = _val_run("val-ct30", op, y, truth, w)
@@ -252,7 +330,14 @@ def part_validate_mri() -> tuple[list[dict], dict]:
     rows, traces = [], {}
     for lam in (1e-3, 3e-3, 1e-2):
         x = medrecon.reconstruct(op, y, "tv", lam=lam, n_iter=300)
-        rows.append({"task": "val-mri4x", "method": "tv", "lam": lam, "psnr": round(_metrics(truth[:, 0], x[:, 0])[0], 3)})
+        rows.append(
+            {
+                "task": "val-mri4x",
+                "method": "tv",
+                "lam": lam,
+                "psnr": round(_metrics(truth[:, 0], x[:, 0])[0], 3),
+            }
+        )
     for w in VAL_TV_MRI:
         r, t = _val_run("val-mri4x", op, y, truth, w)
         rows.append(r)
@@ -294,20 +379,32 @@ def replay_rules(trace: dict, n_iter: int, **kw) -> dict:
     return out
 
 
-PARTS = {"ct": part_ct, "mri": part_mri, "restoration": part_restoration,
-         "denoise_discrepancy": part_denoise_discrepancy,
-         "validate_ct": part_validate_ct, "validate_mri": part_validate_mri}
+PARTS = {
+    "ct": part_ct,
+    "mri": part_mri,
+    "restoration": part_restoration,
+    "denoise_discrepancy": part_denoise_discrepancy,
+    "validate_ct": part_validate_ct,
+    "validate_mri": part_validate_mri,
+}
 
 
 def _markdown(rows: list[dict]) -> str:
-    lines = ["| task | image | method | PSNR [dB] | SSIM | s / image | returned / fired / run (best) | gap to best [dB] |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| task | image | method | PSNR [dB] | SSIM | s / image | returned / fired / run (best) | gap to best [dB] |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        stop = (f"{r['returned_step']} / {r['stop_step']} / {r['steps']} ({r['best_step']})"
-                if "steps" in r else "")
+        stop = (
+            f"{r['returned_step']} / {r['stop_step']} / {r['steps']} ({r['best_step']})"
+            if "steps" in r
+            else ""
+        )
         gap = f"{r['gap_to_best_db']:.2f}" if "gap_to_best_db" in r else ""
-        lines.append(f"| {r['task']} | {r['image']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                     f"{r['seconds']:.1f} | {stop} | {gap} |")
+        lines.append(
+            f"| {r['task']} | {r['image']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+            f"{r['seconds']:.1f} | {stop} | {gap} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -338,8 +435,12 @@ def main(argv=None) -> int:
         for part in args.part or TEST_PARTS:
             t0 = time.perf_counter()
             rows, traces = PARTS[part]()
-            atomic_write_text(RESULTS / f"dip_{part}.json", json.dumps(
-                {"rows": rows, "traces": traces, "wall_seconds": round(time.perf_counter() - t0, 1)}))
+            atomic_write_text(
+                RESULTS / f"dip_{part}.json",
+                json.dumps(
+                    {"rows": rows, "traces": traces, "wall_seconds": round(time.perf_counter() - t0, 1)}
+                ),
+            )
     rows, walls, traces = [], {}, {}
     for part in TEST_PARTS:
         f = RESULTS / f"dip_{part}.json"
@@ -348,16 +449,26 @@ def main(argv=None) -> int:
             rows += d["rows"]
             traces.update(d["traces"])
             walls[part] = d["wall_seconds"]
-    meta = {"torch_threads": 1, "n_iter_max": N_ITER, "channels": CHANNELS, "torch": torch.__version__, "wall_seconds": walls,
-            "ct_images": CT_IMAGES, "mri_slices": MRI_SLICES,
-            "stop_within_1db": all(r["gap_to_best_db"] <= 1.0 for r in rows if "gap_to_best_db" in r)}
+    meta = {
+        "torch_threads": 1,
+        "n_iter_max": N_ITER,
+        "channels": CHANNELS,
+        "torch": torch.__version__,
+        "wall_seconds": walls,
+        "ct_images": CT_IMAGES,
+        "mri_slices": MRI_SLICES,
+        "stop_within_1db": all(r["gap_to_best_db"] <= 1.0 for r in rows if "gap_to_best_db" in r),
+    }
     meta["published_eswmv_replay"] = _replay(traces)
     val = {}
     for part in ("validate_ct", "validate_mri"):
         f = RESULTS / f"dip_{part}.json"
         if f.exists():
             d = json.loads(f.read_text())
-            val[part] = {"rows": d["rows"], "replay": {k: replay_rules(t, VAL_N_ITER) for k, t in d["traces"].items()}}
+            val[part] = {
+                "rows": d["rows"],
+                "replay": {k: replay_rules(t, VAL_N_ITER) for k, t in d["traces"].items()},
+            }
     meta["validation"] = val
     atomic_write_text(RESULTS / "dip.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     atomic_write_text(RESULTS / "dip.md", _markdown(rows) + NOTES)

@@ -15,6 +15,7 @@ Usage::
 The JSON holds, per config, the mean and standard deviation of PSNR / SSIM over the images for every
 method, the per-image rows, and the run's provenance (command, git revision, torch version, wall time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,14 @@ def _summarise_group(rows: list[dict]) -> dict:
         sel = [r for r in rows if r["method"] == method]
         psnr = np.array([r["psnr"] for r in sel])
         ssim = np.array([r["ssim"] for r in sel])
-        out[method] = {"psnr_mean": round(float(psnr.mean()), 3), "psnr_std": round(float(psnr.std()), 3),
-                       "ssim_mean": round(float(ssim.mean()), 4), "ssim_std": round(float(ssim.std()), 4),
-                       "seconds_per_image": round(float(np.mean([r["seconds"] for r in sel])), 2),
-                       "n_images": len(sel)}
+        out[method] = {
+            "psnr_mean": round(float(psnr.mean()), 3),
+            "psnr_std": round(float(psnr.std()), 3),
+            "ssim_mean": round(float(ssim.mean()), 4),
+            "ssim_std": round(float(ssim.std()), 4),
+            "seconds_per_image": round(float(np.mean([r["seconds"] for r in sel])), 2),
+            "n_images": len(sel),
+        }
     return out
 
 
@@ -62,11 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     from medrecon.utils_io import atomic_write_text, git_revision
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", nargs="*", default=CONFIGS, help="config names under configs/ (without .yaml)")
+    p.add_argument(
+        "--configs", nargs="*", default=CONFIGS, help="config names under configs/ (without .yaml)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "flow_experiments")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "flow.json")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every config (e.g. images.0.n=2 for a quick run)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override applied to every config (e.g. images.0.n=2 for a quick run)",
+    )
     args = p.parse_args(argv)
 
     results = {}
@@ -78,16 +91,27 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_experiment_config(cfg_path, args.overrides)
         t0 = time.perf_counter()
         rows = run_experiment(cfg, args.out / name, overwrite=True, progress=False, echo=print)
-        results[name] = {"config": str(cfg_path.relative_to(ROOT)), "overrides": args.overrides,
-                         "seconds": round(time.perf_counter() - t0, 1), "methods": _summarise(rows),
-                         "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+        results[name] = {
+            "config": str(cfg_path.relative_to(ROOT)),
+            "overrides": args.overrides,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "methods": _summarise(rows),
+            "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
+        }
         for group, table in results[name]["methods"].items():
-            print(f"{name} [{group}]: " + ", ".join(f"{m} {v['psnr_mean']:.2f} dB" for m, v in table.items()),
-                  flush=True)
-    doc = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-           "git": git_revision(), "torch": torch.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t_all, 1),
-           "experiments": results}
+            print(
+                f"{name} [{group}]: " + ", ".join(f"{m} {v['psnr_mean']:.2f} dB" for m, v in table.items()),
+                flush=True,
+            )
+    doc = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "git": git_revision(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "experiments": results,
+    }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.results, json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.results}")

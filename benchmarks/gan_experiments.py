@@ -25,6 +25,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/gan_experiments.py [--tasks inpaint sr4 ...] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import medrecon  # noqa: E402
 from medrecon.data.datasets import MNISTDataset  # noqa: E402
+from medrecon.methods.gan import blend_measured  # noqa: E402
 from medrecon.metrics import psnr, ssim  # noqa: E402
 from medrecon.operators.restoration import (  # noqa: E402
     Denoising,
@@ -49,7 +51,6 @@ from medrecon.operators.restoration import (  # noqa: E402
     Inpainting,
     center_block_mask,
 )
-from medrecon.methods.gan import blend_measured  # noqa: E402
 from medrecon.priors.gan import load_gan  # noqa: E402
 from medrecon.utils_io import git_revision  # noqa: E402
 
@@ -109,8 +110,17 @@ def run_method(method: str, op, y, params: dict, gan) -> torch.Tensor:
         return medrecon.reconstruct(op, y, method)
     if method == "vae-range":  # the VAE prior with its own defaults (data/weights/vae_mnist28.pt)
         return medrecon.reconstruct(op, y, method, generator=torch.Generator().manual_seed(SEED))
-    return medrecon.reconstruct(op, y, method, weights=gan, restarts=RESTARTS, n_iter=N_ITER, lr=LR,
-                                generator=torch.Generator().manual_seed(SEED), **params)
+    return medrecon.reconstruct(
+        op,
+        y,
+        method,
+        weights=gan,
+        restarts=RESTARTS,
+        n_iter=N_ITER,
+        lr=LR,
+        generator=torch.Generator().manual_seed(SEED),
+        **params,
+    )
 
 
 def scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -123,24 +133,40 @@ def scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[flo
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", nargs="+",
-                    default=["inpaint", "inpaint8", "sr4", "denoise", "quant5", "ct10", "ct30"])
+    ap.add_argument(
+        "--tasks", nargs="+", default=["inpaint", "inpaint8", "sr4", "denoise", "quant5", "ct10", "ct30"]
+    )
     ap.add_argument("--weights", default=str(ROOT / "data/weights/gan_mnist28.pt"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gan.json"))
     ap.add_argument("--quick", action="store_true", help="first grid point only, 2 test digits (smoke run)")
-    ap.add_argument("--methods", nargs="+", default=None,
-                    help="run only these (default: tv, csgm, gan-d; CT adds fbp and vae-range)")
-    ap.add_argument("--ablation", action="store_true",
-                    help="instead of the tables: the discriminator-weight sweep on inpainting (test digits)")
-    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                    help="merge result files of runs over disjoint --tasks into --out (no computation)")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="run only these (default: tv, csgm, gan-d; CT adds fbp and vae-range)",
+    )
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead of the tables: the discriminator-weight sweep on inpainting (test digits)",
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="merge result files of runs over disjoint --tasks into --out (no computation)",
+    )
     args = ap.parse_args(argv)
     if args.merge:
         from medrecon.utils_io import atomic_write_text
 
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        merged = {"tasks": {}, "settings": parts[0]["settings"],
-                  "provenance": [p["provenance"] for p in parts]}
+        merged = {
+            "tasks": {},
+            "settings": parts[0]["settings"],
+            "provenance": [p["provenance"] for p in parts],
+        }
         for part in parts:  # method by method, so a later run can add methods to a task
             for task, entry in part["tasks"].items():
                 merged["tasks"].setdefault(task, {"methods": {}, "seconds": 0.0})
@@ -154,9 +180,20 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     gan = load_gan(args.weights)
     x_val, x_test = digits("train", N_VAL), digits("test", N_TEST if not args.quick else 2)
-    out = {"tasks": {}, "settings": {"image_size": SIZE, "hole": HOLE, "n_test": len(x_test), "n_val": N_VAL,
-                                     "restarts": RESTARTS, "n_iter": N_ITER, "lr": LR, "grids": GRIDS,
-                                     "weights": _short(args.weights)}}
+    out = {
+        "tasks": {},
+        "settings": {
+            "image_size": SIZE,
+            "hole": HOLE,
+            "n_test": len(x_test),
+            "n_val": N_VAL,
+            "restarts": RESTARTS,
+            "n_iter": N_ITER,
+            "lr": LR,
+            "grids": GRIDS,
+            "weights": _short(args.weights),
+        },
+    }
     if args.ablation:
         out["ablation"] = ablation(gan, x_test, x_val)
         args.tasks = []
@@ -185,19 +222,33 @@ def main(argv=None) -> int:
                 variants[f"{m}+poisson"] = blend_measured(op_t, x, y_t, "poisson")
             for name, xv in variants.items():
                 p, s = scores(x_test, xv)
-                res[name] = {"psnr": float(np.mean(p)), "psnr_std": float(np.std(p)),
-                             "ssim": float(np.mean(s)), "ssim_std": float(np.std(s)), "params": best,
-                             "seconds": round(sec, 1), "per_image_psnr": [round(v, 3) for v in p],
-                             "tuning": tuning if name == m else None}
-            print(f"{task:8s} {m:8s} {best} PSNR {res[m]['psnr']:.2f} SSIM {res[m]['ssim']:.4f} "
-                  f"({sec:.0f} s)", file=sys.stderr, flush=True)
+                res[name] = {
+                    "psnr": float(np.mean(p)),
+                    "psnr_std": float(np.std(p)),
+                    "ssim": float(np.mean(s)),
+                    "ssim_std": float(np.std(s)),
+                    "params": best,
+                    "seconds": round(sec, 1),
+                    "per_image_psnr": [round(v, 3) for v in p],
+                    "tuning": tuning if name == m else None,
+                }
+            print(
+                f"{task:8s} {m:8s} {best} PSNR {res[m]['psnr']:.2f} SSIM {res[m]['ssim']:.4f} ({sec:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         if task.startswith("inpaint"):  # the measured-data baseline: zeros in the hole
             p, s = scores(x_test, y_t)
             res["masked input"] = {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "params": {}}
         out["tasks"][task] = {"methods": res, "seconds": round(time.perf_counter() - t_task, 1)}
-    out["provenance"] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_revision(),
-                         "torch": torch.__version__, "python": platform.python_version(),
-                         "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+    out["provenance"] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git": git_revision(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "threads": torch.get_num_threads(),
+    }
     if not args.quick:
         from medrecon.utils_io import atomic_write_text
 
@@ -224,9 +275,18 @@ def ablation(gan, x_test: torch.Tensor, x_val: torch.Tensor) -> dict:
                 pb, sb = scores(x_test, blend_measured(op, x, y, "copy"))
                 with torch.no_grad():
                     d_out = torch.sigmoid(gan.discriminate(x.clamp(0, 1))).mean()
-                res["rows"].append({"task": task, "p": p_norm, "d_weight": dw, "psnr": float(np.mean(ps)),
-                                    "ssim": float(np.mean(ss)), "psnr_copy": float(np.mean(pb)),
-                                    "ssim_copy": float(np.mean(sb)), "mean_D": float(d_out)})
+                res["rows"].append(
+                    {
+                        "task": task,
+                        "p": p_norm,
+                        "d_weight": dw,
+                        "psnr": float(np.mean(ps)),
+                        "ssim": float(np.mean(ss)),
+                        "psnr_copy": float(np.mean(pb)),
+                        "ssim_copy": float(np.mean(sb)),
+                        "mean_D": float(d_out),
+                    }
+                )
                 print(res["rows"][-1], file=sys.stderr, flush=True)
     op = Denoising((SIZE, SIZE))
     x = run_method("csgm", op, x_test, {"lam": 0.0}, gan)

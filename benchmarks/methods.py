@@ -17,6 +17,7 @@ time its TV needs to reach medrecon's PSNR (at medrecon's relative weight) and i
 Threads: ``medrecon.runtime.configure_threads`` (``--threads`` overrides); the machine's load average is
 recorded before and after. Results: ``benchmarks/results/methods.json`` and a Markdown table on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,9 @@ def _load(size: int, n: int) -> tuple[torch.Tensor, str]:
 
 
 def _psnrs(x_true: torch.Tensor, x: torch.Tensor) -> list[float]:
-    return [round(psnr(x_true[i, 0].numpy(), x[i, 0].abs().numpy(), data_range=1.0), 3) for i in range(len(x))]
+    return [
+        round(psnr(x_true[i, 0].numpy(), x[i, 0].abs().numpy(), data_range=1.0), 3) for i in range(len(x))
+    ]
 
 
 def _uptime() -> str:
@@ -79,8 +82,16 @@ def _tv_lam(op, y: torch.Tensor, sigma: torch.Tensor) -> list[float]:
     return lam.tolist()
 
 
-def run(sizes: list[int], batches: list[int], methods: list[str], n_images: int, dip_steps: int,
-        deepinv_python: str | None, threads: str, dip_max_size: int) -> dict:
+def run(
+    sizes: list[int],
+    batches: list[int],
+    methods: list[str],
+    n_images: int,
+    dip_steps: int,
+    deepinv_python: str | None,
+    threads: str,
+    dip_max_size: int,
+) -> dict:
     rows, peers, sources = [], [], {}
     for size in sizes:
         x_all, sources[size] = _load(size, max(max(batches), n_images))
@@ -109,14 +120,33 @@ def run(sizes: list[int], batches: list[int], methods: list[str], n_images: int,
                 p = _psnrs(x_all[:n], torch.cat(xs))
                 if batch == 1:
                     targets[method] = p
-                row = {"size": size, "batch": batch, "method": method, "images": n,
-                       "seconds_per_image": round(seconds / n, 3), "psnr_mean": round(float(np.mean(p)), 3),
-                       "psnr": p, "load_before": load, "load_after": _uptime()}
+                row = {
+                    "size": size,
+                    "batch": batch,
+                    "method": method,
+                    "images": n,
+                    "seconds_per_image": round(seconds / n, 3),
+                    "psnr_mean": round(float(np.mean(p)), 3),
+                    "psnr": p,
+                    "load_before": load,
+                    "load_after": _uptime(),
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         if deepinv_python and "tv" in targets:
-            peers.append(_deepinv(deepinv_python, size, x_all[:n_images], y_all[:n_images], sigma_all[:n_images], op,
-                                  targets, dip_steps if "dip" in targets else 0, threads))
+            peers.append(
+                _deepinv(
+                    deepinv_python,
+                    size,
+                    x_all[:n_images],
+                    y_all[:n_images],
+                    sigma_all[:n_images],
+                    op,
+                    targets,
+                    dip_steps if "dip" in targets else 0,
+                    threads,
+                )
+            )
             print(json.dumps(peers[-1]), flush=True)
     return {"rows": rows, "deepinv": peers, "sources": sources}
 
@@ -125,28 +155,55 @@ def _deepinv(python: str, size: int, x, y, sigma, op, targets: dict, dip_steps: 
     lam = _tv_lam(op, y, sigma)
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.json"
-        np.savez(inp, images=x.numpy(), n_angles=N_ANGLES, noise_level=NOISE_LEVEL, seed=SEED, tv_lam=np.array(lam),
-                 target_tv=np.array(targets["tv"]), target_dip=np.array(targets.get("dip", [])),
-                 dip_steps=dip_steps, threads=int(threads))
+        np.savez(
+            inp,
+            images=x.numpy(),
+            n_angles=N_ANGLES,
+            noise_level=NOISE_LEVEL,
+            seed=SEED,
+            tv_lam=np.array(lam),
+            target_tv=np.array(targets["tv"]),
+            target_dip=np.array(targets.get("dip", [])),
+            dip_steps=dip_steps,
+            threads=int(threads),
+        )
         load = _uptime()
-        proc = subprocess.run([python, str(REPO / "benchmarks" / "deepinv_peer.py"), str(inp), str(out)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [python, str(REPO / "benchmarks" / "deepinv_peer.py"), str(inp), str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
-            return {"size": size, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            return {
+                "size": size,
+                "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed",
+            }
         peer = json.loads(out.read_text())
     peer.update(size=size, tv_lam=lam, load_before=load, load_after=_uptime())
     return peer
 
 
 def _ratio_table(result: dict) -> str:
-    lines = ["| size | batch | method | s/image | PSNR (dB) | load (1/5/15 min) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| size | batch | method | s/image | PSNR (dB) | load (1/5/15 min) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['size']} | {r['batch']} | {r['method']} | {r['seconds_per_image']:.2f} | "
-                     f"{r['psnr_mean']:.2f} | {r['load_before']} |")
+        lines.append(
+            f"| {r['size']} | {r['batch']} | {r['method']} | {r['seconds_per_image']:.2f} | "
+            f"{r['psnr_mean']:.2f} | {r['load_before']} |"
+        )
     by = {(r["size"], r["method"]): r for r in result["rows"] if r["batch"] == 1}
     if result["deepinv"]:
-        lines += ["", ("| size | deepinv TV: s/image to reach medrecon's PSNR | medrecon tv s/image | ratio | "
-                       "deepinv DIP s/image (PSNR) | medrecon dip s/image (PSNR) | ratio |"), "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                "| size | deepinv TV: s/image to reach medrecon's PSNR | medrecon tv s/image | ratio | "
+                "deepinv DIP s/image (PSNR) | medrecon dip s/image (PSNR) | ratio |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
         for peer in result["deepinv"]:
             size = peer["size"]
             if "error" in peer:
@@ -161,8 +218,10 @@ def _ratio_table(result: dict) -> str:
                 dip_d = float(np.mean([d["seconds"] for d in peer["dip"]]))
                 dip_p = float(np.mean([d["psnr"] for d in peer["dip"]]))
                 m = by[(size, "dip")]
-                dip_cells = (f"{dip_d:.1f} ({dip_p:.2f}) | {m['seconds_per_image']:.1f} ({m['psnr_mean']:.2f}) | "
-                             f"{dip_d / m['seconds_per_image']:.2f} |")
+                dip_cells = (
+                    f"{dip_d:.1f} ({dip_p:.2f}) | {m['seconds_per_image']:.1f} ({m['psnr_mean']:.2f}) | "
+                    f"{dip_d / m['seconds_per_image']:.2f} |"
+                )
             lines.append(f"| {size} | {cell} | {tv_m:.2f} | {tv_d / tv_m:.2f} | {dip_cells}")
     return "\n".join(lines)
 
@@ -174,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["fbp", "tv", "dip", "dip-tv"])
     parser.add_argument("--images", type=int, default=4, help="images timed at batch 1")
     parser.add_argument("--dip-steps", type=int, default=1500)
-    parser.add_argument("--dip-max-size", type=int, default=128, help="largest size DIP runs at (256 px: ~4x 128)")
+    parser.add_argument(
+        "--dip-max-size", type=int, default=128, help="largest size DIP runs at (256 px: ~4x 128)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--deepinv-python", default=str(REPO / ".venv-deepinv" / "bin" / "python"))
     parser.add_argument("--no-deepinv", action="store_true")
@@ -187,11 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepinv peer skipped: {peer} not found (run benchmarks/setup_deepinv_env.sh)", flush=True)
         peer = None
     load = _uptime()
-    result = run(args.sizes, args.batches, args.methods, args.images, args.dip_steps, peer, str(choice.threads),
-                 args.dip_max_size)
-    result.update(threads=str(choice), load_start=load, load_end=_uptime(), dip_steps=args.dip_steps,
-                  cpu=os.cpu_count(), torch=torch.__version__,
-                  note="load average of the machine (shared) with each row; compare ratios, not absolute times")
+    result = run(
+        args.sizes,
+        args.batches,
+        args.methods,
+        args.images,
+        args.dip_steps,
+        peer,
+        str(choice.threads),
+        args.dip_max_size,
+    )
+    result.update(
+        threads=str(choice),
+        load_start=load,
+        load_end=_uptime(),
+        dip_steps=args.dip_steps,
+        cpu=os.cpu_count(),
+        torch=torch.__version__,
+        note="load average of the machine (shared) with each row; compare ratios, not absolute times",
+    )
     from medrecon.utils_io import atomic_write_text
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

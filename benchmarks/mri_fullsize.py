@@ -28,6 +28,7 @@ CLI runs of ``configs/mri_fullsize_{4x,8x}.yaml`` (their fastMRI leaderboard fil
 
     python benchmarks/mri_fullsize.py --figure outputs/mri_fullsize_4x outputs/mri_fullsize_8x
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,11 @@ def _metrics(rec: torch.Tensor, target: np.ndarray, maxval: float) -> dict:
 
     mag = center_crop(rec.abs().reshape(rec.shape[-2:]), RECON).numpy().astype(np.float64)[None]
     gt = target.astype(np.float64)[None]
-    return {"psnr": float(psnr(gt, mag, maxval=maxval)), "ssim": np.asarray(ssim(gt, mag, maxval=maxval)).item(),
-            "nmse": float(nmse(gt, mag))}
+    return {
+        "psnr": float(psnr(gt, mag, maxval=maxval)),
+        "ssim": np.asarray(ssim(gt, mag, maxval=maxval)).item(),
+        "nmse": float(nmse(gt, mag)),
+    }
 
 
 def _ensure_data(data: Path) -> Path:
@@ -102,19 +106,37 @@ def run(args) -> dict:
                 k = crop_readout(k, RECON[0])
             h, w = k.shape[-2:]
             known = coil_maps((640, w), k.shape[0], field_of_view=RECON)
-            known = known[..., (640 - h) // 2:(640 - h) // 2 + h, :]
+            known = known[..., (640 - h) // 2 : (640 - h) // 2 + h, :]
             for acc, cf in ACCELERATIONS.items():
                 mask = make_mask("equispaced", (h, w), acc, cf, seed=stable_seed(fname, slice_idx))
                 y = (k * mask)[None, None]
-                base = {"file": fname, "slice": slice_idx, "grid": f"{h}x{w}", "acceleration": acc, "center_fraction": cf}
+                base = {
+                    "file": fname,
+                    "slice": slice_idx,
+                    "grid": f"{h}x{w}",
+                    "acceleration": acc,
+                    "center_fraction": cf,
+                }
                 maps = {"known": known}
                 for name in ("espirit", "lowres") if grid == "full" else ("espirit",):
                     with _Timer() as t:
                         maps[name] = estimate_sensitivities(y[0, 0], mask, method=name)
-                    rows.append(dict(base, maps=name, method="estimate-maps", wall_s=t.wall, cpu_s=t.cpu,
-                                     load_before=t.load[0], load_after=t.load[1]))
-                    print(f"slice {slice_idx} {h}x{w} {acc}x {name:>13s} maps: {t.wall:6.2f} s wall "
-                          f"{t.cpu:6.2f} s CPU (load {t.load[0]:.1f}->{t.load[1]:.1f})", flush=True)
+                    rows.append(
+                        dict(
+                            base,
+                            maps=name,
+                            method="estimate-maps",
+                            wall_s=t.wall,
+                            cpu_s=t.cpu,
+                            load_before=t.load[0],
+                            load_after=t.load[1],
+                        )
+                    )
+                    print(
+                        f"slice {slice_idx} {h}x{w} {acc}x {name:>13s} maps: {t.wall:6.2f} s wall "
+                        f"{t.cpu:6.2f} s CPU (load {t.load[0]:.1f}->{t.load[1]:.1f})",
+                        flush=True,
+                    )
                 if grid == "full":
                     maps["known-cropped"] = known * (maps["espirit"].abs().sum(0) > 0)
                 for mname, m in maps.items():
@@ -122,52 +144,104 @@ def run(args) -> dict:
                     with _Timer() as t_norm:
                         op.norm()
                     runs = [("zero-filled", {})] if mname == "known" else []
-                    runs += [("sense", {"n_iter": SENSE_ITERS}),
-                             ("tv", {"lam": TV_LAM, "n_iter": TV_ITERS, "nonneg": False, "tol": 0.0})]
+                    runs += [
+                        ("sense", {"n_iter": SENSE_ITERS}),
+                        ("tv", {"lam": TV_LAM, "n_iter": TV_ITERS, "nonneg": False, "tol": 0.0}),
+                    ]
                     if args.dip_steps and mname == "espirit":
-                        runs.append(("dip", {"n_iter": args.dip_steps, "stopping": "none",
-                                             "generator": torch.Generator().manual_seed(0)}))
+                        runs.append(
+                            (
+                                "dip",
+                                {
+                                    "n_iter": args.dip_steps,
+                                    "stopping": "none",
+                                    "generator": torch.Generator().manual_seed(0),
+                                },
+                            )
+                        )
                     for method, opts in runs:
                         with _Timer() as t:
                             x = reconstruct(op, y, method, **opts)
-                        row = dict(base, maps=mname, method=method, **_metrics(x, target, maxval),
-                                   wall_s=t.wall, cpu_s=t.cpu, load_before=t.load[0], load_after=t.load[1])
+                        row = dict(
+                            base,
+                            maps=mname,
+                            method=method,
+                            **_metrics(x, target, maxval),
+                            wall_s=t.wall,
+                            cpu_s=t.cpu,
+                            load_before=t.load[0],
+                            load_after=t.load[1],
+                        )
                         if method == "tv":
                             row["norm_wall_s"], row["norm_cpu_s"] = t_norm.wall, t_norm.cpu
                         rows.append(row)
-                        print(f"slice {slice_idx} {h}x{w} {acc}x {mname:>13s} {method:>11s}: PSNR {row['psnr']:6.2f} "
-                              f"SSIM {row['ssim']:.4f}  {t.wall:6.2f} s wall {t.cpu:6.2f} s CPU "
-                              f"(load {t.load[0]:.1f}->{t.load[1]:.1f})", flush=True)
-    return {"threads": args.threads, "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "sense_iters": SENSE_ITERS, "tv_lam": TV_LAM, "tv_iters": TV_ITERS,
-            "volume": str(vol.relative_to(ROOT) if vol.is_relative_to(ROOT) else vol), "rows": rows}
+                        print(
+                            f"slice {slice_idx} {h}x{w} {acc}x {mname:>13s} {method:>11s}: PSNR {row['psnr']:6.2f} "
+                            f"SSIM {row['ssim']:.4f}  {t.wall:6.2f} s wall {t.cpu:6.2f} s CPU "
+                            f"(load {t.load[0]:.1f}->{t.load[1]:.1f})",
+                            flush=True,
+                        )
+    return {
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "sense_iters": SENSE_ITERS,
+        "tv_lam": TV_LAM,
+        "tv_iters": TV_ITERS,
+        "volume": str(vol.relative_to(ROOT) if vol.is_relative_to(ROOT) else vol),
+        "rows": rows,
+    }
 
 
 def _markdown(result: dict) -> str:
     rows = [r for r in result["rows"] if r["method"] != "estimate-maps"]
-    lines = [(f"Full-size multi-coil MRI ({result['volume']}), {result['threads']} torch threads; "
-             "PSNR/SSIM as fastMRI (magnitude, 320x320, maxval = volume max); mean over slices."), "",
-             "| k-space | accel | maps | method | PSNR [dB] | SSIM | wall s/slice | CPU s/slice | load (1 min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(r["grid"], r["acceleration"], r["maps"], r["method"]) for r in rows},
-                  key=lambda k: (-int(k[0].split("x")[0]), k[1], ["zero-filled", "sense", "tv", "dip"].index(k[3]), k[2]))
+    lines = [
+        (
+            f"Full-size multi-coil MRI ({result['volume']}), {result['threads']} torch threads; "
+            "PSNR/SSIM as fastMRI (magnitude, 320x320, maxval = volume max); mean over slices."
+        ),
+        "",
+        "| k-space | accel | maps | method | PSNR [dB] | SSIM | wall s/slice | CPU s/slice | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted(
+        {(r["grid"], r["acceleration"], r["maps"], r["method"]) for r in rows},
+        key=lambda k: (
+            -int(k[0].split("x")[0]),
+            k[1],
+            ["zero-filled", "sense", "tv", "dip"].index(k[3]),
+            k[2],
+        ),
+    )
     for grid, acc, maps, method in keys:
-        sel = [r for r in rows if (r["grid"], r["acceleration"], r["maps"], r["method"]) == (grid, acc, maps, method)]
+        sel = [
+            r
+            for r in rows
+            if (r["grid"], r["acceleration"], r["maps"], r["method"]) == (grid, acc, maps, method)
+        ]
         mean = {k: float(np.mean([r[k] for r in sel])) for k in ("psnr", "ssim", "wall_s", "cpu_s")}
         load = max(max(r["load_before"], r["load_after"]) for r in sel)
-        lines.append(f"| {grid} | {acc}x | {maps} | {method} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
-                     f"{mean['wall_s']:.2f} | {mean['cpu_s']:.2f} | <= {load:.1f} |")
+        lines.append(
+            f"| {grid} | {acc}x | {maps} | {method} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
+            f"{mean['wall_s']:.2f} | {mean['cpu_s']:.2f} | <= {load:.1f} |"
+        )
     est = [r for r in result["rows"] if r["method"] == "estimate-maps"]
     norms = [r for r in rows if "norm_cpu_s" in r]
     lines.append("")
     for grid in sorted({r["grid"] for r in est}, key=lambda g: -int(g.split("x")[0])):
-        lines.append(f"{grid}: map estimation per slice: " + ", ".join(
-            f"{m} {np.mean([r['wall_s'] for r in est if r['maps'] == m and r['grid'] == grid]):.2f} s wall / "
-            f"{np.mean([r['cpu_s'] for r in est if r['maps'] == m and r['grid'] == grid]):.2f} s CPU"
-            for m in ("espirit", "lowres") if any(r["maps"] == m and r["grid"] == grid for r in est))
+        lines.append(
+            f"{grid}: map estimation per slice: "
+            + ", ".join(
+                f"{m} {np.mean([r['wall_s'] for r in est if r['maps'] == m and r['grid'] == grid]):.2f} s wall / "
+                f"{np.mean([r['cpu_s'] for r in est if r['maps'] == m and r['grid'] == grid]):.2f} s CPU"
+                for m in ("espirit", "lowres")
+                if any(r["maps"] == m and r["grid"] == grid for r in est)
+            )
             + "; operator norm (power iteration, once per slice, used by TV): "
             f"{np.mean([r['norm_wall_s'] for r in norms if r['grid'] == grid]):.2f} s wall / "
-            f"{np.mean([r['norm_cpu_s'] for r in norms if r['grid'] == grid]):.2f} s CPU")
+            f"{np.mean([r['norm_cpu_s'] for r in norms if r['grid'] == grid]):.2f} s CPU"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -211,9 +285,16 @@ def figure(run_dirs: list[str], out: Path, slice_pos: int = 0) -> Path:
         rows_of.append((label, target, vmax, methods, recs, vols))
     n_col = 1 + max(len(r[3]) for r in rows_of)
     panel = 1.6
-    fig, axes = plt.subplots(2 * len(rows_of), n_col + 1, figsize=(panel * n_col + 0.5, panel * 1.12 * 2 * len(rows_of)),
-                             squeeze=False, gridspec_kw={"width_ratios": [1] * n_col + [0.06]})
-    err_max = max(float(np.abs(rec - t).max()) for _, t, _, ms, recs, _ in rows_of for rec in recs.values()) / 4
+    fig, axes = plt.subplots(
+        2 * len(rows_of),
+        n_col + 1,
+        figsize=(panel * n_col + 0.5, panel * 1.12 * 2 * len(rows_of)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * n_col + [0.06]},
+    )
+    err_max = (
+        max(float(np.abs(rec - t).max()) for _, t, _, ms, recs, _ in rows_of for rec in recs.values()) / 4
+    )
     for r, (label, target, vmax, methods, recs, vols) in enumerate(rows_of):
         top, bottom = axes[2 * r], axes[2 * r + 1]
         grey = top[0].imshow(target, cmap="gray", vmin=0, vmax=vmax)
@@ -251,13 +332,24 @@ def figure(run_dirs: list[str], out: Path, slice_pos: int = 0) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT / "outputs" / "fastmri_fullsize"))
-    parser.add_argument("--slices", type=int, nargs="+", default=[1, 2], help="slices of the validation volume")
+    parser.add_argument(
+        "--slices", type=int, nargs="+", default=[1, 2], help="slices of the validation volume"
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--grids", nargs="+", default=["full", "cropped"], choices=["full", "cropped"],
-                        help="full: the file's 640x368 k-space; cropped: readout oversampling removed (320x368)")
-    parser.add_argument("--dip-steps", type=int, default=0, help="also time DIP (ESPIRiT maps) for this many steps")
+    parser.add_argument(
+        "--grids",
+        nargs="+",
+        default=["full", "cropped"],
+        choices=["full", "cropped"],
+        help="full: the file's 640x368 k-space; cropped: readout oversampling removed (320x368)",
+    )
+    parser.add_argument(
+        "--dip-steps", type=int, default=0, help="also time DIP (ESPIRiT maps) for this many steps"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mri_fullsize"))
-    parser.add_argument("--figure", nargs="+", metavar="RUN_DIR", help="draw the README figure from these runs")
+    parser.add_argument(
+        "--figure", nargs="+", metavar="RUN_DIR", help="draw the README figure from these runs"
+    )
     parser.add_argument("--figure-out", default=str(ROOT / "docs" / "mri_fullsize.png"))
     args = parser.parse_args(argv)
     if args.figure:

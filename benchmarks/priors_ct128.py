@@ -15,6 +15,7 @@ representation limit: the best fit ``min_z ||G(z) - x||^2`` (``vae-range`` with 
 lam 0) of the validation slices and, for comparison, of training slices. Writes
 ``benchmarks/results/priors_ct128.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def _methods(n_iter: int) -> list[tuple[str, str, dict]]:
 
 def _scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[float]]:
     t, p = x_true[:, 0].numpy(), x.real[:, 0].clamp(0, 1).numpy()
-    return ([float(psnr(t[i], p[i], data_range=1.0)) for i in range(len(t))],
-            [float(ssim(t[i], p[i], data_range=1.0)) for i in range(len(t))])
+    return (
+        [float(psnr(t[i], p[i], data_range=1.0)) for i in range(len(t))],
+        [float(ssim(t[i], p[i], data_range=1.0)) for i in range(len(t))],
+    )
 
 
 def _summary(v: list[float]) -> dict:
@@ -65,8 +68,16 @@ def _summary(v: list[float]) -> dict:
 def representation_limit(images: torch.Tensor, n_iter: int) -> dict:
     """PSNR of the best VAE fit G(z*) of each image (A = I, no noise, lam = 0, 2 restarts)."""
     op = Identity((128, 128))
-    x = reconstruct(op, images, "vae-range", weights=str(VAE), lam=0.0, n_iter=n_iter, restarts=2,
-                    generator=torch.Generator().manual_seed(0))
+    x = reconstruct(
+        op,
+        images,
+        "vae-range",
+        weights=str(VAE),
+        lam=0.0,
+        n_iter=n_iter,
+        restarts=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     return _summary(_scores(images, x)[0])
 
 
@@ -78,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/priors_ct128.json"))
-    ap.add_argument("--merge", nargs="*", default=None,
-                    help="only merge these result files (runs of single settings) into --out")
+    ap.add_argument(
+        "--merge",
+        nargs="*",
+        default=None,
+        help="only merge these result files (runs of single settings) into --out",
+    )
     args = ap.parse_args(argv)
     if args.merge:
         merged: dict = {}
@@ -94,15 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     corpus = load_corpus("ct", "validation", size=128, slices=args.n_val)
     x_true = corpus.images
-    result = {"what": "real-CT 128 priors vs FBP and TV, lung1 validation slices, 1 % noise (issue 16)",
-              "ids": list(corpus.ids), "n_iter": args.n_iter, "git": git_revision(),
-              "load_average_start": os.getloadavg(), "settings": {}}
+    result = {
+        "what": "real-CT 128 priors vs FBP and TV, lung1 validation slices, 1 % noise (issue 16)",
+        "ids": list(corpus.ids),
+        "n_iter": args.n_iter,
+        "git": git_revision(),
+        "load_average_start": os.getloadavg(),
+        "settings": {},
+    }
     for angles in args.angles:
         op = ParallelBeamCT(128, angles)
         ys, sig = [], []
         for i, name in enumerate(corpus.ids):
             g = torch.Generator().manual_seed(zlib.crc32(f"priors_ct128/{name}/{angles}".encode()))
-            y, s = simulate(op, x_true[i: i + 1], NOISE_LEVEL, g)
+            y, s = simulate(op, x_true[i : i + 1], NOISE_LEVEL, g)
             ys.append(y)
             sig.append(s)
         y, sigma = torch.cat(ys), torch.cat(sig)
@@ -119,13 +139,19 @@ def main(argv: list[str] | None = None) -> int:
             x = reconstruct(op, y, method, **opts)
             sec = (time.perf_counter() - t0) / len(corpus.ids)
             p, s = _scores(x_true, x)
-            rows[label] = {"psnr": _summary(p), "ssim": _summary(s), "seconds_per_image": round(sec, 2),
-                           "psnr_per_slice": [round(v, 2) for v in p], "options": {k: v for k, v in options.items()
-                                                                                    if k != "weights"},
-                           "load_average": os.getloadavg()[0]}
-            print(f"{angles:3d} angles {label:15s} PSNR {rows[label]['psnr']['mean']:6.2f} +/- "
-                  f"{rows[label]['psnr']['std']:.2f}  SSIM {rows[label]['ssim']['mean']:.3f}  {sec:6.1f} s/img",
-                  flush=True)
+            rows[label] = {
+                "psnr": _summary(p),
+                "ssim": _summary(s),
+                "seconds_per_image": round(sec, 2),
+                "psnr_per_slice": [round(v, 2) for v in p],
+                "options": {k: v for k, v in options.items() if k != "weights"},
+                "load_average": os.getloadavg()[0],
+            }
+            print(
+                f"{angles:3d} angles {label:15s} PSNR {rows[label]['psnr']['mean']:6.2f} +/- "
+                f"{rows[label]['psnr']['std']:.2f}  SSIM {rows[label]['ssim']['mean']:.3f}  {sec:6.1f} s/img",
+                flush=True,
+            )
         result["settings"][f"ct128_a{angles}"] = rows
         atomic_write_text(Path(args.out), json.dumps(result, indent=1))
     if not args.only or "limit" in args.only:
@@ -134,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             "validation_lung1": representation_limit(x_true, 2 * args.n_iter),
             "train_lung2_head": representation_limit(train, 2 * args.n_iter),
             "how": "min_z ||G(z) - x||^2 by vae-range with A = I, no noise, lam = 0, 2 restarts, "
-                   f"{2 * args.n_iter} Adam steps; PSNR of G(z*)"}
+            f"{2 * args.n_iter} Adam steps; PSNR of G(z*)",
+        }
         print("representation limit (VAE, A = I):", result["representation_limit_vae"], flush=True)
     result["load_average_end"] = os.getloadavg()
     atomic_write_text(Path(args.out), json.dumps(result, indent=1))

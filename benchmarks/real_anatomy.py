@@ -29,6 +29,7 @@ slice) per setting, so settings can run in parallel processes; ``report`` merges
 ``real_anatomy.json``, ``real_anatomy.md`` (the table) and ``real_anatomy.png`` (one slice per
 setting: ground truth, methods, error maps with a colour bar).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,7 +76,7 @@ def _measure(op, x: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, torch.T
     ys, sig = [], []
     for i, name in enumerate(ids):
         g = torch.Generator().manual_seed(zlib.crc32(f"real_anatomy/{name}".encode()))
-        y, s = simulate(op, xs[i: i + 1], NOISE_LEVEL, g)
+        y, s = simulate(op, xs[i : i + 1], NOISE_LEVEL, g)
         ys.append(y)
         sig.append(s)
     return torch.cat(ys), torch.cat(sig)
@@ -87,8 +88,10 @@ def _real(x: torch.Tensor) -> torch.Tensor:
 
 def _scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[float]]:
     t, p = x_true[:, 0].numpy(), _real(x)[:, 0].clamp(0, 1).numpy()
-    return ([psnr(t[i], p[i], data_range=1.0) for i in range(len(t))],
-            [ssim(t[i], p[i], data_range=1.0) for i in range(len(t))])
+    return (
+        [psnr(t[i], p[i], data_range=1.0) for i in range(len(t))],
+        [ssim(t[i], p[i], data_range=1.0) for i in range(len(t))],
+    )
 
 
 def _patchnr_options(args, size: int = 128, **extra) -> dict:
@@ -99,7 +102,9 @@ def _patchnr_options(args, size: int = 128, **extra) -> dict:
 def _methods(setting: str, size: int, cal: dict, args) -> list[tuple[str, str, dict]]:
     """The compared methods; PatchNR's weight is the one chosen on training slices for this setting
     (settings without a calibration, e.g. 256 px, use the 128 px 30-angle weight: lam is relative)."""
-    lam = cal["patchnr"][setting]["lam"] if setting in cal.get("patchnr", {}) else cal["patchnr"]["default_lam"]
+    lam = (
+        cal["patchnr"][setting]["lam"] if setting in cal.get("patchnr", {}) else cal["patchnr"]["default_lam"]
+    )
     direct = ("direct", "fbp", {}) if setting.startswith("ct") else ("direct", "zero-filled", {})
     methods = [
         direct,
@@ -130,9 +135,15 @@ def _summary(values: list[float]) -> dict:
 def calibrate(args) -> int:
     """Best PatchNR weight per setting on TRAIN-split slices, and the noise-rule constant c."""
     settings = CT_SETTINGS + ([CT256_SETTING] if args.ct256 else []) + (MRI_SETTINGS if args.mri else [])
-    out: dict = {"what": "PatchNR weights chosen on TRAIN-split slices (never validation)",
-                 "n_slices": args.n_cal, "grid": list(PATCHNR_GRID), "noise_level": NOISE_LEVEL,
-                 "options": _patchnr_options(args), "load_avg": os.getloadavg(), "patchnr": {}}
+    out: dict = {
+        "what": "PatchNR weights chosen on TRAIN-split slices (never validation)",
+        "n_slices": args.n_cal,
+        "grid": list(PATCHNR_GRID),
+        "noise_level": NOISE_LEVEL,
+        "options": _patchnr_options(args),
+        "load_avg": os.getloadavg(),
+        "patchnr": {},
+    }
     for name, modality, size, param in settings:
         corpus = load_corpus(modality, "train", size=size, slices=args.n_cal)
         x = corpus.images
@@ -147,13 +158,23 @@ def calibrate(args) -> int:
         best = max(rows, key=lambda r: r["psnr"])
         # c of lam = c sigma^2 / ||A||^2 that the best weight corresponds to (the noise rule uses 1/p^2)
         c = best["lam"] * float(op.norm_squared()) / float(sigma.median()) ** 2
-        out["patchnr"][name] = {"lam": best["lam"], "c": c, "sweep": rows, "ids": corpus.ids,
-                                "sigma": sigma.tolist(), "norm_squared": float(op.norm_squared())}
+        out["patchnr"][name] = {
+            "lam": best["lam"],
+            "c": c,
+            "sweep": rows,
+            "ids": corpus.ids,
+            "sigma": sigma.tolist(),
+            "norm_squared": float(op.norm_squared()),
+        }
     out["patchnr"]["default_lam"] = out["patchnr"]["ct128_a30"]["lam"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.calibration, json.dumps(out, indent=1))
-    print(json.dumps({k: (v["lam"], round(v["c"], 3)) if isinstance(v, dict) else v
-                      for k, v in out["patchnr"].items()}), flush=True)
+    print(
+        json.dumps(
+            {k: (v["lam"], round(v["c"], 3)) if isinstance(v, dict) else v for k, v in out["patchnr"].items()}
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -173,27 +194,51 @@ def evaluate(args) -> int:
         x = corpus.images
         op = _operator(modality, size, param)
         y, sigma = _measure(op, x, corpus.ids)
-        entry = {"modality": modality, "size": size, "param": param, "ids": corpus.ids, "n": len(corpus.ids),
-                 "sigma_mean": float(sigma.mean()), "command": " ".join(sys.argv), "git": git_revision(),
-                 "torch": torch.__version__, "threads": torch.get_num_threads(), "methods": {}}
+        entry = {
+            "modality": modality,
+            "size": size,
+            "param": param,
+            "ids": corpus.ids,
+            "n": len(corpus.ids),
+            "sigma_mean": float(sigma.mean()),
+            "command": " ".join(sys.argv),
+            "git": git_revision(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "methods": {},
+        }
         recon = {}
         for label, method, options in _methods(name, size, cal, args):
             load0 = os.getloadavg()[0]
             xr, sec = _run(op, y, method, options, sigma, 0)
             p, s = _scores(x, xr)
-            entry["methods"][label] = {"method": method, "options": dict(options), "psnr": _summary(p),
-                                       "ssim": _summary(s), "psnr_each": p, "seconds_per_image": sec / len(p),
-                                       "load_avg_1min": load0}
+            entry["methods"][label] = {
+                "method": method,
+                "options": dict(options),
+                "psnr": _summary(p),
+                "ssim": _summary(s),
+                "psnr_each": p,
+                "seconds_per_image": sec / len(p),
+                "load_avg_1min": load0,
+            }
             recon[label] = _real(xr)
-            print(f"[{name}] {label}: PSNR {np.mean(p):.2f} +/- {np.std(p, ddof=1) if len(p) > 1 else 0:.2f} dB, "
-                  f"SSIM {np.mean(s):.3f}, {sec / len(p):.1f} s/image (load {load0:.1f})", flush=True)
+            print(
+                f"[{name}] {label}: PSNR {np.mean(p):.2f} +/- {np.std(p, ddof=1) if len(p) > 1 else 0:.2f} dB, "
+                f"SSIM {np.mean(s):.3f}, {sec / len(p):.1f} s/image (load {load0:.1f})",
+                flush=True,
+            )
         # the figure's slice: the median slice by direct-reconstruction PSNR
         k = int(np.argsort(entry["methods"]["direct"]["psnr_each"])[len(corpus.ids) // 2])
         entry["figure_slice"] = corpus.ids[k]
         stem = out.with_name(f"{out.stem}_{name}")
-        np.savez_compressed(stem.with_suffix(".npz"), truth=x[k, 0].numpy(),
-                            **{lab: r[k, 0].numpy() for lab, r in recon.items()})
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(entry, indent=1))  # (again below with the oracle)
+        np.savez_compressed(
+            stem.with_suffix(".npz"),
+            truth=x[k, 0].numpy(),
+            **{lab: r[k, 0].numpy() for lab, r in recon.items()},
+        )
+        atomic_write_text(
+            stem.with_suffix(".json"), json.dumps(entry, indent=1)
+        )  # (again below with the oracle)
         if args.oracle and "patchnr" in entry["methods"]:
             # best weight per slice of a small sweep against the ground truth: measures the gap only
             lam0 = entry["methods"]["patchnr"]["options"]["lam"]
@@ -204,10 +249,17 @@ def evaluate(args) -> int:
                 p = np.asarray(_scores(x, xr)[0])
                 best_lam = np.where(p > best, lam0 * f, best_lam)
                 best = np.maximum(best, p)
-            gaps = {lab: float(np.mean(best - np.asarray(entry["methods"][lab]["psnr_each"])))
-                    for lab in ("patchnr", "patchnr-noise") if lab in entry["methods"]}
-            entry["oracle"] = {"grid_factors": [1 / 3, 1, 3], "psnr": _summary(best.tolist()),
-                               "best_lam_each": best_lam.tolist(), "gap_db": gaps}
+            gaps = {
+                lab: float(np.mean(best - np.asarray(entry["methods"][lab]["psnr_each"])))
+                for lab in ("patchnr", "patchnr-noise")
+                if lab in entry["methods"]
+            }
+            entry["oracle"] = {
+                "grid_factors": [1 / 3, 1, 3],
+                "psnr": _summary(best.tolist()),
+                "best_lam_each": best_lam.tolist(),
+                "gap_db": gaps,
+            }
             print(f"[{name}] oracle sweep: PSNR {best.mean():.2f} dB; gaps {gaps}", flush=True)
             atomic_write_text(stem.with_suffix(".json"), json.dumps(entry, indent=1))
     return 0
@@ -252,8 +304,11 @@ def report(args) -> int:
     rows = {}
     for name, entry in settings.items():
         arrays = np.load(out.with_name(f"{out.stem}_{name}.npz"))
-        rows[name] = (torch.from_numpy(arrays["truth"]),
-                      {lab: torch.from_numpy(arrays[lab]) for lab in entry["methods"]}, entry["figure_slice"])
+        rows[name] = (
+            torch.from_numpy(arrays["truth"]),
+            {lab: torch.from_numpy(arrays[lab]) for lab in entry["methods"]},
+            entry["figure_slice"],
+        )
     if not args.no_figure:
         _figure(rows, results, out.with_suffix(".png"))
     return 0
@@ -263,12 +318,16 @@ def _table(results: dict, path: Path) -> None:
     lines = ["| setting | method | PSNR (dB) | SSIM | s / image |", "|---|---|---|---|---|"]
     for name, entry in results["settings"].items():
         for label, m in entry["methods"].items():
-            lines.append(f"| {name} (n={entry['n']}) | {label} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
-                         f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f} |")
+            lines.append(
+                f"| {name} (n={entry['n']}) | {label} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
+                f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f} |"
+            )
         if "oracle" in entry:
             o = entry["oracle"]
-            lines.append(f"| {name} (n={entry['n']}) | patchnr, oracle weight (x1/3, 1, 3 per slice) | "
-                         f"{o['psnr']['mean']:.2f} +/- {o['psnr']['std']:.2f} | | |")
+            lines.append(
+                f"| {name} (n={entry['n']}) | patchnr, oracle weight (x1/3, 1, 3 per slice) | "
+                f"{o['psnr']['mean']:.2f} +/- {o['psnr']['std']:.2f} | | |"
+            )
     atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -280,8 +339,9 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n_methods = max(len(m) for _, m, _ in rows.values())
-    fig, axes = plt.subplots(2 * len(rows), n_methods + 1, figsize=(2.2 * (n_methods + 1), 4.4 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(rows), n_methods + 1, figsize=(2.2 * (n_methods + 1), 4.4 * len(rows)), squeeze=False
+    )
     for r, (name, (gt, recon, sid)) in enumerate(rows.items()):
         top, bottom = axes[2 * r], axes[2 * r + 1]
         top[0].imshow(gt.numpy(), cmap="gray", vmin=0, vmax=1)
@@ -289,7 +349,9 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
         bottom[0].axis("off")
         err_max = 0.2
         for c, (label, img) in enumerate(recon.items(), start=1):
-            p = results["settings"][name]["methods"][label]["psnr_each"][results["settings"][name]["ids"].index(sid)]
+            p = results["settings"][name]["methods"][label]["psnr_each"][
+                results["settings"][name]["ids"].index(sid)
+            ]
             top[c].imshow(img.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             top[c].set_title(f"{label}\n{p:.2f} dB", fontsize=8)
             im = bottom[c].imshow((img - gt).abs().numpy(), cmap="inferno", vmin=0, vmax=err_max)
@@ -317,7 +379,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tv-iter", type=int, default=200, help="PDHG iterations per TV solve")
     ap.add_argument("--ct256", action="store_true", help="add the 256x256 CT setting")
     ap.add_argument("--mri", action="store_true", help="add the MRI settings")
-    ap.add_argument("--oracle", action="store_true", help="measure the gap to the best of a small weight sweep")
+    ap.add_argument(
+        "--oracle", action="store_true", help="measure the gap to the best of a small weight sweep"
+    )
     ap.add_argument("--only", nargs="*", help="run only these settings (e.g. ct128_a30)")
     ap.add_argument("--methods", nargs="*", help="run only these methods (labels; 'direct' always runs)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 slices, 30 steps")
@@ -333,7 +397,9 @@ def main(argv=None) -> int:
             args.out = str(RESULTS / "real_anatomy_quick.json")
         if args.command == "calibrate" and args.calibration == str(CALIBRATION):
             args.calibration = str(RESULTS / "real_anatomy_calibration_quick.json")
-    return {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}[args.command](args)
+    return {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}[
+        args.command
+    ](args)
 
 
 if __name__ == "__main__":

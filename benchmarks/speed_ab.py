@@ -8,6 +8,7 @@ Morozov target (``op.n_measurements()``). Images: the 6 real 128x128 CT slices o
 30 angles, noise 0.02. One torch thread (``--threads``). Writes ``benchmarks/results/tv_discrepancy_speed.json``
 and ``benchmarks/results/dip_speed.json``; the load average is recorded with every row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _old_module(rev: str, path: str, name: str, tmp: str):
-    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True, check=True)
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     file = Path(tmp) / f"{name}.py"
-    file.write_text(source.stdout.replace("from .", "from medrecon.solvers."))  # relative imports of the old package
+    file.write_text(
+        source.stdout.replace("from .", "from medrecon.solvers.")
+    )  # relative imports of the old package
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -70,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def tv_before(yy, ss):
         def solve(lam, x0):
-            return old_var.pdhg_tv(op, yy, lam=old_w._per_element(lam, yy, scale), n_iter=200, nonneg=True, x0=x0)
+            return old_var.pdhg_tv(
+                op, yy, lam=old_w._per_element(lam, yy, scale), n_iter=200, nonneg=True, x0=x0
+            )
+
         return old_w.discrepancy_weight(solve, op, yy, noise_std=ss)
 
     def tv_after(yy, ss):
         def solve(lam, x0):
             return pdhg_tv(op, yy, lam=_per_element(lam, yy, scale), n_iter=200, nonneg=True, x0=x0)
+
         return discrepancy_weight(solve, op, yy, noise_std=ss, warm_start=True)
 
     def p(i, xr):
@@ -89,32 +98,59 @@ def main(argv: list[str] | None = None) -> int:
             lam, xr = fn(y[i : i + 1], sigma[i : i + 1])
             t[name] = (time.perf_counter() - t0, p(i, xr), float(lam))
         conv = pdhg_tv(op, y[i : i + 1], lam=t["after"][2] * scale, n_iter=1500, tol=0.0, nonneg=True)
-        rows.append({"image": f.stem, "before_s": round(t["before"][0], 2), "after_s": round(t["after"][0], 2),
-                     "psnr_converged_at_after_lam": p(i, conv),
-                     "ratio": round(t["before"][0] / t["after"][0], 2), "psnr_before": t["before"][1],
-                     "psnr_after": t["after"][1], "lam_before": t["before"][2], "lam_after": t["after"][2], "load": load})
+        rows.append(
+            {
+                "image": f.stem,
+                "before_s": round(t["before"][0], 2),
+                "after_s": round(t["after"][0], 2),
+                "psnr_converged_at_after_lam": p(i, conv),
+                "ratio": round(t["before"][0] / t["after"][0], 2),
+                "psnr_before": t["before"][1],
+                "psnr_after": t["after"][1],
+                "lam_before": t["before"][2],
+                "lam_after": t["after"][2],
+                "load": load,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     out: dict = {"rows": rows}
     for name, fn in (("before", tv_before), ("after", tv_after)):
         load = _load()
         t0 = time.perf_counter()
         _, xb = fn(y, sigma)
-        out[f"batch{len(files)}_{name}"] = {"s_per_image": round((time.perf_counter() - t0) / len(files), 2),
-                                            "psnr": [p(i, xb[i : i + 1]) for i in range(len(files))], "load": load}
+        out[f"batch{len(files)}_{name}"] = {
+            "s_per_image": round((time.perf_counter() - t0) / len(files), 2),
+            "psnr": [p(i, xb[i : i + 1]) for i in range(len(files))],
+            "load": load,
+        }
         print(name, json.dumps(out[f"batch{len(files)}_{name}"]), flush=True)
     (REPO / "benchmarks" / "results" / "tv_discrepancy_speed.json").write_text(json.dumps(out, indent=1))
     dip_rows = []
     for name, fn in (("before", old_dip.fit_dip), ("after", fit_dip)) * 2:
         load = _load()
         k = min(2, len(files) - 1)
-        res = fn(op, y[k : k + 1], n_iter=args.dip_steps, stopping="none", x_true=x[k : k + 1],
-                 generator=torch.Generator().manual_seed(0))
+        res = fn(
+            op,
+            y[k : k + 1],
+            n_iter=args.dip_steps,
+            stopping="none",
+            x_true=x[k : k + 1],
+            generator=torch.Generator().manual_seed(0),
+        )
         tr = res.traces[0]
-        dip_rows.append({"version": name, "ms_per_step": round(1000 * tr.seconds / tr.n_steps, 1),
-                         "psnr_last": round(tr.psnr_ema[-1], 3), "load": load})
+        dip_rows.append(
+            {
+                "version": name,
+                "ms_per_step": round(1000 * tr.seconds / tr.n_steps, 1),
+                "psnr_last": round(tr.psnr_ema[-1], 3),
+                "load": load,
+            }
+        )
 
         print(json.dumps(dip_rows[-1]), flush=True)
-    (REPO / "benchmarks" / "results" / "dip_speed_ab.json").write_text(json.dumps({"rows": dip_rows}, indent=1))
+    (REPO / "benchmarks" / "results" / "dip_speed_ab.json").write_text(
+        json.dumps({"rows": dip_rows}, indent=1)
+    )
     return 0
 
 

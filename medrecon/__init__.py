@@ -3,6 +3,7 @@
 Public entry points: ``medrecon.reconstruct(op, y, method, **options)`` and the subpackages
 ``operators``, ``priors``, ``solvers``, ``data``, ``metrics``, ``training``.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """Old import locations kept working for a while: ``moved(...)`` backs a module's ``__getattr__``."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,6 +18,9 @@ def moved(module: str, name: str, new_homes: Mapping[str, str]) -> Any:
     if name not in new_homes:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     new = new_homes[name]
-    warnings.warn(f"{module}.{name} moved to {new}.{name}; the old name will be removed", DeprecationWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"{module}.{name} moved to {new}.{name}; the old name will be removed",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return getattr(import_module(new), name)

@@ -25,6 +25,7 @@ plain ``tv`` entry beside ``{name: tv, label: tv-discrepancy}``).
 >>> load_config({"n_iter": 5}, Solver, overrides=["lam=1e-3"])
 Solver(n_iter=5, lam=0.001)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -208,11 +209,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if tagged is not None and isinstance(value, Mapping):
             tag, choices = tagged
             if tag not in value:
-                raise ConfigError(f"missing required config key '{where}.{tag}' "
-                                  f"(one of {', '.join(repr(c) for c in choices)})")
+                raise ConfigError(
+                    f"missing required config key '{where}.{tag}' "
+                    f"(one of {', '.join(repr(c) for c in choices)})"
+                )
             if value[tag] not in choices or isinstance(value[tag], bool):
-                raise ConfigError(f"config key '{where}.{tag}': expected one of "
-                                  f"{', '.join(repr(c) for c in choices)}, got {value[tag]!r}")
+                raise ConfigError(
+                    f"config key '{where}.{tag}': expected one of "
+                    f"{', '.join(repr(c) for c in choices)}, got {value[tag]!r}"
+                )
             return build_config(choices[value[tag]], value, _where=where)
         errors = []
         for member in args:
@@ -230,7 +235,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         )
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key '{where}': expected a mapping ({tp.__name__}), got {_describe(value)}")
+            raise ConfigError(
+                f"config key '{where}': expected a mapping ({tp.__name__}), got {_describe(value)}"
+            )
         return build_config(tp, value, _where=where)
     if tp is bool:
         if isinstance(value, bool):
@@ -264,7 +271,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             item_tp = args[0] if args else Any
             return tuple(_convert(v, item_tp, f"{where}.{i}") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"config key '{where}': expected a list of {len(args)} entries, got {len(value)}")
+            raise ConfigError(
+                f"config key '{where}': expected a list of {len(args)} entries, got {len(value)}"
+            )
         return tuple(_convert(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
     if origin in (dict, Mapping, typing.Mapping) or tp is dict:
         if not isinstance(value, Mapping):
@@ -281,7 +290,9 @@ def build_config(cls: type[T], data: Mapping, *, _where: str = "") -> T:
     if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
         raise TypeError(f"{cls!r} is not a dataclass")
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config{' key ' + repr(_where) if _where else ''}: expected a mapping, got {_describe(data)}")
+        raise ConfigError(
+            f"config{' key ' + repr(_where) if _where else ''}: expected a mapping, got {_describe(data)}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     prefix = f"{_where}." if _where else ""
@@ -339,14 +350,22 @@ def check_device(name: str, key: str = "device") -> None:
     try:
         dev = torch.device(name) if name != "auto" else torch.device("cpu")
     except RuntimeError:
-        raise ConfigError(f"config key '{key}': {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)") from None
+        raise ConfigError(
+            f"config key '{key}': {name!r} is not a torch device (auto, cpu, cuda, cuda:1, mps)"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key '{key}': {name!r} asked for, but CUDA is not available on this machine "
-                          "(use cpu)")
+        raise ConfigError(
+            f"config key '{key}': {name!r} asked for, but CUDA is not available on this machine (use cpu)"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"config key '{key}': {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                  and torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"config key '{key}': {name!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
+        )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
         raise ConfigError(f"config key '{key}': 'mps' is not available on this machine (use cpu)")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"config key '{key}': device type {dev.type!r} is not supported (auto, cpu, cuda, mps)")
+        raise ConfigError(
+            f"config key '{key}': device type {dev.type!r} is not supported (auto, cpu, cuda, mps)"
+        )

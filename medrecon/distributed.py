@@ -15,6 +15,7 @@ agent also tears the whole job down as soon as one worker exits with an error.
 >>> (state.rank, state.world_size, is_main(), gather_objects("x"))
 (0, 1, True, ['x'])
 """
+
 from __future__ import annotations
 
 import datetime
@@ -114,8 +115,14 @@ def init_from_env(device: str | torch.device = "auto", *, timeout_s: float | Non
     kwargs: dict[str, Any] = {}
     if backend == "nccl":
         kwargs["device_id"] = dev  # eager NCCL init: a broken GPU/network fails here, not mid-run
-    dist.init_process_group(backend=backend, init_method="env://", rank=r, world_size=n,
-                            timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=r,
+        world_size=n,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **kwargs,
+    )
     _OWNS_GROUP = True
     _STATE = DistState(r, n, local, backend, dev)
     return _STATE

@@ -22,6 +22,7 @@ reason, so that callers can say what they chose. Library code never calls it: on
 >>> choose_threads(environ={"MEDRECON_THREADS": "2", "OMP_NUM_THREADS": "8"}).reason
 'MEDRECON_THREADS=2'
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,13 @@ def _load_average() -> float:
         return 0.0
 
 
-def choose_threads(requested: int | None = None, *, environ: Mapping[str, str] | None = None,
-                   cores: int | None = None, load: float | None = None) -> ThreadChoice:
+def choose_threads(
+    requested: int | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cores: int | None = None,
+    load: float | None = None,
+) -> ThreadChoice:
     """The thread count for this process and why (see the module doc for the order of the rules).
 
     ``environ`` defaults to ``os.environ``, ``cores`` to :func:`available_cores`, ``load`` to the
@@ -118,7 +124,9 @@ def choose_threads(requested: int | None = None, *, environ: Mapping[str, str] |
     return ThreadChoice(n, reason)
 
 
-def configure_threads(requested: int | None = None, *, environ: Mapping[str, str] | None = None) -> ThreadChoice:
+def configure_threads(
+    requested: int | None = None, *, environ: Mapping[str, str] | None = None
+) -> ThreadChoice:
     """Choose the thread count (:func:`choose_threads`) and apply it with ``torch.set_num_threads``."""
     import torch
 

@@ -9,6 +9,7 @@ then moved over the destination with ``os.replace`` (atomic on POSIX and Windows
 >>> (d / "a.txt").read_text()
 'hello'
 """
+
 from __future__ import annotations
 
 import os
@@ -87,13 +88,20 @@ def git_revision(*, mark_dirty: bool = False) -> str | None:
 
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         rev = out.stdout.strip() if out.returncode == 0 else ""
         if not rev:
             return None
         if mark_dirty:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                   capture_output=True, text=True, timeout=5)
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             if dirty.returncode == 0 and dirty.stdout.strip():
                 rev += "+dirty"
         return rev

@@ -12,6 +12,7 @@
 
 Deterministic: re-running writes identical files (the README card lists their SHA-256).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,13 @@ def make_images(size: int) -> dict[str, np.ndarray]:
     for i in range(4):
         images[f"ellipses_{i}"] = ellipses[i, 0].numpy().astype(np.float32)
     images["shepp_logan"] = shepp_logan(size).numpy().astype(np.float32)
-    (_, ct), = load_images("pydicom_example", size, name="ct", window=CT_WINDOW_HU)
+    ((_, ct),) = load_images("pydicom_example", size, name="ct", window=CT_WINDOW_HU)
     images["ct_small"] = ct.astype(np.float32)
     for name, img in images.items():
         if img.shape != (size, size) or not (0.0 <= img.min() and img.max() <= 1.0):
-            raise RuntimeError(f"{name}: expected ({size}, {size}) in [0, 1], got {img.shape} "
-                               f"in [{img.min()}, {img.max()}]")
+            raise RuntimeError(
+                f"{name}: expected ({size}, {size}) in [0, 1], got {img.shape} in [{img.min()}, {img.max()}]"
+            )
     return images
 
 

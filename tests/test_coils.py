@@ -1,4 +1,5 @@
 """Coil-sensitivity estimation: ESPIRiT as the default, the low-resolution method as the cheap option."""
+
 import pytest
 import torch
 
@@ -10,8 +11,11 @@ from medrecon.operators.mri import MultiCoilMRI
 
 def _head(shape=(48, 40)):
     """An ellipse 'head' with a dark ventricle (1 % of the tissue signal) inside; zero background."""
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, shape[0], dtype=torch.float64),
-                            torch.linspace(-1, 1, shape[1], dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, shape[0], dtype=torch.float64),
+        torch.linspace(-1, 1, shape[1], dtype=torch.float64),
+        indexing="ij",
+    )
     head = ((yy / 0.85) ** 2 + (xx / 0.75) ** 2) < 1
     ventricle = ((yy / 0.4) ** 2 + (xx / 0.35) ** 2) < 1
     image = head.double() * (1 + 0.3 * xx)
@@ -46,8 +50,10 @@ def test_default_is_espirit_and_options_route():
     kspace, _ = simulate_multicoil(image, 4)
     mask = make_mask("equispaced", (32, 32), 4, 0.4, seed=0)
     torch.testing.assert_close(estimate_sensitivities(kspace * mask, mask), espirit_maps(kspace * mask, mask))
-    torch.testing.assert_close(estimate_sensitivities(kspace, num_low_frequencies=12, crop=0.5, kernel_size=5),
-                               espirit_maps(kspace, num_low_frequencies=12, crop=0.5, kernel_size=5))
+    torch.testing.assert_close(
+        estimate_sensitivities(kspace, num_low_frequencies=12, crop=0.5, kernel_size=5),
+        espirit_maps(kspace, num_low_frequencies=12, crop=0.5, kernel_size=5),
+    )
     with pytest.raises(ValueError, match="method must be one of espirit, lowres"):
         estimate_sensitivities(kspace, mask, method="walsh")
     with pytest.raises(ValueError, match="are for method='espirit'"):
@@ -69,8 +75,11 @@ def test_sense_with_espirit_maps_matches_sense_with_known_maps():
         x = least_squares(MultiCoilMRI(mask.double(), s), y, lam=0.0, n_iter=30, tol=1e-10)[0, 0].abs()
         return float((x - image)[head].norm() / image[head].norm())
 
-    known, esp, low = error(maps), error(estimate_sensitivities(y[0, 0], mask)), \
-        error(estimate_sensitivities(y[0, 0], mask, method="lowres"))
+    known, esp, low = (
+        error(maps),
+        error(estimate_sensitivities(y[0, 0], mask)),
+        error(estimate_sensitivities(y[0, 0], mask, method="lowres")),
+    )
     assert known < 0.02
     assert esp < known + 0.02
     assert low > esp

@@ -1,4 +1,5 @@
 """medrecon.config: strict YAML -> frozen dataclasses, dotted overrides; medrecon.utils_io: atomic writes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,10 @@ class Outer:
 
 def test_yaml_loads_into_frozen_dataclasses(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("name: x\ninner: {n_iter: 5, lam: 1e-3, kind: b}\nsizes: [3, 4]\nwindow: [-1000, 1000]\n"
-                 "methods:\n  - {name: tv, options: {lam: 0.1}}\npath: a/b.npy\nflag: true\n")
+    p.write_text(
+        "name: x\ninner: {n_iter: 5, lam: 1e-3, kind: b}\nsizes: [3, 4]\nwindow: [-1000, 1000]\n"
+        "methods:\n  - {name: tv, options: {lam: 0.1}}\npath: a/b.npy\nflag: true\n"
+    )
     cfg = load_config(p, Outer)
     assert cfg.inner == Inner(n_iter=5, lam=1e-3, kind="b")  # 1e-3 is a float (YAML 1.2), not a string
     assert isinstance(cfg.inner.lam, float)
@@ -60,14 +63,20 @@ def test_int_is_accepted_for_float_but_not_bool():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"name": "x", "inner": {"n_itr": 3}}, r"unknown config key 'inner.n_itr'; valid keys of 'inner': n_iter, lam, step, kind"),
+        (
+            {"name": "x", "inner": {"n_itr": 3}},
+            r"unknown config key 'inner.n_itr'; valid keys of 'inner': n_iter, lam, step, kind",
+        ),
         ({"name": "x", "colour": 1}, r"unknown config key 'colour'"),
         ({"name": "x", "inner": {"n_iter": "ten"}}, r"'inner.n_iter': expected int, got str 'ten'"),
         ({"name": "x", "inner": {"n_iter": 2.5}}, r"'inner.n_iter': expected int, got float"),
         ({"name": "x", "inner": {"kind": "c"}}, r"'inner.kind': expected one of 'a', 'b', got 'c'"),
         ({"name": "x", "inner": {"step": "big"}}, r"'inner.step': expected float \| null"),
         ({"name": "x", "sizes": [1, "2"]}, r"'sizes.1': expected int"),
-        ({"name": "x", "window": [1.0]}, r"'window': expected tuple\[float, float\] \| null, got list \[1.0\]"),
+        (
+            {"name": "x", "window": [1.0]},
+            r"'window': expected tuple\[float, float\] \| null, got list \[1.0\]",
+        ),
         ({"name": "x", "methods": [{"options": {}}]}, r"missing required config key 'methods.0.name'"),
         ({"inner": {}}, r"missing required config key 'name'"),
         ({"name": "x", "inner": 3}, r"'inner': expected a mapping"),
@@ -80,8 +89,18 @@ def test_bad_configs_name_the_key(data, message):
 
 def test_overrides_parse_yaml_values_and_index_lists():
     data = {"name": "x", "methods": [{"name": "fbp"}, {"name": "tv", "options": {"lam": 0.1}}]}
-    cfg = load_config(data, Outer, overrides=["inner.n_iter=50", "inner.lam=1e-4", "methods.tv.options.lam=0.2",
-                                              "methods.0.options.filter=hann", "sizes=[5, 6]", "window=null"])
+    cfg = load_config(
+        data,
+        Outer,
+        overrides=[
+            "inner.n_iter=50",
+            "inner.lam=1e-4",
+            "methods.tv.options.lam=0.2",
+            "methods.0.options.filter=hann",
+            "sizes=[5, 6]",
+            "window=null",
+        ],
+    )
     assert cfg.inner.n_iter == 50 and cfg.inner.lam == 1e-4
     assert cfg.methods[1].options == {"lam": 0.2} and cfg.methods[0].options == {"filter": "hann"}
     assert cfg.sizes == (5, 6) and cfg.window is None
@@ -116,8 +135,15 @@ def test_file_errors(tmp_path):
 
 
 def test_dump_round_trips(tmp_path):
-    cfg = load_config({"name": "x", "window": [0, 1], "methods": [{"name": "tv", "options": {"lam": 1e-3}}],
-                       "path": "p.npy"}, Outer)
+    cfg = load_config(
+        {
+            "name": "x",
+            "window": [0, 1],
+            "methods": [{"name": "tv", "options": {"lam": 1e-3}}],
+            "path": "p.npy",
+        },
+        Outer,
+    )
     p = tmp_path / "out.yaml"
     p.write_text(dump_config(cfg))
     assert load_config(p, Outer) == cfg

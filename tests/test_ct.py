@@ -1,4 +1,5 @@
 """CT operators: backends against each other and scikit-image, geometry, FBP, matrix cache, bad inputs."""
+
 import copy
 import math
 import warnings
@@ -20,8 +21,9 @@ def _parallel(n, backend, **kw):
 
 
 def _fan(n, backend, **kw):
-    return FanBeamCT(n, kw.pop("n_angles", 7), source_radius=3.0 * n, detector_radius=1.5 * n,
-                     backend=backend, **kw)
+    return FanBeamCT(
+        n, kw.pop("n_angles", 7), source_radius=3.0 * n, detector_radius=1.5 * n, backend=backend, **kw
+    )
 
 
 MAKERS = {"parallel": _parallel, "fan": _fan}
@@ -42,8 +44,9 @@ def test_fbp_gradcheck(kind):
     op = MAKERS[kind](5, "matrix", n_angles=3).to(torch.float64)
     y = torch.randn(1, 1, *op.out_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for name in ("ramp", "hann"):
-        assert torch.autograd.gradcheck(lambda t, name=name: op.fbp(t, filter=name), (y.requires_grad_(),),
-                                        eps=1e-6, atol=1e-7)
+        assert torch.autograd.gradcheck(
+            lambda t, name=name: op.fbp(t, filter=name), (y.requires_grad_(),), eps=1e-6, atol=1e-7
+        )
 
 
 # ------------------------------------------------------------------------------------ backends agree
@@ -119,7 +122,7 @@ def test_fan_point_projects_through_source():
     theta = torch.as_tensor(op.angles, dtype=torch.float32)
     along = r_s - 4 * torch.sin(theta) + 5 * torch.cos(theta)  # distance from the source along the axis
     t = (4 * torch.cos(theta) + 5 * torch.sin(theta)) * (r_s + r_d) / along  # position on the detector
-    bins = (torch.arange(op.n_detectors, dtype=torch.float32) - (op.n_detectors - 1) / 2)
+    bins = torch.arange(op.n_detectors, dtype=torch.float32) - (op.n_detectors - 1) / 2
     bins = bins * op.detector_spacing
     centroid = (sino * bins).sum(1) / sino.sum(1)
     assert torch.allclose(centroid, t, atol=0.6 * op.detector_spacing)
@@ -252,16 +255,22 @@ BAD_GEOMETRIES = {
     "backend": (lambda: ParallelBeamCT(8, 4, backend="gpu"), "backend"),
     "projector": (lambda: ParallelBeamCT(8, 4, projector="line_fanflat"), "projector"),
     "source_radius=0": (lambda: FanBeamCT(8, 4, source_radius=0.0, detector_radius=5.0), "source_radius"),
-    "detector_radius<0": (lambda: FanBeamCT(8, 4, source_radius=20.0, detector_radius=-1.0),
-                          "detector_radius"),
+    "detector_radius<0": (
+        lambda: FanBeamCT(8, 4, source_radius=20.0, detector_radius=-1.0),
+        "detector_radius",
+    ),
     "source inside": (lambda: FanBeamCT(8, 4, source_radius=5.0, detector_radius=5.0), "circumscribing"),
     "source inf": (lambda: FanBeamCT(8, 4, source_radius=float("inf"), detector_radius=5.0), "source_radius"),
-    "fan n_detectors": (lambda: FanBeamCT(8, 4, source_radius=20.0, detector_radius=5.0, n_detectors=-3),
-                        "n_detectors"),
+    "fan n_detectors": (
+        lambda: FanBeamCT(8, 4, source_radius=20.0, detector_radius=5.0, n_detectors=-3),
+        "n_detectors",
+    ),
     "odl single angle": (lambda: ParallelBeamCT(8, 1, backend="odl"), "distinct angles"),
     "cone volume": (lambda: ConeBeamCT((8, 8), 4, source_radius=30.0, detector_radius=10.0), "volume_shape"),
-    "cone source": (lambda: ConeBeamCT((8, 8, 8), 4, source_radius=3.0, detector_radius=10.0),
-                    "source_radius"),
+    "cone source": (
+        lambda: ConeBeamCT((8, 8, 8), 4, source_radius=3.0, detector_radius=10.0),
+        "source_radius",
+    ),
 }
 
 

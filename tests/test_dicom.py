@@ -1,4 +1,5 @@
 """medrecon.data.dicom: DICOM slice -> HU with clear errors; medrecon.data.images: sources -> [0, 1]."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -106,19 +107,25 @@ def test_load_sources(tmp_path):
     assert img.shape == (32, 32) and img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
     notes = []
     dcm = load_image_records("dicom", 16, path=str(CT_PATH), notes=notes)[0]
-    assert dcm.image.shape == (16, 16) and dcm.image.min() == 0.0 and dcm.image.max() == 1.0  # HU < 0: min-max
+    assert (
+        dcm.image.shape == (16, 16) and dcm.image.min() == 0.0 and dcm.image.max() == 1.0
+    )  # HU < 0: min-max
     assert any("resized to 16x16" in n for n in notes) and any("negative values" in n for n in notes)
     # one rule for every file type: the same pixels as PNG, as uint8 .npy and as [0, 1] float .npy agree
-    pixels = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3 + 10)
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3 + 10
     Image.fromarray(pixels).save(tmp_path / "b.png")
     np.save(tmp_path / "b_uint8.npy", pixels)
     np.save(tmp_path / "b_unit.npy", pixels / 255.0)
     notes = []
-    truths = [load_image_records(k, 8, path=str(tmp_path / f), notes=notes)[0]
-              for k, f in (("png", "b.png"), ("npy", "b_uint8.npy"), ("npy", "b_unit.npy"))]
+    truths = [
+        load_image_records(k, 8, path=str(tmp_path / f), notes=notes)[0]
+        for k, f in (("png", "b.png"), ("npy", "b_uint8.npy"), ("npy", "b_unit.npy"))
+    ]
     for r in truths:
         np.testing.assert_allclose(r.image, pixels / pixels.max(), rtol=1e-6)  # divided by the maximum
-    np.testing.assert_allclose(truths[0].image * truths[0].scale, pixels, rtol=1e-6)  # back on the file's scale
+    np.testing.assert_allclose(
+        truths[0].image * truths[0].scale, pixels, rtol=1e-6
+    )  # back on the file's scale
     assert notes == []  # nothing resized, nothing shifted
     np.save(tmp_path / "small.npy", np.ones((12, 10)))
     notes = []
@@ -142,7 +149,9 @@ def test_load_errors(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "real.png")
-    with pytest.raises(ImageLoadError, match=r"real.png is not an .npy file: it is a PNG image \(kind: png\)"):
+    with pytest.raises(
+        ImageLoadError, match=r"real.png is not an .npy file: it is a PNG image \(kind: png\)"
+    ):
         load_images("npy", 8, path=str(tmp_path / "real.png"))
     with pytest.raises(ImageLoadError, match="all zero"):
         load_images("png", 8, path=str(tmp_path / "real.png"))

@@ -25,7 +25,6 @@ from medrecon.priors.tv import total_variation
 TINY_NET = {"depth": 2, "channels": 8, "skip_channels": 2, "input_depth": 4}
 
 
-
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -41,8 +40,15 @@ def test_hourglass_output_shape(size, upsample):
 
 
 def test_hourglass_per_level_widths_and_too_small_image():
-    net = Hourglass(4, 1, depth=3, channels_down=[4, 6, 8], channels_up=[5, 5, 5], skip_channels=[0, 2, 2],
-                    generator=_gen())
+    net = Hourglass(
+        4,
+        1,
+        depth=3,
+        channels_down=[4, 6, 8],
+        channels_up=[5, 5, 5],
+        skip_channels=[0, 2, 2],
+        generator=_gen(),
+    )
     assert net(torch.rand(1, 4, 16, 12)).shape == (1, 1, 16, 12)
     assert max_depth((7, 6)) == 2  # 7x6 -> 4x3 -> 2x2 -> 1x1 (one pixel: BatchNorm fails)
     assert max_depth((64, 64)) == 5
@@ -91,8 +97,19 @@ def test_identity_fits_target():
     g = _gen(0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
     target = (0.5 + 0.4 * torch.sin(3 * xx) * torch.cos(2 * yy))[None, None]
-    res = fit_dip(Identity((16, 16)), target, n_iter=60, depth=3, channels=16, skip_channels=4, input_depth=8,
-                  perturbation=0.0, stopping="none", output="iterate", generator=g)
+    res = fit_dip(
+        Identity((16, 16)),
+        target,
+        n_iter=60,
+        depth=3,
+        channels=16,
+        skip_channels=4,
+        input_depth=8,
+        perturbation=0.0,
+        stopping="none",
+        output="iterate",
+        generator=g,
+    )
     loss = res.traces[0].loss
     assert loss[-1] < loss[0] / 20
     assert float((res.x - target).abs().max()) < 0.1
@@ -104,8 +121,18 @@ def test_complex_operator_fits():
     d = torch.polar(torch.rand(12, 10, generator=g) + 0.5, 6.28 * torch.rand(12, 10, generator=g))
     op = DiagonalOperator(d)
     x = torch.polar(torch.rand(1, 1, 12, 10, generator=g), torch.rand(1, 1, 12, 10, generator=g))
-    res = fit_dip(op, op(x), n_iter=100, depth=2, channels=16, input_depth=8, perturbation=0.0,
-                  stopping="none", output="iterate", generator=g)
+    res = fit_dip(
+        op,
+        op(x),
+        n_iter=100,
+        depth=2,
+        channels=16,
+        input_depth=8,
+        perturbation=0.0,
+        stopping="none",
+        output="iterate",
+        generator=g,
+    )
     loss = res.traces[0].loss
     assert res.x.is_complex() and loss[-1] < loss[0] / 10
 
@@ -121,8 +148,17 @@ def test_tv_term_is_in_the_loss():
     op = Identity((9, 8))
     y = torch.rand(1, 1, 9, 8, generator=_gen(0))
     seen = []
-    res = fit_dip(op, y, n_iter=1, **TINY_NET, lam=0.3, output="iterate", stopping="none",
-                  callback=lambda k, x, info: seen.append(x.clone()), generator=_gen(0))
+    res = fit_dip(
+        op,
+        y,
+        n_iter=1,
+        **TINY_NET,
+        lam=0.3,
+        output="iterate",
+        stopping="none",
+        callback=lambda k, x, info: seen.append(x.clone()),
+        generator=_gen(0),
+    )
     t = res.traces[0]
     data = 0.5 * float(((seen[0] - y) ** 2).sum())
     assert t.loss[0] == pytest.approx(data + 0.3 * float(total_variation(seen[0]).sum()), rel=1e-5)
@@ -165,10 +201,28 @@ def test_fit_returns_the_ema_of_its_iterates():
     op = Identity((9, 8))
     y = torch.rand(1, 1, 9, 8, generator=_gen(0))
     iterates, emas = [], []
-    fit_dip(op, y, n_iter=8, **TINY_NET, ema=0.7, output="iterate", stopping="none", generator=_gen(1),
-            callback=lambda k, x, info: iterates.append(x.clone()))
-    res = fit_dip(op, y, n_iter=8, **TINY_NET, ema=0.7, output="ema", stopping="none", generator=_gen(1),
-                  callback=lambda k, x, info: emas.append(x.clone()))
+    fit_dip(
+        op,
+        y,
+        n_iter=8,
+        **TINY_NET,
+        ema=0.7,
+        output="iterate",
+        stopping="none",
+        generator=_gen(1),
+        callback=lambda k, x, info: iterates.append(x.clone()),
+    )
+    res = fit_dip(
+        op,
+        y,
+        n_iter=8,
+        **TINY_NET,
+        ema=0.7,
+        output="ema",
+        stopping="none",
+        generator=_gen(1),
+        callback=lambda k, x, info: emas.append(x.clone()),
+    )
     ref = ema_sequence(iterates, 0.7)
     for a, b in zip(emas, ref):
         torch.testing.assert_close(a, b)
@@ -214,7 +268,10 @@ def test_stopping_does_not_fire_on_a_converging_sequence():
     # x_k -> x* geometrically: the windowed variance falls monotonically, so no stop
     stop = WindowedVarianceStopping(window=20, patience=50)
     g = _gen(0)
-    xs, v = torch.rand(500, generator=g, dtype=torch.float64), torch.randn(500, generator=g, dtype=torch.float64)
+    xs, v = (
+        torch.rand(500, generator=g, dtype=torch.float64),
+        torch.randn(500, generator=g, dtype=torch.float64),
+    )
     for k in range(1000):
         stop.update(xs + 0.99**k * v)
         assert not stop.should_stop
@@ -224,8 +281,19 @@ def test_stopping_does_not_fire_on_a_converging_sequence():
 def test_fit_with_wmv_returns_the_minimum_and_records_why():
     op = Identity((16, 16))
     y = torch.rand(1, 1, 16, 16, generator=_gen(0))
-    res = fit_dip(op, y, n_iter=400, depth=2, channels=8, input_depth=4, window=10, patience=15,
-                  generator=_gen(0), x_true=y, stopping="wmv")
+    res = fit_dip(
+        op,
+        y,
+        n_iter=400,
+        depth=2,
+        channels=8,
+        input_depth=4,
+        window=10,
+        patience=15,
+        generator=_gen(0),
+        x_true=y,
+        stopping="wmv",
+    )
     t = res.traces[0]
     assert t.stop_reason.startswith(("eswmv", "max_iter"))
     best = min(range(t.n_steps), key=lambda k: t.variance[k] if not math.isnan(t.variance[k]) else math.inf)
@@ -238,8 +306,17 @@ def test_discrepancy_principle_stops_at_noise_level():
     x = torch.full((1, 1, 16, 16), 0.5)
     sigma = 0.1
     y = x + sigma * torch.randn(x.shape, generator=g)
-    res = fit_dip(Identity((16, 16)), y, n_iter=500, depth=2, channels=8, input_depth=4, stopping="discrepancy",
-                  noise_std=sigma, generator=g)
+    res = fit_dip(
+        Identity((16, 16)),
+        y,
+        n_iter=500,
+        depth=2,
+        channels=8,
+        input_depth=4,
+        stopping="discrepancy",
+        noise_std=sigma,
+        generator=g,
+    )
     t = res.traces[0]
     assert t.stop_reason.startswith("discrepancy") and t.n_steps < 500
     r = t.residual[t.returned_step] * float(y.norm())
@@ -268,7 +345,10 @@ def test_warmup_skips_an_early_variance_minimum():
     # an early dip of the iterate noise at step 40 (a transient), the real minimum at step 300
     window, patience = 20, 60
     scales = [0.05 + min(0.003 * abs(k - 40) + 0.02, 0.002 * abs(k - 300)) for k in range(600)]
-    published, warm = WindowedVarianceStopping(window, patience), WindowedVarianceStopping(window, patience, 100)
+    published, warm = (
+        WindowedVarianceStopping(window, patience),
+        WindowedVarianceStopping(window, patience, 100),
+    )
     for x in _noisy_sequence(scales):
         if not published.should_stop:
             published.update(x)
@@ -292,8 +372,13 @@ def test_plateau_rule_ignores_an_early_dip_followed_by_improvement():
     # The failure seen on CT/MRI: the iterate variance dips at step 100 right after the transient, rises a
     # little while the fit is still improving (loss falling steeply), then settles lower and stays flat.
     n, window, patience = 1200, 20, 100
-    scales = [0.02 + 0.03 * math.exp(-k / 15) + (0.01 * min(k - 100, 200) / 200 if k > 100 else 0.0)
-              - (0.012 * min(k - 300, 300) / 300 if k > 300 else 0.0) for k in range(n)]
+    scales = [
+        0.02
+        + 0.03 * math.exp(-k / 15)
+        + (0.01 * min(k - 100, 200) / 200 if k > 100 else 0.0)
+        - (0.012 * min(k - 300, 300) / 300 if k > 300 else 0.0)
+        for k in range(n)
+    ]
     losses = [1.0 + 100.0 * math.exp(-k / 150) for k in range(n)]  # flattens (1% per window) near step 700
     published = WindowedVarianceStopping(window, patience)
     assert _run_rule(published, scales, losses) is not None and published.best_step < 200  # stops too early
@@ -328,13 +413,29 @@ def test_plateau_rule_needs_a_clear_rise():
 def test_fit_default_rule_run_to_end_and_published_alias():
     op = Identity((16, 16))
     y = torch.rand(1, 1, 16, 16, generator=_gen(0))
-    res = fit_dip(op, y, n_iter=120, depth=2, channels=8, input_depth=4, window=10, patience=10, rise=0.0,
-                  min_fraction=0.1, plateau_tol=1.0, generator=_gen(0), x_true=y, run_to_end=True)
+    res = fit_dip(
+        op,
+        y,
+        n_iter=120,
+        depth=2,
+        channels=8,
+        input_depth=4,
+        window=10,
+        patience=10,
+        rise=0.0,
+        min_fraction=0.1,
+        plateau_tol=1.0,
+        generator=_gen(0),
+        x_true=y,
+        run_to_end=True,
+    )
     t = res.traces[0]
     assert t.settings["stopping"] == "wmv-plateau" and t.n_steps == 120  # ran on after the rule fired
     assert t.stop_reason.startswith("wmv-plateau") and t.returned_step <= t.stop_step < 119
     assert t.psnr_returned == t.psnr_ema[t.returned_step]
-    t2 = fit_dip(op, y, n_iter=30, stopping="eswmv", window=5, patience=5, generator=_gen(0), **TINY_NET).traces[0]
+    t2 = fit_dip(
+        op, y, n_iter=30, stopping="eswmv", window=5, patience=5, generator=_gen(0), **TINY_NET
+    ).traces[0]
     assert t2.settings["stopping"] == "wmv"
     with pytest.raises(ValueError, match="eswmv"):
         fit_dip(op, y, n_iter=3, stopping="bogus", **TINY_NET)
@@ -349,10 +450,21 @@ def test_a_network_passed_in_is_fitted_as_a_copy():
             p.copy_(0.3 * torch.randn(p.shape, generator=_gen(10 + i)))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     y = torch.rand(2, 1, 9, 8, generator=_gen(0))
-    res = fit_dip(Identity((9, 8)), y, n_iter=80, input_depth=4, network=net, perturbation=0.0, output="iterate",
-                  stopping="none", generator=_gen(1))
+    res = fit_dip(
+        Identity((9, 8)),
+        y,
+        n_iter=80,
+        input_depth=4,
+        network=net,
+        perturbation=0.0,
+        output="iterate",
+        stopping="none",
+        generator=_gen(1),
+    )
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert [t.loss[-1] < t.loss[0] / 4 for t in res.traces] == [True, True], [(t.loss[0], t.loss[-1]) for t in res.traces]
+    assert [t.loss[-1] < t.loss[0] / 4 for t in res.traces] == [True, True], [
+        (t.loss[0], t.loss[-1]) for t in res.traces
+    ]
     assert res.traces[0].settings["network"] == "Sequential"
     with pytest.raises(ValueError, match="must output 2 channels"):
         fit_dip(Identity((9, 8), complex=True), y.to(torch.complex64), n_iter=1, input_depth=4, network=net)
@@ -361,8 +473,12 @@ def test_a_network_passed_in_is_fitted_as_a_copy():
 # ----------------------------------------------------------------------------- the stopping-rule protocol
 def test_stopping_rules_share_one_protocol():
     x = torch.zeros(4)
-    rules = [FixedSteps(), DiscrepancyStopping(threshold=1.0), WindowedVarianceStopping(2, 1),
-             PlateauVarianceStopping(10, 2, 1)]
+    rules = [
+        FixedSteps(),
+        DiscrepancyStopping(threshold=1.0),
+        WindowedVarianceStopping(2, 1),
+        PlateauVarianceStopping(10, 2, 1),
+    ]
     for rule in rules:
         assert rule.update(x, 5.0) in (True, False)
         assert not rule.should_stop and rule.best == 0 and rule.reason == ""

@@ -4,6 +4,7 @@ training with DDP follows the one-process trajectory of the same global batch, a
 killed rank ends the job (no hang) leaving the last checkpoint readable.
 
 Each launch starts 3 Python processes (agent + 2 workers), a few seconds on a shared 2-core box."""
+
 from __future__ import annotations
 
 import csv
@@ -27,7 +28,7 @@ from medrecon.training.fit import step_seed
 
 # The worker: a tiny VAE trained with a deterministic step (encoder mean, no sampling), so that
 # DDP's averaged gradient of the global batch equals the one-process gradient (no BatchNorm here).
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import os, sys, json
     import torch
     from medrecon import distributed
@@ -82,13 +83,20 @@ WORKER = textwrap.dedent('''
                 json.dump({"step": res.step, "epoch": res.epoch, "loss": res.train_metrics["loss"],
                            "world_size": state.world_size, "backend": state.backend}, f)
         distributed.shutdown()
-''')
+""")
 
 
 def _torchrun(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDRECON_DIST_TIMEOUT_S": "20", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "--max_restarts=0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max_restarts=0",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -123,11 +131,23 @@ def test_fit_checks_the_global_batch_and_the_process_group():
 
     data = torch.rand(8, 1, 8, 8)
     with pytest.raises(ValueError, match="divisible"):
-        fit(ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=16), vae_step, data,
-            FitConfig(batch_size=3, device="cpu", progress=False, tensorboard=False), rank=0, world_size=2)
+        fit(
+            ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=16),
+            vae_step,
+            data,
+            FitConfig(batch_size=3, device="cpu", progress=False, tensorboard=False),
+            rank=0,
+            world_size=2,
+        )
     with pytest.raises(ValueError, match="process group"):
-        fit(ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=16), vae_step, data,
-            FitConfig(batch_size=4, device="cpu", progress=False, tensorboard=False), rank=0, world_size=2)
+        fit(
+            ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=16),
+            vae_step,
+            data,
+            FitConfig(batch_size=4, device="cpu", progress=False, tensorboard=False),
+            rank=0,
+            world_size=2,
+        )
     assert step_seed(0, 0, 1) != step_seed(0, 0, 2) and step_seed(1, 0, 1) != step_seed(0, 0, 1)
 
 
@@ -146,15 +166,22 @@ def test_two_processes_match_one_and_resume_in_one(tmp_path):
     info = yaml.safe_load((out / "result.json").read_text())
     assert (info["world_size"], info["backend"], info["step"]) == (2, "gloo", 5)
     ckpt = read_checkpoint(out / "checkpoint.pt")
-    assert (ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["samples_in_epoch"], ckpt["world_size"]) == \
-        (5, 1, 1, 8, 2)
+    assert (
+        ckpt["step"],
+        ckpt["epoch"],
+        ckpt["batch_in_epoch"],
+        ckpt["samples_in_epoch"],
+        ckpt["world_size"],
+    ) == (5, 1, 1, 8, 2)
     # the same trajectory: one process after 5 steps
     ref5 = worker.model()
     fit(ref5, worker.step, worker.Images(), worker.cfg(max_steps=5))
     ddp = torch.load(out / "params.pt", weights_only=True)
     diff = max(float((ddp[k] - v).abs().max()) for k, v in ref5.state_dict().items())
-    print(f"max |param(2 processes) - param(1 process)| after 5 Adam steps: {diff:.2e} "
-          f"({time.perf_counter() - t0:.1f} s launch)")
+    print(
+        f"max |param(2 processes) - param(1 process)| after 5 Adam steps: {diff:.2e} "
+        f"({time.perf_counter() - t0:.1f} s launch)"
+    )
     assert diff < 1e-5
     # resume the 2-process checkpoint with 1 process: continues at global step 5, ends as the 1-process run
     resumed = worker.model()
@@ -172,14 +199,28 @@ def test_two_processes_match_one_and_resume_in_one(tmp_path):
 @pytest.mark.slow
 def test_medrecon_train_under_torchrun(tmp_path):
     """The CLI path: same config, only the launcher changes; rank 0 writes the run folder and the weights."""
-    cfg = {"model": {"name": "conv_vae", "params": {"image_size": 16, "latent_dim": 4, "channels": [4, 8], "hidden": 16}},
-           "data": {"name": "ellipses", "n": 32, "val_n": 8, "seed": 0},
-           "train": {"epochs": 1, "batch_size": 8, "seed": 0, "device": "cpu", "log_every": 2, "progress": False,
-                     "tensorboard": False},
-           "output": {"weights": str(tmp_path / "w.pt")}}
+    cfg = {
+        "model": {
+            "name": "conv_vae",
+            "params": {"image_size": 16, "latent_dim": 4, "channels": [4, 8], "hidden": 16},
+        },
+        "data": {"name": "ellipses", "n": 32, "val_n": 8, "seed": 0},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "seed": 0,
+            "device": "cpu",
+            "log_every": 2,
+            "progress": False,
+            "tensorboard": False,
+        },
+        "output": {"weights": str(tmp_path / "w.pt")},
+    }
     path = tmp_path / "train_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = _torchrun(["-m", "medrecon.cli.main", "train", str(path), "--out", str(tmp_path / "run")], tmp_path)
+    proc = _torchrun(
+        ["-m", "medrecon.cli.main", "train", str(path), "--out", str(tmp_path / "run")], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = yaml.safe_load((tmp_path / "run" / "config.json").read_text())
     assert (info["world_size"], info["backend"]) == (2, "gloo")
@@ -198,8 +239,9 @@ def test_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
     seconds = time.perf_counter() - t0
     assert proc.returncode != 0
     assert "FAILED" in proc.stderr or "failed" in proc.stderr, proc.stderr[-3000:]
-    assert "Signal 9" in proc.stderr or "SIGKILL" in proc.stderr or "exitcode  : -9" in proc.stderr, \
+    assert "Signal 9" in proc.stderr or "SIGKILL" in proc.stderr or "exitcode  : -9" in proc.stderr, (
         proc.stderr[-3000:]
+    )
     assert seconds < 60, seconds  # ended by the agent / the collective error, not by a hang
     ckpt = read_checkpoint(out / "checkpoint.pt")
     assert ckpt["step"] == 2 and not (out / "params.pt").exists()
@@ -219,10 +261,25 @@ def test_dead_peer_without_the_agent_raises_a_clear_error(tmp_path):
     procs = []
     t0 = time.perf_counter()
     for r in (0, 1):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(out), "8", "3", "2"], cwd=tmp_path, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(r),
+            "LOCAL_RANK": str(r),
+            "WORLD_SIZE": "2",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(out), "8", "3", "2"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = [p.communicate(timeout=90) for p in procs]
     seconds = time.perf_counter() - t0
     assert procs[1].returncode == -9 and procs[0].returncode != 0
@@ -254,13 +311,17 @@ def _rows(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:discrepancy principle")  # 40 TV iterations: a loose bracket, same on both runs
+@pytest.mark.filterwarnings(
+    "ignore:discrepancy principle"
+)  # 40 TV iterations: a loose bracket, same on both runs
 def test_sharded_reconstruction_equals_one_process(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(TINY, sort_keys=False))
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["reconstruct", str(cfg), "--out", str(one), "--quiet"]) == 0
-    proc = _torchrun(["-m", "medrecon.cli.main", "reconstruct", str(cfg), "--out", str(two), "--quiet"], tmp_path)
+    proc = _torchrun(
+        ["-m", "medrecon.cli.main", "reconstruct", str(cfg), "--out", str(two), "--quiet"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _rows(one) == _rows(two)  # same rows, same order (seconds aside)
     assert len(_rows(one)) == 3 * 3
@@ -272,4 +333,7 @@ def test_sharded_reconstruction_equals_one_process(tmp_path):
     for name in ("summary.txt", "figure.png", "config.yaml", "run.json"):
         assert (two / name).is_file(), name
     run = yaml.safe_load((two / "run.json").read_text())
-    assert run["world_size"] == 2 and run["noise_sigma"] == yaml.safe_load((one / "run.json").read_text())["noise_sigma"]
+    assert (
+        run["world_size"] == 2
+        and run["noise_sigma"] == yaml.safe_load((one / "run.json").read_text())["noise_sigma"]
+    )

@@ -1,4 +1,5 @@
 """ESPIRiT: against sigpy's EspiritCalib (an independent implementation) and against known maps."""
+
 import math
 
 import pytest
@@ -10,8 +11,11 @@ from medrecon.operators.masks import make_mask
 
 
 def _grid(shape):
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, shape[0], dtype=torch.float64),
-                            torch.linspace(-1, 1, shape[1], dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, shape[0], dtype=torch.float64),
+        torch.linspace(-1, 1, shape[1], dtype=torch.float64),
+        indexing="ij",
+    )
     return yy, xx
 
 
@@ -35,10 +39,13 @@ def test_matches_sigpy_espiritcalib(shape):
     mr = pytest.importorskip("sigpy.mri")
     _, image = _object(shape, phase=True)
     kspace, _ = simulate_multicoil(image, 8, noise=0.01, generator=torch.Generator().manual_seed(0))
-    ref, ref_eig = mr.app.EspiritCalib(kspace.numpy(), calib_width=24, show_pbar=False, output_eigenvalue=True).run()
+    ref, ref_eig = mr.app.EspiritCalib(
+        kspace.numpy(), calib_width=24, show_pbar=False, output_eigenvalue=True
+    ).run()
     ref, ref_eig = torch.from_numpy(ref), torch.from_numpy(ref_eig).reshape(shape)
-    exact, eig = espirit_maps(kspace, calib_size=(24, 24), phase="first-coil", n_power_iter=None,
-                              return_eigenvalues=True)
+    exact, eig = espirit_maps(
+        kspace, calib_size=(24, 24), phase="first-coil", n_power_iter=None, return_eigenvalues=True
+    )
     torch.testing.assert_close(eig, ref_eig, rtol=0, atol=1e-9)
     torch.testing.assert_close(exact, ref, rtol=0, atol=1e-9)
     assert 0.2 < float((ref_eig > 0.95).double().mean()) < 0.9  # the crop is exercised both ways

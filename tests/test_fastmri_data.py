@@ -1,4 +1,5 @@
 """fastMRI HDF5 layout: writer, dataset, leaderboard output, clear errors on broken files."""
+
 import pickle
 import xml.etree.ElementTree as etree
 
@@ -71,7 +72,9 @@ def test_dataset_reads_both_challenges(tiny_fastmri_dir):
     rss = ifft2c(sample.kspace).abs().pow(2).sum(0).sqrt()
     torch.testing.assert_close(center_crop(rss, (8, 8)), sample.target)
     assert len(FastMRISliceDataset(tiny_fastmri_dir, challenge="multicoil")) == 3  # a directory: selects
-    with pytest.raises(FastMRIDataError, match="file_single.h5: a singlecoil file, but the dataset is multicoil"):
+    with pytest.raises(
+        FastMRIDataError, match="file_single.h5: a singlecoil file, but the dataset is multicoil"
+    ):
         FastMRISliceDataset([tiny_fastmri_dir / "file_single.h5"], challenge="multicoil")
 
 
@@ -79,10 +82,18 @@ def test_validation_masks_fixed_training_masks_random(tiny_fastmri_dir):
     val = FastMRISliceDataset(tiny_fastmri_dir, mask_kind="random", acceleration=4, center_fraction=0.2)
     a, b = val[1], val[1]
     torch.testing.assert_close(a.mask, b.mask)
-    torch.testing.assert_close(a.mask, make_mask("random", (12, 10), 4, 0.2, seed=stable_seed("file_multi.h5", 1)))
+    torch.testing.assert_close(
+        a.mask, make_mask("random", (12, 10), 4, 0.2, seed=stable_seed("file_multi.h5", 1))
+    )
     torch.testing.assert_close(a.masked_kspace, a.kspace * a.mask)
-    train = FastMRISliceDataset(tiny_fastmri_dir, mask_kind="random", acceleration=4, center_fraction=0.2,
-                                fixed_masks=False, generator=torch.Generator().manual_seed(0))
+    train = FastMRISliceDataset(
+        tiny_fastmri_dir,
+        mask_kind="random",
+        acceleration=4,
+        center_fraction=0.2,
+        fixed_masks=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     masks = {tuple(train[1].mask[0].tolist()) for _ in range(8)}
     assert len(masks) > 1
 
@@ -97,8 +108,9 @@ def test_filters_and_sample_rate(tiny_fastmri_dir):
 
 
 def test_dataloader_workers_and_pickling(tiny_fastmri_dir):
-    ds = FastMRISliceDataset(tiny_fastmri_dir, challenge="multicoil", mask_kind="equispaced", acceleration=2,
-                             center_fraction=0.2)
+    ds = FastMRISliceDataset(
+        tiny_fastmri_dir, challenge="multicoil", mask_kind="equispaced", acceleration=2, center_fraction=0.2
+    )
     pickle.loads(pickle.dumps(ds))  # nothing unpicklable (no open handles)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     got = [s.slice_idx for s in loader]
@@ -133,16 +145,29 @@ def _edit(path, fn):
 
 BROKEN = {
     "missing-kspace": (lambda f: f.__delitem__("kspace"), "missing dataset 'kspace'"),
-    "kspace-2d": (lambda f: (f.__delitem__("kspace"), f.create_dataset("kspace", data=np.ones((8, 6), np.complex64))),
-                  r"'kspace' must be \(slices, H, W\)"),
-    "kspace-real": (lambda f: (f.__delitem__("kspace"), f.create_dataset("kspace", data=np.ones((2, 3, 8, 6)))),
-                    "must be complex"),
+    "kspace-2d": (
+        lambda f: (f.__delitem__("kspace"), f.create_dataset("kspace", data=np.ones((8, 6), np.complex64))),
+        r"'kspace' must be \(slices, H, W\)",
+    ),
+    "kspace-real": (
+        lambda f: (f.__delitem__("kspace"), f.create_dataset("kspace", data=np.ones((2, 3, 8, 6)))),
+        "must be complex",
+    ),
     "missing-header": (lambda f: f.__delitem__("ismrmrd_header"), "missing dataset 'ismrmrd_header'"),
-    "bad-header": (lambda f: (f.__delitem__("ismrmrd_header"), f.create_dataset("ismrmrd_header", data=np.bytes_(b"<a>"))),
-                   "bad ismrmrd_header"),
-    "target-wrong-slices": (lambda f: (f.__delitem__("reconstruction_rss"),
-                                       f.create_dataset("reconstruction_rss", data=np.ones((5, 6, 6), np.float32))),
-                            r"'reconstruction_rss' must be \(slices=2"),
+    "bad-header": (
+        lambda f: (
+            f.__delitem__("ismrmrd_header"),
+            f.create_dataset("ismrmrd_header", data=np.bytes_(b"<a>")),
+        ),
+        "bad ismrmrd_header",
+    ),
+    "target-wrong-slices": (
+        lambda f: (
+            f.__delitem__("reconstruction_rss"),
+            f.create_dataset("reconstruction_rss", data=np.ones((5, 6, 6), np.float32)),
+        ),
+        r"'reconstruction_rss' must be \(slices=2",
+    ),
 }
 
 
@@ -180,13 +205,17 @@ def test_truncated_and_missing_files(tmp_path):
     with pytest.raises(FastMRIDataError, match="nope.h5: no such file"):
         read_metadata(tmp_path / "nope.h5")
     with pytest.raises(FastMRIDataError, match="no .h5 files"):
-        FastMRISliceDataset(tmp_path / "empty_dir_that_is_a_dir" if (tmp_path / "e").mkdir() else tmp_path / "e")
+        FastMRISliceDataset(
+            tmp_path / "empty_dir_that_is_a_dir" if (tmp_path / "e").mkdir() else tmp_path / "e"
+        )
 
 
 def test_mask_that_does_not_fit(tmp_path):
     path = _good(tmp_path / "fit.h5")
     ds = FastMRISliceDataset([path], mask=torch.ones(7))
-    with pytest.raises(FastMRIDataError, match=r"fit.h5: mask of shape \(7,\) does not fit k-space of shape \(3, 8, 6\)"):
+    with pytest.raises(
+        FastMRIDataError, match=r"fit.h5: mask of shape \(7,\) does not fit k-space of shape \(3, 8, 6\)"
+    ):
         ds[0]
     ok = FastMRISliceDataset([path], mask=torch.tensor([0, 1, 1, 1, 0, 1.0]))
     assert ok[0].mask.shape == (8, 6) and float(ok[0].masked_kspace[..., 0].abs().max()) == 0.0
@@ -204,7 +233,10 @@ def test_a_file_mask_is_used_and_a_wrong_one_refused(tmp_path):
         f.create_dataset("mask", data=line)
     s = FastMRISliceDataset([path])[1]
     torch.testing.assert_close(s.mask, torch.from_numpy(line).expand(8, 6))
-    assert float(s.masked_kspace[..., 1].abs().max()) == 0.0 and float(s.masked_kspace[..., 0].abs().min()) == 1.0
+    assert (
+        float(s.masked_kspace[..., 1].abs().max()) == 0.0
+        and float(s.masked_kspace[..., 0].abs().min()) == 1.0
+    )
     with h5py.File(path, "a") as f:
         del f["mask"]
         f.create_dataset("mask", data=np.ones((8, 6), dtype=np.float32))
@@ -228,9 +260,14 @@ def test_cli_mri_outputs_are_fastmri_leaderboard_files_that_fastmri_evaluate_sco
 
     data = Path(__file__).resolve().parents[1] / "data" / "fastmri_sample"
     assert sorted(p.suffix for p in data.iterdir()) == [".h5"]  # fastMRI's tools open every file as HDF5
-    cfg = {"name": "fm", "image_size": 64, "images": [{"kind": "fastmri", "path": str(data / "file_mr_small_multicoil.h5")}],
-           "operator": {"modality": "mri", "acceleration": 4, "center_fraction": 0.08, "noise_level": 0.02},
-           "methods": [{"name": "zero-filled"}, {"name": "tv", "options": {"n_iter": 10}}], "figure": False}
+    cfg = {
+        "name": "fm",
+        "image_size": 64,
+        "images": [{"kind": "fastmri", "path": str(data / "file_mr_small_multicoil.h5")}],
+        "operator": {"modality": "mri", "acceleration": 4, "center_fraction": 0.08, "noise_level": 0.02},
+        "methods": [{"name": "zero-filled"}, {"name": "tv", "options": {"n_iter": 10}}],
+        "figure": False,
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
     assert main(["reconstruct", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet"]) == 0
@@ -247,12 +284,17 @@ def test_cli_mri_outputs_are_fastmri_leaderboard_files_that_fastmri_evaluate_sco
         assert 0.5 < recon.max() / target.max() < 2.0  # the target's scale, not [0, 1]-normalised
         for k in range(3):
             row = rows[(method, f"file_mr_small_multicoil_s{k}")]
-            gt, pred = target[k:k + 1].astype(np.float64), recon[k:k + 1].astype(np.float64)
+            gt, pred = target[k : k + 1].astype(np.float64), recon[k : k + 1].astype(np.float64)
             np.testing.assert_allclose(fm.psnr(gt, pred), float(row["psnr"]), rtol=2e-5)
             np.testing.assert_allclose(fm.ssim(gt, pred), float(row["ssim"]), rtol=2e-5)
             np.testing.assert_allclose(fm.nmse(gt, pred), float(row["nmse"]), rtol=2e-4)
-        args = argparse.Namespace(target_path=data, predictions_path=out / "recon" / method, acquisition=None,
-                                  acceleration=None, challenge="multicoil")
+        args = argparse.Namespace(
+            target_path=data,
+            predictions_path=out / "recon" / method,
+            acquisition=None,
+            acceleration=None,
+            challenge="multicoil",
+        )
         means = fm.evaluate(args, "reconstruction_rss").means()  # fastMRI's own evaluation of the folder
         with open(out / "metrics_volumes.csv", newline="") as f:
             volume = [r for r in csv.DictReader(f) if r["method"] == method]

@@ -1,12 +1,14 @@
 """Tests of the normalizing-flow prior (medrecon.priors.flow): invertibility, exact log-determinants
 (against slogdet of the autograd Jacobian), exact Gaussian likelihood at initialisation, training,
 checked checkpoint loading, and the reconstruction method."""
+
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from medrecon.methods.flow import reconstruct_flow
 from medrecon.operators import DiagonalOperator, Identity, MatrixOperator
 from medrecon.priors.base import CheckpointMismatchError, model_record
 from medrecon.priors.flow import (
@@ -22,7 +24,6 @@ from medrecon.priors.flow import (
     flow_step,
     load_flow,
 )
-from medrecon.methods.flow import reconstruct_flow
 
 CONFIGS = {
     "realnvp": dict(actnorm=False, inv_conv="none", preprocess="none"),
@@ -135,8 +136,11 @@ def test_flow_inverse_recovers_input(config, rng):
 def test_identity_initialised_flow_gives_exact_gaussian_likelihood(inv_conv, rng):
     # Zero-initialised couplings, actnorm before its data init and random rotations for the 1x1
     # convolutions make f volume- and norm-preserving: log p(x) must be the N(0, I) log-density of x.
-    flow = MultiScaleFlow(image_size=8, n_levels=3, hidden=4, actnorm=True, inv_conv=inv_conv,
-                          preprocess="none").double().eval()
+    flow = (
+        MultiScaleFlow(image_size=8, n_levels=3, hidden=4, actnorm=True, inv_conv=inv_conv, preprocess="none")
+        .double()
+        .eval()
+    )
     x = torch.randn(5, 1, 8, 8, generator=rng, dtype=torch.float64)
     closed_form = -0.5 * (x.pow(2).sum(dim=(1, 2, 3)) + 64 * math.log(2 * math.pi))
     # exact up to rounding; the rotations were drawn in float32, so they are orthogonal to ~1e-7 only
@@ -188,14 +192,16 @@ def test_training_steps_lower_the_nll(rng):
     torch.manual_seed(0)  # parameter init of nn.Conv2d only; the data and noise use generators
     flow = MultiScaleFlow(image_size=8, n_levels=2, n_checker=1, n_channel=1, hidden=8)
     data = _blobs(64, 8, rng)
-    ctx = SimpleNamespace(optimizers={"model": torch.optim.Adam(flow.parameters(), lr=3e-3)},
-                          generator=torch.Generator().manual_seed(0))
+    ctx = SimpleNamespace(
+        optimizers={"model": torch.optim.Adam(flow.parameters(), lr=3e-3)},
+        generator=torch.Generator().manual_seed(0),
+    )
     flow.train()
     flow_step(flow, data[:32], ctx)  # first step: actnorm data-initialisation
     before = flow_eval(flow.eval(), data, SimpleNamespace(generator=torch.Generator().manual_seed(9)))["bpd"]
     flow.train()
     for k in range(20):
-        flow_step(flow, data[(k % 2) * 32:(k % 2 + 1) * 32], ctx)
+        flow_step(flow, data[(k % 2) * 32 : (k % 2 + 1) * 32], ctx)
     after = flow_eval(flow.eval(), data, SimpleNamespace(generator=torch.Generator().manual_seed(9)))["bpd"]
     assert after < before - 0.3, (before, after)
 
@@ -223,8 +229,9 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path):
     rec = torch.load(path, weights_only=True)
     rec["model_class"] = "medrecon.priors.base:CheckpointMismatchError"
     torch.save(rec, tmp_path / "other.pt")
-    with pytest.raises(CheckpointMismatchError,
-                       match="expected weights of medrecon.priors.flow:MultiScaleFlow"):
+    with pytest.raises(
+        CheckpointMismatchError, match="expected weights of medrecon.priors.flow:MultiScaleFlow"
+    ):
         load_flow(tmp_path / "other.pt")
     # weights of the wrong image size for the operator
     with pytest.raises(ValueError, match="is for 1x8x8 images but the operator's images are 1x4x4"):
@@ -248,9 +255,18 @@ def test_reconstruct_flow_fits_the_data(tmp_path, rng, optimizer, mode):
     y = op(x_true)
     seen = []
     x0 = reconstruct_flow(op, y, weights=str(path), init="zeros", mode=mode, **START)
-    x = reconstruct_flow(op, y, weights=str(path), init="zeros", mode=mode, optimizer=optimizer, n_iter=15,
-                         lr=0.1 if optimizer == "adam" else 1.0, lam=1e-3,
-                         callback=lambda k, xk, info: seen.append(k))
+    x = reconstruct_flow(
+        op,
+        y,
+        weights=str(path),
+        init="zeros",
+        mode=mode,
+        optimizer=optimizer,
+        n_iter=15,
+        lr=0.1 if optimizer == "adam" else 1.0,
+        lam=1e-3,
+        callback=lambda k, xk, info: seen.append(k),
+    )
     assert x.shape == (2, 1, 8, 8) and x.dtype == torch.float32
     assert seen == list(range(15))
     assert _residual(op, x, y) < 0.5 * _residual(op, x0, y)
@@ -262,13 +278,15 @@ def test_reconstruct_flow_inits_and_denoising_identity(tmp_path, rng, init):
     op = Identity((8, 8))
     x_true = _blobs(1, 8, rng) * 0.9 + 0.05
     steps = START if init == "inverse" else dict(n_iter=40, lr=0.1)
-    x = reconstruct_flow(op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0),
-                         **steps)
+    x = reconstruct_flow(
+        op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0), **steps
+    )
     if init == "inverse":  # G(G^{-1}(x0)) = x0 exactly: no representation error
         assert torch.allclose(x, x_true, atol=1e-5)
     else:  # any start moves to the data: the flow's range is everything
-        x0 = reconstruct_flow(op, x_true, weights=str(path), init=init,
-                              generator=torch.Generator().manual_seed(0), **START)
+        x0 = reconstruct_flow(
+            op, x_true, weights=str(path), init=init, generator=torch.Generator().manual_seed(0), **START
+        )
         assert _residual(op, x, x_true) < 0.05 * _residual(op, x0, x_true)
 
 
@@ -332,16 +350,25 @@ def test_train_from_config_registers_the_flow(tmp_path):
 
     weights = tmp_path / "flow.pt"
     cfg = {
-        "model": {"name": "flow", "params": {"image_size": 16, "n_levels": 2, "n_checker": 1, "n_channel": 1,
-                                              "hidden": 8}},
+        "model": {
+            "name": "flow",
+            "params": {"image_size": 16, "n_levels": 2, "n_checker": 1, "n_channel": 1, "hidden": 8},
+        },
         "data": {"name": "ellipses", "n": 32, "val_n": 8, "seed": 0},
-        "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False, "tensorboard": False,
-                  "log_every": 2},
+        "train": {
+            "epochs": 1,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+            "tensorboard": False,
+            "log_every": 2,
+        },
         "output": {"weights": str(weights)},
     }
     assert train_from_config(cfg, [], tmp_path / "run") == 0
     flow = load_flow(weights)
     assert flow.hparams["image_size"] == 16 and all(
-        bool(m.initialized) for m in flow.modules() if isinstance(m, ActNorm))
+        bool(m.initialized) for m in flow.modules() if isinstance(m, ActNorm)
+    )
     rec = torch.load(weights, weights_only=True)
     assert math.isfinite(rec["metadata"]["val"]["bpd"])

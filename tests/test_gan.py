@@ -1,5 +1,6 @@
 """DCGAN prior: model shapes, the two-optimizer step inside ``fit``, checkpoints, the objectives of
 Bora et al. (CSGM) and Yeh et al. (discriminator term), and blending."""
+
 import copy
 import math
 from pathlib import Path
@@ -11,14 +12,15 @@ import yaml
 from torch.utils.data import TensorDataset
 
 import medrecon
+from medrecon.methods.gan import _latent_search, blend_measured, reconstruct_csgm, reconstruct_gan_d
 from medrecon.operators import Identity, MatrixOperator
 from medrecon.priors.base import CheckpointMismatchError, check_state_matches, load_prior
-from medrecon.methods.gan import _latent_search, blend_measured, reconstruct_csgm, reconstruct_gan_d
 from medrecon.priors.gan import DCGANPrior, gan_step, load_gan, make_optimizers, yeh_prior_term
 from medrecon.training.fit import FitConfig, fit
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(REPO.glob("configs/train_gan_*.yaml"))
+
 
 def _tiny(seed: int = 0, **kw) -> DCGANPrior:
     torch.manual_seed(seed)  # tests may seed the global RNG for initialisation; library code never does
@@ -28,8 +30,16 @@ def _tiny(seed: int = 0, **kw) -> DCGANPrior:
 
 
 def _cfg(**kw) -> FitConfig:
-    base = dict(epochs=100, batch_size=8, lr=2e-3, seed=0, device="cpu", log_every=1, progress=False,
-                tensorboard=False)
+    base = dict(
+        epochs=100,
+        batch_size=8,
+        lr=2e-3,
+        seed=0,
+        device="cpu",
+        log_every=1,
+        progress=False,
+        tensorboard=False,
+    )
     base.update(kw)
     return FitConfig(**base)
 
@@ -66,8 +76,14 @@ def test_library_does_not_touch_global_rng():
     gan = _tiny()
     state = torch.get_rng_state()
     gan.sample_latent(4, generator=torch.Generator().manual_seed(3))
-    reconstruct_csgm(Identity((8, 8)), torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
-                     weights=gan, restarts=2, n_iter=3, generator=torch.Generator().manual_seed(2))
+    reconstruct_csgm(
+        Identity((8, 8)),
+        torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
+        weights=gan,
+        restarts=2,
+        n_iter=3,
+        generator=torch.Generator().manual_seed(2),
+    )
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -110,8 +126,14 @@ def test_checkpoint_round_trip(tmp_path):
     from medrecon.training.run import export_weights
 
     gan = _tiny()
-    fit(gan, gan_step, _squares(), _cfg(max_steps=2), optimizers=make_optimizers(gan, _cfg()),
-        out_dir=tmp_path / "run")
+    fit(
+        gan,
+        gan_step,
+        _squares(),
+        _cfg(max_steps=2),
+        optimizers=make_optimizers(gan, _cfg()),
+        out_dir=tmp_path / "run",
+    )
     path = export_weights(gan, tmp_path / "gan.pt")
     loaded = load_gan(path)
     gan.eval()
@@ -168,11 +190,31 @@ def test_csgm_identity_recovers_known_latent():
     with torch.no_grad():
         y = gan.decode(z_true)
     op = Identity((8, 8))
-    x, z, fit_ = _latent_search(op, y, gan, lam=0.0, d_weight=None, p=2.0, restarts=4, n_iter=150, lr=0.05,
-                                z_norm_bound=None, callback=None, generator=torch.Generator().manual_seed(0))
+    x, z, fit_ = _latent_search(
+        op,
+        y,
+        gan,
+        lam=0.0,
+        d_weight=None,
+        p=2.0,
+        restarts=4,
+        n_iter=150,
+        lr=0.05,
+        z_norm_bound=None,
+        callback=None,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert float(fit_.max()) < 1e-4 * float(y.pow(2).sum(dim=(1, 2, 3)).min())  # loss near 0
-    x2 = medrecon.reconstruct(op, y, "csgm", weights=gan, lam=0.0, restarts=4, n_iter=150,
-                              generator=torch.Generator().manual_seed(0))
+    x2 = medrecon.reconstruct(
+        op,
+        y,
+        "csgm",
+        weights=gan,
+        lam=0.0,
+        restarts=4,
+        n_iter=150,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(x2, x, rtol=0, atol=0)
     assert float((x2 - y).abs().max()) < 2e-2
 
@@ -184,9 +226,20 @@ def test_gan_d_complex_operator_and_z_bound():
     y = gan.decode(z_true).detach().to(torch.complex64)
     op = Identity((8, 8), complex=True)
     seen = []
-    x, z, _ = _latent_search(op, y, gan, lam=1e-3, d_weight=1.0, p=1.0, restarts=2, n_iter=20, lr=0.1,
-                             z_norm_bound=0.5, callback=lambda k, x, info: seen.append(info["z"].norm(dim=1)),
-                             generator=torch.Generator().manual_seed(0))
+    x, z, _ = _latent_search(
+        op,
+        y,
+        gan,
+        lam=1e-3,
+        d_weight=1.0,
+        p=1.0,
+        restarts=2,
+        n_iter=20,
+        lr=0.1,
+        z_norm_bound=0.5,
+        callback=lambda k, x, info: seen.append(info["z"].norm(dim=1)),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert float(z.norm()) <= 0.5 + 1e-6 and max(float(s.max()) for s in seen) <= 0.5 + 1e-6
     assert len(seen) == 20 and not x.is_complex()
     xb = reconstruct_gan_d(op, y, weights=gan, restarts=1, n_iter=2, blend="copy")
@@ -248,7 +301,8 @@ def test_bundled_mnist_weights_are_the_default():
     assert gan.image_size == 28 and gan.latent_shape == (32,)
     op = Inpainting(center_block_mask((28, 28), 14))
     y = op(gan.decode(gan.sample_latent(1, generator=torch.Generator().manual_seed(0))))
-    x = medrecon.reconstruct(op, y, "gan-d", restarts=1, n_iter=2, blend="copy",
-                             generator=torch.Generator().manual_seed(0))  # no weights=: the bundled file
+    x = medrecon.reconstruct(
+        op, y, "gan-d", restarts=1, n_iter=2, blend="copy", generator=torch.Generator().manual_seed(0)
+    )  # no weights=: the bundled file
     measured = op.mask.bool().expand_as(x)
     assert x.shape == (1, 1, 28, 28) and torch.equal(x[measured], y[measured])

@@ -1,4 +1,5 @@
 """Generic latent solvers (medrecon.solvers.latent) on tiny problems with known answers."""
+
 import torch
 
 from medrecon.operators import Identity, MatrixOperator
@@ -49,8 +50,9 @@ def test_soft_x_step_matches_closed_form(rng):
     y = torch.randn(2, 1, 9, dtype=torch.float64, generator=rng)
     z0 = torch.randn(1, 2, 3, dtype=torch.float64, generator=rng)
     lam, w = 0.3, 0.5
-    res = soft_range_solve(op, y, decode, z0, lam=lam, mu=0.1, n_iter=1, z_steps=0, cg_iter=200, cg_tol=1e-12,
-                           data_weight=w)
+    res = soft_range_solve(
+        op, y, decode, z0, lam=lam, mu=0.1, n_iter=1, z_steps=0, cg_iter=200, cg_tol=1e-12, data_weight=w
+    )
     g = decode(z0[0]).reshape(2, 16)
     rhs = w * y.reshape(2, 9) @ a + lam * g
     x_ref = torch.linalg.solve(w * a.T @ a + lam * torch.eye(16, dtype=torch.float64), rhs.T).T
@@ -65,8 +67,18 @@ def test_soft_range_reaches_a_range_image_and_stops(rng):
     z_true = 0.5 * torch.randn(1, 3, dtype=torch.float64, generator=rng)
     op = Identity((4, 4), dtype=torch.float64)
     y = decode(z_true)
-    res = soft_range_solve(op, y, decode, torch.zeros(1, 1, 3, dtype=torch.float64), lam=1.0, mu=1e-6,
-                           n_iter=400, z_steps=5, z_lr=2e-2, tol=1e-7)
+    res = soft_range_solve(
+        op,
+        y,
+        decode,
+        torch.zeros(1, 1, 3, dtype=torch.float64),
+        lam=1.0,
+        mu=1e-6,
+        n_iter=400,
+        z_steps=5,
+        z_lr=2e-2,
+        tol=1e-7,
+    )
     torch.testing.assert_close(res.x, y, atol=2e-3, rtol=0)
     assert res.info["converged"] and res.info["n_iter"] < 400
 

@@ -1,4 +1,5 @@
 """LoDoPaB-CT: file layout, geometry against ODL's documented one, Poisson/log noise, angle subsampling."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ def _phantom_xy(n: int = L.IMAGE_SIZE) -> np.ndarray:
     c = (np.arange(n) + 0.5) * L.DOMAIN_M / n - L.DOMAIN_M / 2
     x, y = np.meshgrid(c, c, indexing="ij")
     f = np.exp(-((x - 0.04) ** 2 / 0.002 + (y + 0.02) ** 2 / 0.0005))
-    f += 0.5 * (((x + 0.05) ** 2 + (y - 0.06) ** 2) < 0.03 ** 2)
+    f += 0.5 * (((x + 0.05) ** 2 + (y - 0.06) ** 2) < 0.03**2)
     return f.astype(np.float32)
 
 
@@ -45,7 +46,10 @@ def test_geometry_matches_odl_parallel_beam_geometry():
     y_odl = torch.from_numpy(tomo.RayTransform(space, sub, impl="astra_cpu")(f).asarray().astype(np.float64))
     op = L.lodopab_operator(step, backend="astra", dtype=torch.float64)
     y_ours = op(torch.from_numpy(L.to_image(f).astype(np.float64))[None, None])[0, 0]
-    rel = lambda a: float((a - y_ours).norm() / y_ours.norm())
+
+    def rel(a):
+        return float((a - y_ours).norm() / y_ours.norm())
+
     # Both apply ASTRA's Joseph kernel; what is left is the linear resampling of the 0.998-px bins.
     assert rel(L.observation_to_operator(y_odl)) < 3e-3
     assert rel(L.observation_to_operator(y_odl, resample=False)) > 3e-3  # the bin width matters
@@ -89,7 +93,7 @@ def test_poisson_log_noise_statistics_and_clipping():
     before = torch.get_rng_state()
     n = L.poisson_log_noise(y, generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.get_rng_state(), before)  # the global RNG is untouched
-    var = math.exp(s * 30.0) / (L.PHOTONS_PER_BIN * s ** 2)  # delta method: Var(-log N / s)
+    var = math.exp(s * 30.0) / (L.PHOTONS_PER_BIN * s**2)  # delta method: Var(-log N / s)
     assert float(n.mean()) == pytest.approx(30.0, abs=5 * math.sqrt(var / y.numel()) + 0.05)
     assert float(n.var()) == pytest.approx(var, rel=0.05)
     again = L.poisson_log_noise(y[:10], generator=torch.Generator().manual_seed(0))
@@ -126,8 +130,9 @@ def test_dataset_reads_the_layout(tmp_path):
     assert s.name == "test_00128"
     assert s.observation.shape == (1000, 513) and s.observation[0, 5] == 1000.0
     assert s.ground_truth.shape == (362, 362)
-    np.testing.assert_array_equal(s.ground_truth, L.to_image(np.asarray(
-        h5py.File(tmp_path / "ground_truth_test_001.hdf5")["data"][0])))
+    np.testing.assert_array_equal(
+        s.ground_truth, L.to_image(np.asarray(h5py.File(tmp_path / "ground_truth_test_001.hdf5")["data"][0]))
+    )
     assert s.ground_truth[-1, 1] == -1.0  # x = 1, y = 0 is row N-1, column 1
     assert ds[-1].observation[0, 0] == 1001.0 and ds[127].observation[0, 0] == 127.0
     with pytest.raises(IndexError, match="130 samples"):
@@ -175,10 +180,17 @@ def test_poisson_log_noise_is_a_simulation_option(tmp_path):
     from medrecon.experiment import load_experiment_config, run_experiment
 
     def psnr(operator: dict, out: str) -> float:
-        cfg = {"name": "p", "image_size": 32, "images": [{"kind": "shepp_logan"}],
-               "operator": {"modality": "ct", "n_angles": 20, "backend": "astra", **operator},
-               "methods": [{"name": "fbp"}], "figure": False}
-        (row,) = run_experiment(load_experiment_config(cfg), tmp_path / out, progress=False, echo=lambda *a: None)
+        cfg = {
+            "name": "p",
+            "image_size": 32,
+            "images": [{"kind": "shepp_logan"}],
+            "operator": {"modality": "ct", "n_angles": 20, "backend": "astra", **operator},
+            "methods": [{"name": "fbp"}],
+            "figure": False,
+        }
+        (row,) = run_experiment(
+            load_experiment_config(cfg), tmp_path / out, progress=False, echo=lambda *a: None
+        )
         return row["psnr"]
 
     clean = psnr({}, "clean")
@@ -187,5 +199,10 @@ def test_poisson_log_noise_is_a_simulation_option(tmp_path):
     assert low < clean - 3
     assert json.loads((tmp_path / "few" / "run.json").read_text())["noise_sigma"][0] > 0
     with pytest.raises(ConfigError, match="'operator.noise_level' is for noise: gaussian"):
-        load_experiment_config({"images": [{"kind": "shepp_logan"}], "methods": [{"name": "fbp"}],
-                                "operator": {"modality": "ct", "noise": "poisson_log", "noise_level": 0.02}})
+        load_experiment_config(
+            {
+                "images": [{"kind": "shepp_logan"}],
+                "methods": [{"name": "fbp"}],
+                "operator": {"modality": "ct", "noise": "poisson_log", "noise_level": 0.02},
+            }
+        )

@@ -1,4 +1,5 @@
 """Sampling masks: fastMRI equality, stability across processes, RNG hygiene."""
+
 import subprocess
 import sys
 
@@ -47,8 +48,13 @@ def test_validation_masks_are_stable_across_processes():
         "m = make_mask('random', (6, 40), 4, 0.1, seed=stable_seed('file1000001.h5', 17));"
         "print(stable_seed('file1000001.h5', 17), ''.join(str(int(v)) for v in m[0]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "random", "OMP_NUM_THREADS": "1", "PATH": ""}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "random", "OMP_NUM_THREADS": "1", "PATH": ""},
+    ).stdout.split()
     assert int(out[0]) == seed
     assert out[1] == "".join(str(int(v)) for v in mask[0])
 
@@ -61,8 +67,8 @@ def test_gaussian2d(shape):
     assert int(mask.sum()) == round(h * w / 4)
     ch, cw = round(h * 0.2), round(w * 0.2)
     h0, w0 = (h - ch + 1) // 2, (w - cw + 1) // 2
-    assert bool(mask[h0:h0 + ch, w0:w0 + cw].all())
-    assert mask[h // 2 - 4: h // 2 + 4].mean() > mask[:4].mean()  # denser near the centre
+    assert bool(mask[h0 : h0 + ch, w0 : w0 + cw].all())
+    assert mask[h // 2 - 4 : h // 2 + 4].mean() > mask[:4].mean()  # denser near the centre
     assert not torch.equal(mask, make_mask("gaussian2d", shape, 4, 0.2, seed=1))
 
 

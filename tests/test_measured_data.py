@@ -1,5 +1,6 @@
 """`medrecon reconstruct` on measured data: a fastMRI file's own k-space, LoDoPaB observations, a user's
 sinogram or k-space with or without a ground truth (medrecon.experiment.measured)."""
+
 from __future__ import annotations
 
 import csv
@@ -44,10 +45,14 @@ def _fastmri_file(path, slices=2, shape=(40, 32), crop=(24, 24)):
 
 def test_fastmri_full_sampling_reconstructs_the_files_target(tmp_path):
     target = _fastmri_file(tmp_path / "file1.h5")
-    cfg = {"name": "m", "images": [], "dtype": "float64",
-           "measured": {"kind": "fastmri", "path": str(tmp_path / "file1.h5")},
-           "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 1, "center_fraction": 1.0},
-           "methods": [{"name": "zero-filled"}]}
+    cfg = {
+        "name": "m",
+        "images": [],
+        "dtype": "float64",
+        "measured": {"kind": "fastmri", "path": str(tmp_path / "file1.h5")},
+        "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 1, "center_fraction": 1.0},
+        "methods": [{"name": "zero-filled"}],
+    }
     rows = _run(cfg, tmp_path / "out")
     assert [r["image"] for r in rows] == ["file1_s0", "file1_s1"]
     for r in rows:
@@ -65,14 +70,24 @@ def test_fastmri_undersampled_uses_the_files_kspace(tmp_path):
 
     _fastmri_file(tmp_path / "file1.h5", slices=2)
     spec = {"mask": "equispaced", "acceleration": 4, "center_fraction": 0.08}
-    cfg = {"name": "m", "images": [], "dtype": "float64",
-           "measured": {"kind": "fastmri", "path": str(tmp_path / "file1.h5"), "slices": [1]},
-           "operator": {"modality": "mri", **spec}, "methods": [{"name": "zero-filled"}]}
+    cfg = {
+        "name": "m",
+        "images": [],
+        "dtype": "float64",
+        "measured": {"kind": "fastmri", "path": str(tmp_path / "file1.h5"), "slices": [1]},
+        "operator": {"modality": "mri", **spec},
+        "methods": [{"name": "zero-filled"}],
+    }
     (row,) = _run(cfg, tmp_path / "out")
     assert row["image"] == "file1_s1" and 10 < row["psnr"] < 40  # aliased: not the target
     # The file's own k-space times the slice's fixed validation mask, zero-filled as fastMRI does it.
-    ds = FastMRISliceDataset([tmp_path / "file1.h5"], mask_kind=spec["mask"], acceleration=4,
-                             center_fraction=0.08, fixed_masks=True)
+    ds = FastMRISliceDataset(
+        [tmp_path / "file1.h5"],
+        mask_kind=spec["mask"],
+        acceleration=4,
+        center_fraction=0.08,
+        fixed_masks=True,
+    )
     with h5py.File(tmp_path / "file1.h5") as f:
         k = torch.from_numpy(f["kspace"][1])
     masked = torch.view_as_real(k * ds[1].mask)
@@ -97,11 +112,16 @@ def test_lodopab_observation_reconstructed_as_measured(tmp_path):
     i0, i1, w0, w1 = L._resample_weights(513, 1.0, 513, L.DETECTOR_SPACING_PX)
     y_m = (y_px[:, i0] * torch.from_numpy(w0) + y_px[:, i1] * torch.from_numpy(w1)) * L.PIXEL_SIZE_M
     obs[0, ::step] = y_m.numpy()
-    L.write_lodopab_files(tmp_path / "lodopab", "test", ground_truth=L.from_image(image)[None], observation=obs)
-    cfg = {"name": "l", "images": [],
-           "measured": {"kind": "lodopab", "path": str(tmp_path / "lodopab"), "angle_step": step},
-           "operator": {"modality": "ct", "backend": "astra"},
-           "methods": [{"name": "fbp"}, {"name": "cgls", "options": {"n_iter": 15}}]}
+    L.write_lodopab_files(
+        tmp_path / "lodopab", "test", ground_truth=L.from_image(image)[None], observation=obs
+    )
+    cfg = {
+        "name": "l",
+        "images": [],
+        "measured": {"kind": "lodopab", "path": str(tmp_path / "lodopab"), "angle_step": step},
+        "operator": {"modality": "ct", "backend": "astra"},
+        "methods": [{"name": "fbp"}, {"name": "cgls", "options": {"n_iter": 15}}],
+    }
     rows = {r["method"]: r for r in _run(cfg, tmp_path / "out")}
     assert rows["fbp"]["image"] == "lodopab_test_00000"
     assert rows["cgls"]["psnr"] > 22 and rows["fbp"]["psnr"] > 18  # 20 angles of a 362-px image
@@ -117,10 +137,14 @@ def _sinogram_problem(tmp_path, with_target: bool):
     x = shepp_logan(32).to(torch.float64)
     op = ParallelBeamCT(32, 24, backend="astra", dtype=torch.float64)
     np.save(tmp_path / "my_sino.npy", op(x[None, None])[0, 0].numpy())
-    cfg = {"name": "s", "images": [], "image_size": 32,
-           "measured": {"kind": "sinogram", "path": str(tmp_path / "my_sino.npy")},
-           "operator": {"modality": "ct", "geometry": "parallel", "n_angles": 24, "backend": "astra"},
-           "methods": [{"name": "fbp"}, {"name": "cgls", "options": {"n_iter": 20}}]}
+    cfg = {
+        "name": "s",
+        "images": [],
+        "image_size": 32,
+        "measured": {"kind": "sinogram", "path": str(tmp_path / "my_sino.npy")},
+        "operator": {"modality": "ct", "geometry": "parallel", "n_angles": 24, "backend": "astra"},
+        "methods": [{"name": "fbp"}, {"name": "cgls", "options": {"n_iter": 20}}],
+    }
     if with_target:
         np.save(tmp_path / "truth.npy", x.numpy())
         cfg["measured"]["target"] = str(tmp_path / "truth.npy")
@@ -152,17 +176,26 @@ def test_own_sinogram_with_target_scores_like_the_simulated_path(tmp_path):
 def test_own_kspace_without_ground_truth(tmp_path):
     k = np.fft.fftshift(np.fft.fft2(np.random.default_rng(0).uniform(size=(24, 24)), norm="ortho"))
     np.save(tmp_path / "k.npy", k.astype(np.complex64))
-    cfg = {"name": "k", "images": [], "measured": {"kind": "kspace", "path": str(tmp_path / "k.npy")},
-           "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
-           "methods": [{"name": "zero-filled"}]}
+    cfg = {
+        "name": "k",
+        "images": [],
+        "measured": {"kind": "kspace", "path": str(tmp_path / "k.npy")},
+        "operator": {"modality": "mri", "acceleration": 2, "center_fraction": 0.2},
+        "methods": [{"name": "zero-filled"}],
+    }
     (row,) = _run(cfg, tmp_path / "out")
     assert row["psnr"] is None and (tmp_path / "out" / "figure.png").exists()
 
 
 def test_measured_config_errors(tmp_path):
-    base = {"name": "e", "images": [], "image_size": 32,
-            "measured": {"kind": "sinogram", "path": str(tmp_path / "s.npy")},
-            "operator": {"modality": "ct", "n_angles": 10, "backend": "astra"}, "methods": [{"name": "fbp"}]}
+    base = {
+        "name": "e",
+        "images": [],
+        "image_size": 32,
+        "measured": {"kind": "sinogram", "path": str(tmp_path / "s.npy")},
+        "operator": {"modality": "ct", "n_angles": 10, "backend": "astra"},
+        "methods": [{"name": "fbp"}],
+    }
     np.save(tmp_path / "s.npy", np.zeros((12, 47)))
     with pytest.raises(ConfigError, match=r"has shape \(1, 12, 47\).*set operator.n_angles"):
         _run(base, tmp_path / "o1")

@@ -1,6 +1,7 @@
 """The method registry (medrecon.reconstruct) and the classical methods: errors that list the valid
 names, the shared checks of y and of option values, deprecated names, weight selection by the
 discrepancy principle and by a sweep, FBP / direct dispatch."""
+
 from __future__ import annotations
 
 import math
@@ -47,15 +48,30 @@ def test_classical_methods_are_registered_with_callback():
 
 def test_unknown_method_lists_valid_ones():
     names = available_methods()  # every registered family, whatever registers later
-    assert {"fbp", "direct", "zero-filled", "cgls", "tikhonov", "tv", "sense", "dip", "dip-tv", "flow",
-            "csgm", "gan-d", "vae-range", "vae-soft"} <= set(names)
+    assert {
+        "fbp",
+        "direct",
+        "zero-filled",
+        "cgls",
+        "tikhonov",
+        "tv",
+        "sense",
+        "dip",
+        "dip-tv",
+        "flow",
+        "csgm",
+        "gan-d",
+        "vae-range",
+        "vae-soft",
+    } <= set(names)
     with pytest.raises(ValueError, match=rf"unknown method 'art'; valid methods: {', '.join(names)}$"):
         medrecon.reconstruct(Identity((3, 3)), torch.zeros(1, 1, 3, 3), "art")
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ValueError,
-                       match=r"method 'tv' got unknown option\(s\) weight; valid options: lam, n_iter, tol"):
+    with pytest.raises(
+        ValueError, match=r"method 'tv' got unknown option\(s\) weight; valid options: lam, n_iter, tol"
+    ):
         medrecon.reconstruct(Identity((3, 3)), torch.zeros(1, 1, 3, 3), "tv", weight=0.1)
 
 
@@ -88,8 +104,14 @@ def test_fbp_calls_op_fbp_with_its_options():
             return y + 1
 
     seen = []
-    x = medrecon.reconstruct(FakeCT((2, 2)), torch.zeros(1, 1, 2, 2), "fbp", filter="hann",
-                             frequency_scaling=0.5, callback=lambda k, x, info: seen.append(k))
+    x = medrecon.reconstruct(
+        FakeCT((2, 2)),
+        torch.zeros(1, 1, 2, 2),
+        "fbp",
+        filter="hann",
+        frequency_scaling=0.5,
+        callback=lambda k, x, info: seen.append(k),
+    )
     assert calls == {"filter": "hann", "frequency_scaling": 0.5} and float(x.sum()) == 4.0 and seen == [0]
 
 
@@ -111,8 +133,15 @@ def test_discrepancy_principle_lands_residual_at_noise_level(method, rng):
     sigma = 0.05
     op, _, y = _blur_problem(rng, sigma=sigma)
     m = 12  # the blur matrix has full range: m = number of measurements
-    x = medrecon.reconstruct(op, y, method, lam="discrepancy", noise_std=sigma, n_iter=200,
-                             **({"nonneg": False} if method == "tv" else {}))
+    x = medrecon.reconstruct(
+        op,
+        y,
+        method,
+        lam="discrepancy",
+        noise_std=sigma,
+        n_iter=200,
+        **({"nonneg": False} if method == "tv" else {}),
+    )
     res = (op(x) - y).flatten(1).norm(dim=1)
     target = sigma * math.sqrt(m)
     assert torch.allclose(res, torch.full_like(res, target), rtol=0.03)  # bisection tolerance is 2 %
@@ -142,8 +171,8 @@ def test_sweep_picks_the_best_weight_of_the_grid(rng):
     for b in range(2):
         best = int(result.errors[:, b].argmin())
         assert float(result.lam[b]) == grid[best]
-        x_b = medrecon.reconstruct(op, y[b:b + 1], "tikhonov", lam=grid[best], n_iter=100, tol=1e-13)
-        torch.testing.assert_close(result.x[b:b + 1], x_b)
+        x_b = medrecon.reconstruct(op, y[b : b + 1], "tikhonov", lam=grid[best], n_iter=100, tol=1e-13)
+        torch.testing.assert_close(result.x[b : b + 1], x_b)
     # the same through the method option, which returns the best reconstruction
     x = medrecon.reconstruct(op, y, "tikhonov", lam="sweep", x_true=x_true, grid=grid, n_iter=100, tol=1e-13)
     torch.testing.assert_close(x, result.x)
@@ -165,8 +194,9 @@ def _ops_for(name):
 def test_every_method_rejects_y_without_batch_and_channel_axes(name):
     op = _ops_for(name)
     y = torch.zeros(op.out_shape, dtype=op.out_dtype)  # (36,): no (B, C)
-    with pytest.raises(ValueError,
-                       match=rf"method '{name}': y must have shape \(B, C, .*\) = \(B, C, \*op.out_shape\)"):
+    with pytest.raises(
+        ValueError, match=rf"method '{name}': y must have shape \(B, C, .*\) = \(B, C, \*op.out_shape\)"
+    ):
         medrecon.reconstruct(op, y, name)
     wrong_kind = torch.zeros(1, 1, *op.out_shape, dtype=torch.float32 if op.out_complex else torch.complex64)
     with pytest.raises(ValueError, match=rf"method '{name}': .* takes (real|complex) measurements"):
@@ -178,8 +208,9 @@ def test_a_2d_sinogram_is_an_error_not_a_broadcast():
 
     op = ParallelBeamCT(8, 5, backend="matrix")
     y = torch.zeros(op.out_shape)  # (n_angles, n_detectors)
-    with pytest.raises(ValueError,
-                       match=r"y must have shape \(B, C, 5, \d+\) .* got \(5, \d+\); add the batch"):
+    with pytest.raises(
+        ValueError, match=r"y must have shape \(B, C, 5, \d+\) .* got \(5, \d+\); add the batch"
+    ):
         medrecon.reconstruct(op, y, "tv")
 
 
@@ -193,37 +224,45 @@ def test_iteration_counts_are_range_checked_before_anything_runs(name, bad):
     y = torch.zeros(1, 1, *op.out_shape, dtype=op.out_dtype)
     calls = []
     spy = {"callback": lambda *a: calls.append(a)} if "callback" in method_options(name) else {}
-    with pytest.raises(ValueError,
-                       match=rf"method '{name}': option n_iter must be an integer >= 1, got {bad!r}"):
+    with pytest.raises(
+        ValueError, match=rf"method '{name}': option n_iter must be an integer >= 1, got {bad!r}"
+    ):
         medrecon.reconstruct(op, y, name, n_iter=bad, **spy)
     assert calls == []
 
 
-@pytest.mark.parametrize("name, options, rule", [
-    ("tv", {"lam": -1.0}, r"lam must be a number >= 0 or 'discrepancy' or 'sweep', got -1.0"),
-    ("tv", {"lam": float("nan")}, r"lam must be a number >= 0"),
-    ("tv", {"tol": -1e-3}, r"tol must be a finite number >= 0"),
-    ("tv", {"step_ratio": 0.0}, r"step_ratio must be a finite number > 0"),
-    ("tv", {"init": "fbp2"}, r"init must be one of 'zeros', 'adjoint', 'direct'"),
-    ("tv", {"noise_std": 0.0, "lam": "discrepancy"}, r"noise_std must be None or a finite number > 0"),
-    ("tikhonov", {"noise_std": torch.tensor([0.1, -0.1])}, r"noise_std must be None or a finite number > 0"),
-    ("tikhonov", {"tau": 0}, r"tau must be a finite number > 0"),
-    ("tikhonov", {"callback": "print"}, r"callback must be None or a function"),
-    ("sense", {"lam": "discrepancy"}, r"lam must be a finite number >= 0"),
-    ("fbp", {"filter": "hamming"}, r"filter must be one of 'ramp'"),
-    ("fbp", {"frequency_scaling": 1.5}, r"frequency_scaling must be a finite number > 0 and <= 1"),
-    ("vae-range", {"lr": 0.0}, r"lr must be a finite number > 0"),
-    ("vae-range", {"restarts": 0}, r"restarts must be an integer >= 1"),
-    ("vae-soft", {"lam": 0.0}, r"lam must be a finite number > 0"),
-    ("vae-soft", {"cg_iter": 0}, r"cg_iter must be an integer >= 1"),
-    ("flow", {"lr": -0.1}, r"lr must be None or a finite number > 0"),
-    ("flow", {"init": "inverted"}, r"init must be one of 'inverse', 'zeros', 'random'"),
-    ("flow", {"mode": "mle"}, r"mode must be one of 'latent', 'map'"),
-    ("csgm", {"z_norm_bound": -1.0}, r"z_norm_bound must be None or a finite number > 0"),
-    ("csgm", {"blend": "yes"}, r"blend must be one of False, 'copy', 'poisson'"),
-    ("gan-d", {"p": 0.0}, r"p must be a finite number > 0"),
-    ("dip", {"lr": 0.0}, r"lr must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "name, options, rule",
+    [
+        ("tv", {"lam": -1.0}, r"lam must be a number >= 0 or 'discrepancy' or 'sweep', got -1.0"),
+        ("tv", {"lam": float("nan")}, r"lam must be a number >= 0"),
+        ("tv", {"tol": -1e-3}, r"tol must be a finite number >= 0"),
+        ("tv", {"step_ratio": 0.0}, r"step_ratio must be a finite number > 0"),
+        ("tv", {"init": "fbp2"}, r"init must be one of 'zeros', 'adjoint', 'direct'"),
+        ("tv", {"noise_std": 0.0, "lam": "discrepancy"}, r"noise_std must be None or a finite number > 0"),
+        (
+            "tikhonov",
+            {"noise_std": torch.tensor([0.1, -0.1])},
+            r"noise_std must be None or a finite number > 0",
+        ),
+        ("tikhonov", {"tau": 0}, r"tau must be a finite number > 0"),
+        ("tikhonov", {"callback": "print"}, r"callback must be None or a function"),
+        ("sense", {"lam": "discrepancy"}, r"lam must be a finite number >= 0"),
+        ("fbp", {"filter": "hamming"}, r"filter must be one of 'ramp'"),
+        ("fbp", {"frequency_scaling": 1.5}, r"frequency_scaling must be a finite number > 0 and <= 1"),
+        ("vae-range", {"lr": 0.0}, r"lr must be a finite number > 0"),
+        ("vae-range", {"restarts": 0}, r"restarts must be an integer >= 1"),
+        ("vae-soft", {"lam": 0.0}, r"lam must be a finite number > 0"),
+        ("vae-soft", {"cg_iter": 0}, r"cg_iter must be an integer >= 1"),
+        ("flow", {"lr": -0.1}, r"lr must be None or a finite number > 0"),
+        ("flow", {"init": "inverted"}, r"init must be one of 'inverse', 'zeros', 'random'"),
+        ("flow", {"mode": "mle"}, r"mode must be one of 'latent', 'map'"),
+        ("csgm", {"z_norm_bound": -1.0}, r"z_norm_bound must be None or a finite number > 0"),
+        ("csgm", {"blend": "yes"}, r"blend must be one of False, 'copy', 'poisson'"),
+        ("gan-d", {"p": 0.0}, r"p must be a finite number > 0"),
+        ("dip", {"lr": 0.0}, r"lr must be a finite number > 0"),
+    ],
+)
 def test_option_values_are_checked_by_one_rule_per_name(name, options, rule):
     with pytest.raises(ValueError, match=rf"method '{name}': option {rule}"):
         validate_options(name, options)
@@ -234,18 +273,24 @@ def test_option_values_are_checked_by_one_rule_per_name(name, options, rule):
 
 def test_validate_options_accepts_good_options_and_names_bad_ones():
     assert validate_options("tv", {"lam": "discrepancy", "n_iter": 5, "noise_std": 0.1}) == {
-        "lam": "discrepancy", "n_iter": 5, "noise_std": 0.1}
+        "lam": "discrepancy",
+        "n_iter": 5,
+        "noise_std": 0.1,
+    }
     assert medrecon.validate_options is validate_options
     with pytest.raises(ValueError, match=r"unknown method 'art'"):
         validate_options("art", {})
-    with pytest.raises(ValueError,
-                       match=r"method 'tv' got unknown option\(s\) gamma; valid options: lam, n_iter"):
+    with pytest.raises(
+        ValueError, match=r"method 'tv' got unknown option\(s\) gamma; valid options: lam, n_iter"
+    ):
         validate_options("tv", {"gamma": 0.1})
     assert method_defaults("tv")["init"] == "zeros" and method_defaults("dip")["lam"] == 0.0
 
 
-@pytest.mark.parametrize("name, old, new, value", [
-    ("flow", "gamma", "lam", 0.1), ("dip", "tv_weight", "lam", 1e-3), ("dip-tv", "tv_weight", "lam", 1e-3)])
+@pytest.mark.parametrize(
+    "name, old, new, value",
+    [("flow", "gamma", "lam", 0.1), ("dip", "tv_weight", "lam", 1e-3), ("dip-tv", "tv_weight", "lam", 1e-3)],
+)
 def test_old_weight_names_are_deprecated_aliases_of_lam(name, old, new, value):
     assert old not in method_options(name) and new in method_options(name)
     assert validate_options(name, {old: value}) == {new: value}
@@ -267,16 +312,19 @@ def test_deprecated_names_warn_and_reach_the_method(rng):
     torch.testing.assert_close(x_zero, medrecon.reconstruct(op, y, "tv", lam=0.1, n_iter=20))
 
 
-@pytest.mark.parametrize("old, name, new", [
-    ("medrecon.priors.vae", "reconstruct_range", "medrecon.methods.vae"),
-    ("medrecon.priors.vae", "reconstruct_soft", "medrecon.methods.vae"),
-    ("medrecon.priors.flow", "reconstruct_flow", "medrecon.methods.flow"),
-    ("medrecon.priors.gan", "reconstruct_csgm", "medrecon.methods.gan"),
-    ("medrecon.priors.gan", "blend_measured", "medrecon.methods.gan"),
-    ("medrecon.solvers.classical", "tv", "medrecon.methods.classical"),
-    ("medrecon.solvers.classical", "sweep_weight", "medrecon.methods"),
-    ("medrecon.solvers.classical", "discrepancy_weight", "medrecon.solvers.weights"),
-])
+@pytest.mark.parametrize(
+    "old, name, new",
+    [
+        ("medrecon.priors.vae", "reconstruct_range", "medrecon.methods.vae"),
+        ("medrecon.priors.vae", "reconstruct_soft", "medrecon.methods.vae"),
+        ("medrecon.priors.flow", "reconstruct_flow", "medrecon.methods.flow"),
+        ("medrecon.priors.gan", "reconstruct_csgm", "medrecon.methods.gan"),
+        ("medrecon.priors.gan", "blend_measured", "medrecon.methods.gan"),
+        ("medrecon.solvers.classical", "tv", "medrecon.methods.classical"),
+        ("medrecon.solvers.classical", "sweep_weight", "medrecon.methods"),
+        ("medrecon.solvers.classical", "discrepancy_weight", "medrecon.solvers.weights"),
+    ],
+)
 def test_old_import_locations_still_work_with_a_warning(old, name, new):
     import importlib
 
@@ -292,15 +340,22 @@ def test_methods_take_a_model_or_a_path_checked_against_the_image_size(tmp_path)
 
     op = Identity((12, 12))
     y = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
-    models = [("vae-range", ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=8)),
-              ("csgm", DCGANPrior(image_size=8, latent_dim=3, channels=(4,), d_channels=(4,))),
-              ("flow", MultiScaleFlow(image_size=8, n_levels=1, n_checker=1, n_channel=1, hidden=4))]
+    models = [
+        ("vae-range", ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=8)),
+        ("csgm", DCGANPrior(image_size=8, latent_dim=3, channels=(4,), d_channels=(4,))),
+        ("flow", MultiScaleFlow(image_size=8, n_levels=1, n_checker=1, n_channel=1, hidden=4)),
+    ]
     for name, model in models:
         with pytest.raises(ValueError, match=r"is for 1x8x8 images but the operator's images are 1x12x12"):
             medrecon.reconstruct(op, y, name, weights=model, n_iter=1)
     with pytest.raises(TypeError, match=r"weights must be a ConvVAE or a path to one, got a DCGANPrior"):
-        medrecon.reconstruct(op, y, "vae-range", weights=DCGANPrior(image_size=8, latent_dim=3, channels=(4,),
-                                                                        d_channels=(4,)), n_iter=1)
+        medrecon.reconstruct(
+            op,
+            y,
+            "vae-range",
+            weights=DCGANPrior(image_size=8, latent_dim=3, channels=(4,), d_channels=(4,)),
+            n_iter=1,
+        )
     model = ConvVAE(image_size=12, latent_dim=2, channels=(4,), hidden=8)
     x = medrecon.reconstruct(op, y, "vae-range", weights=model, n_iter=2, restarts=1)
     assert x.shape == y.shape and not any(p.grad is not None for p in model.parameters())

@@ -1,4 +1,5 @@
 """medrecon.metrics against fastmri.evaluate (the fastMRI leaderboard's own functions)."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,7 @@
 """MRI operators: references (numpy.fft, fastmri.fft2c), coils, zero-filled, SENSE by CG.
 
 Adjoint, autograd, linearity, dtype and deepcopy: tests/operator_zoo.py + test_operator_properties.py."""
+
 import copy
 
 import fastmri
@@ -16,10 +17,11 @@ from medrecon.operators.mri import MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 SIZES = [(7, 6), (9, 8), (5, 5), (6, 6)]
 
 
-
 def _crandn(shape, rng):
-    return torch.complex(torch.randn(shape, dtype=torch.float64, generator=rng),
-                         torch.randn(shape, dtype=torch.float64, generator=rng))
+    return torch.complex(
+        torch.randn(shape, dtype=torch.float64, generator=rng),
+        torch.randn(shape, dtype=torch.float64, generator=rng),
+    )
 
 
 def _mask(shape, rng):
@@ -115,8 +117,9 @@ def test_simulated_multicoil_roundtrip(rng):
     torch.testing.assert_close(op.zero_filled(kspace[None, None])[0, 0].real, image)  # |x| * rss(S) = x
     # noise: std per complex sample, drawn from the generator only
     state = torch.get_rng_state()
-    noisy, _ = simulate_multicoil(image[None, None].expand(4, 1, 9, 8), 4, noise=0.1,
-                                  generator=torch.Generator().manual_seed(0))
+    noisy, _ = simulate_multicoil(
+        image[None, None].expand(4, 1, 9, 8), 4, noise=0.1, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(state, torch.get_rng_state())
     assert float((noisy - kspace).abs().pow(2).mean().sqrt()) == pytest.approx(0.1, rel=0.15)
 

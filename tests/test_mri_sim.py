@@ -1,5 +1,6 @@
 """fastMRI-geometry multi-coil simulation from magnitude images: smooth seeded phase, the file layout
 that fastMRI's own SliceDataset reads."""
+
 import math
 
 import numpy as np
@@ -44,25 +45,33 @@ def _images(n=2, size=(16, 16)):
 def test_simulation_geometry_phase_and_coils():
     images = _images()
     g = torch.Generator().manual_seed(0)
-    kspace, maps, x = simulate_fastmri_multicoil(images, kspace_shape=(32, 22), n_coils=4, noise=0.0, generator=g)
+    kspace, maps, x = simulate_fastmri_multicoil(
+        images, kspace_shape=(32, 22), n_coils=4, noise=0.0, generator=g
+    )
     assert kspace.shape == (2, 4, 32, 22) and kspace.dtype == torch.complex64 and maps.shape == (4, 32, 22)
     torch.testing.assert_close(maps, coil_maps((32, 22), 4, field_of_view=(16, 16)))
     torch.testing.assert_close(x.abs(), images, rtol=0, atol=1e-6)  # magnitude kept, phase added
     assert float(x.angle()[images > 0].std()) > 0.1
     coil_images = ifft2c(kspace.to(torch.complex128))  # (2, 4, 32, 22)
     top, left = (32 - 16) // 2, (22 - 16) // 2  # fastmri.data.transforms.center_crop's corner
-    inner = coil_images[..., top:top + 16, left:left + 16]
-    torch.testing.assert_close(inner.to(torch.complex64), x[:, None] * maps[None, :, top:top + 16, left:left + 16],
-                               rtol=0, atol=1e-5)
+    inner = coil_images[..., top : top + 16, left : left + 16]
+    torch.testing.assert_close(
+        inner.to(torch.complex64),
+        x[:, None] * maps[None, :, top : top + 16, left : left + 16],
+        rtol=0,
+        atol=1e-5,
+    )
     outer = coil_images.clone()
-    outer[..., top:top + 16, left:left + 16] = 0
+    outer[..., top : top + 16, left : left + 16] = 0
     assert float(outer.abs().max()) < 1e-5  # the oversampled margin is empty
     # the same seed gives the same volume; noise is drawn from the generator only
     state = torch.get_rng_state()
-    k1, _, _ = simulate_fastmri_multicoil(images, kspace_shape=(32, 22), n_coils=4, noise=0.01,
-                                          generator=torch.Generator().manual_seed(1))
-    k2, _, _ = simulate_fastmri_multicoil(images, kspace_shape=(32, 22), n_coils=4, noise=0.01,
-                                          generator=torch.Generator().manual_seed(1))
+    k1, _, _ = simulate_fastmri_multicoil(
+        images, kspace_shape=(32, 22), n_coils=4, noise=0.01, generator=torch.Generator().manual_seed(1)
+    )
+    k2, _, _ = simulate_fastmri_multicoil(
+        images, kspace_shape=(32, 22), n_coils=4, noise=0.01, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(k1, k2) and torch.equal(state, torch.get_rng_state())
     with pytest.raises(ValueError, match="real"):
         simulate_fastmri_multicoil(images.to(torch.complex64))
@@ -72,9 +81,16 @@ def test_written_volume_is_read_by_fastmri_slicedataset(tmp_path):
     from fastmri.data import SliceDataset
 
     images = _images(3)
-    path = write_fastmri_multicoil_volume(tmp_path / "vol" / "subject.h5", images, patient_id="subject",
-                                          recon_size=(16, 16), kspace_shape=(32, 22), n_coils=4, noise=0.01,
-                                          generator=torch.Generator().manual_seed(0))
+    path = write_fastmri_multicoil_volume(
+        tmp_path / "vol" / "subject.h5",
+        images,
+        patient_id="subject",
+        recon_size=(16, 16),
+        kspace_shape=(32, 22),
+        n_coils=4,
+        noise=0.01,
+        generator=torch.Generator().manual_seed(0),
+    )
     ds = SliceDataset(path.parent, challenge="multicoil", transform=None, use_dataset_cache=False)
     assert len(ds) == 3
     kspace, mask, target, attrs, fname, slice_idx = ds[1]
@@ -99,8 +115,10 @@ def test_written_volume_is_read_by_fastmri_slicedataset(tmp_path):
 def test_crop_readout_keeps_the_centre_of_the_image(shape, rows, rng):
     from fastmri.data.transforms import center_crop
 
-    k = torch.complex(torch.randn((3, *shape), generator=rng, dtype=torch.float64),
-                      torch.randn((3, *shape), generator=rng, dtype=torch.float64))
+    k = torch.complex(
+        torch.randn((3, *shape), generator=rng, dtype=torch.float64),
+        torch.randn((3, *shape), generator=rng, dtype=torch.float64),
+    )
     cropped = crop_readout(k, rows)
     assert cropped.shape == (3, rows, shape[1])
     torch.testing.assert_close(ifft2c(cropped), center_crop(ifft2c(k), (rows, shape[1])))
@@ -127,15 +145,30 @@ def test_cli_path_on_a_tiny_simulated_volume(tmp_path):
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 24), torch.linspace(-1, 1, 24), indexing="ij")
     head = ((yy / 0.9) ** 2 + (xx / 0.8) ** 2 < 1).float()
     images = torch.stack([head * (0.6 + 0.4 * torch.cos(3 * xx + i)) for i in range(2)])  # (2, 24, 24)
-    write_fastmri_multicoil_volume(tmp_path / "data" / "vol.h5", images, patient_id="toy", recon_size=(24, 24),
-                                   kspace_shape=(48, 28), n_coils=6, noise=0.002,
-                                   generator=torch.Generator().manual_seed(0))
-    cfg = {"name": "toy", "images": [], "measured": {"kind": "fastmri", "path": str(tmp_path / "data" / "vol.h5"),
-                                                     "readout_crop": 24},
-           "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 2, "center_fraction": 0.5},
-           "methods": [{"name": "zero-filled"}, {"name": "sense", "options": {"n_iter": 10}},
-                       {"name": "tv", "options": {"lam": 1e-3, "n_iter": 30, "nonneg": False}}]}
-    rows = run_experiment(load_experiment_config(cfg), tmp_path / "out", progress=False, echo=lambda *a, **k: None)
+    write_fastmri_multicoil_volume(
+        tmp_path / "data" / "vol.h5",
+        images,
+        patient_id="toy",
+        recon_size=(24, 24),
+        kspace_shape=(48, 28),
+        n_coils=6,
+        noise=0.002,
+        generator=torch.Generator().manual_seed(0),
+    )
+    cfg = {
+        "name": "toy",
+        "images": [],
+        "measured": {"kind": "fastmri", "path": str(tmp_path / "data" / "vol.h5"), "readout_crop": 24},
+        "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 2, "center_fraction": 0.5},
+        "methods": [
+            {"name": "zero-filled"},
+            {"name": "sense", "options": {"n_iter": 10}},
+            {"name": "tv", "options": {"lam": 1e-3, "n_iter": 30, "nonneg": False}},
+        ],
+    }
+    rows = run_experiment(
+        load_experiment_config(cfg), tmp_path / "out", progress=False, echo=lambda *a, **k: None
+    )
     psnrs = {(r["image"], r["method"]): r["psnr"] for r in rows}
     for s in ("vol_s0", "vol_s1"):
         assert psnrs[(s, "sense")] > psnrs[(s, "zero-filled")] + 3  # ESPIRiT maps do parallel imaging

@@ -1,4 +1,5 @@
 """Every operator of the zoo (tests/operator_zoo.py) through medrecon.testing.check_operator."""
+
 import inspect
 
 import pytest
@@ -9,8 +10,9 @@ import medrecon.operators
 from medrecon.operators import LinearOperator, MatrixOperator, OperatorInputError
 from medrecon.testing import check_operator
 
-CASES = [pytest.param(name, marks=[pytest.mark.gpu] if case.gpu else [], id=name)
-         for name, case in ZOO.items()]
+CASES = [
+    pytest.param(name, marks=[pytest.mark.gpu] if case.gpu else [], id=name) for name, case in ZOO.items()
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -21,8 +23,11 @@ def test_operator_properties(name, rng):
 
 
 def test_every_public_operator_is_in_the_zoo():
-    public = {obj for obj in vars(medrecon.operators).values()
-              if inspect.isclass(obj) and issubclass(obj, LinearOperator) and obj is not LinearOperator}
+    public = {
+        obj
+        for obj in vars(medrecon.operators).values()
+        if inspect.isclass(obj) and issubclass(obj, LinearOperator) and obj is not LinearOperator
+    }
     seen: set[type] = set()
     for case in ZOO.values():
         if case.gpu and not torch.cuda.is_available():
@@ -63,9 +68,16 @@ class _WrongBackward(MatrixOperator):
         return y + 1e-2 * (x.pow(2).sum() - x.pow(2).sum().detach())
 
 
-@pytest.mark.parametrize("broken, check", [(_WrongAdjoint, "adjoint"), (_Affine, "adjoint|linearity"),
-                                           (_AcceptsAnything, "bad input"), (_NoDtypeMove, "dtype"),
-                                           (_WrongBackward, "backward")])
+@pytest.mark.parametrize(
+    "broken, check",
+    [
+        (_WrongAdjoint, "adjoint"),
+        (_Affine, "adjoint|linearity"),
+        (_AcceptsAnything, "bad input"),
+        (_NoDtypeMove, "dtype"),
+        (_WrongBackward, "backward"),
+    ],
+)
 def test_check_operator_catches_defects(broken, check, rng):
     op = broken(torch.randn(4, 3, dtype=torch.float64, generator=rng))
     with pytest.raises(AssertionError, match=check):

@@ -1,6 +1,7 @@
 """Generic operators against dense references, the norm, dtype moves, autograd, bad input, direct/support.
 
 The properties every operator shares (adjoint, linearity, deepcopy, ...): test_operator_properties.py."""
+
 import pytest
 import torch
 
@@ -17,8 +18,10 @@ def _dense(rng, m=7, n=5, complex=False):
 def test_matches_dense_matmul(rng):
     a = _dense(rng, complex=True)
     op = MatrixOperator(a)
-    x = torch.complex(torch.randn(3, 2, 5, dtype=torch.float64, generator=rng),
-                      torch.randn(3, 2, 5, dtype=torch.float64, generator=rng))
+    x = torch.complex(
+        torch.randn(3, 2, 5, dtype=torch.float64, generator=rng),
+        torch.randn(3, 2, 5, dtype=torch.float64, generator=rng),
+    )
     torch.testing.assert_close(op(x), torch.einsum("mn,bcn->bcm", a, x))
     torch.testing.assert_close(op.adjoint(op(x)), torch.einsum("mn,bcm->bcn", a.conj(), op(x)))
 
@@ -85,8 +88,10 @@ def test_direct_default_is_scaled_adjoint(rng):
     torch.testing.assert_close(op.direct(y), op.adjoint(y) / sigma**2, rtol=1e-6, atol=1e-12)
     # A^H y / ||A||^2 is the exact inverse of A = s I
     scaled = 3.0 * Identity((4,), dtype=torch.float64)
-    torch.testing.assert_close(scaled.direct(torch.ones(1, 1, 4, dtype=torch.float64)),
-                               torch.full((1, 1, 4), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(
+        scaled.direct(torch.ones(1, 1, 4, dtype=torch.float64)),
+        torch.full((1, 1, 4), 1 / 3, dtype=torch.float64),
+    )
 
 
 def test_measurement_support_is_the_range_of_the_operator(rng):

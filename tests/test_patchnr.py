@@ -1,6 +1,7 @@
 """Tests of the PatchNR prior (medrecon.priors.patchnr): exact log-determinant against the autograd
 Jacobian, inverse round trip, patch extraction against F.unfold, the regulariser, training through
 the flow's step, and the reconstruction method on a problem with a closed-form answer."""
+
 import math
 from types import SimpleNamespace
 
@@ -33,7 +34,9 @@ def test_logdet_matches_jacobian(rng, inv_conv):
     flow = _random_flow(rng, inv_conv=inv_conv)
     q = torch.randn(1, 1, 2, 2, generator=rng, dtype=torch.float64)
     _, logdet = flow(q)
-    jac = torch.autograd.functional.jacobian(lambda v: flow(v.reshape(1, 1, 2, 2))[0].reshape(-1), q.reshape(-1))
+    jac = torch.autograd.functional.jacobian(
+        lambda v: flow(v.reshape(1, 1, 2, 2))[0].reshape(-1), q.reshape(-1)
+    )
     sign, ref = torch.linalg.slogdet(jac)
     assert sign != 0
     assert abs(float(logdet[0].detach()) - float(ref)) <= 1e-9 * max(1.0, abs(float(ref)))
@@ -161,8 +164,9 @@ def test_map_scaled_operator_and_adam(rng):
     assert torch.allclose(x1, x3, atol=1e-4)  # L-BFGS stops on an absolute gradient tolerance
     g = torch.Generator().manual_seed(0)
     before = torch.get_rng_state()
-    xa = reconstruct_patchnr(op1, op1(x_true), weights=flow, lam=0.02, n_iter=800, lr=5e-3, n_patches=12,
-                             generator=g)
+    xa = reconstruct_patchnr(
+        op1, op1(x_true), weights=flow, lam=0.02, n_iter=800, lr=5e-3, n_patches=12, generator=g
+    )
     assert torch.equal(torch.get_rng_state(), before)  # patch subsets come from the generator
     start = op1.direct(op1(x_true))
     assert (xa - x1).abs().mean() < 0.01 < (start - x1).abs().mean()
@@ -175,9 +179,12 @@ def test_noise_rule_and_discrepancy(rng):
     sigma = 0.05
     assert float(noise_rule_weight(op, sigma, 2, c=2.0)) == pytest.approx(2.0 * sigma**2)
     assert float(noise_rule_weight(DiagonalOperator(torch.full((6, 6), 2.0)), sigma, 2)) == pytest.approx(
-        sigma**2 / 16)  # c = 1/p^2, divided by ||A||^2 = 4
+        sigma**2 / 16
+    )  # c = 1/p^2, divided by ||A||^2 = 4
     # the discrepancy principle finds a residual close to sigma sqrt(m)
-    x = reconstruct_patchnr(op, y, weights=flow, lam="discrepancy", noise_std=sigma, optimizer="lbfgs", n_iter=40)
+    x = reconstruct_patchnr(
+        op, y, weights=flow, lam="discrepancy", noise_std=sigma, optimizer="lbfgs", n_iter=40
+    )
     res = torch.linalg.vector_norm((x - y).flatten(1), dim=1)
     assert torch.allclose(res, torch.full_like(res, sigma * 6), rtol=0.06)
 

@@ -1,4 +1,5 @@
 """Phantoms: ranges, orientation, seeding, ODL's phantoms."""
+
 import pytest
 import torch
 
@@ -45,8 +46,15 @@ def test_random_ellipses_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=0, size=8), dict(n=2, size=0), dict(n=2, size=8, min_ellipses=0),
-                                    dict(n=2, size=8, min_ellipses=4, max_ellipses=3)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(n=0, size=8),
+        dict(n=2, size=0),
+        dict(n=2, size=8, min_ellipses=0),
+        dict(n=2, size=8, min_ellipses=4, max_ellipses=3),
+    ],
+)
 def test_random_ellipses_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         random_ellipses(**kwargs)

@@ -8,6 +8,7 @@
   before doing any work (running them in full takes minutes: the demo's time is measured and stated
   in the README instead).
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,8 +65,10 @@ def test_python_snippet_defines_what_it_uses(line, code):
 
 # A snippet that runs a learned prior is marked slow: the tour's 300-step flow MAP takes 15-50 s on a
 # busy 2-core machine; the others take a few seconds.
-_RUNS = [pytest.param(n, code, id=f"line{n}", marks=[pytest.mark.slow] if '"flow"' in code else [])
-         for n, code in PYTHON]
+_RUNS = [
+    pytest.param(n, code, id=f"line{n}", marks=[pytest.mark.slow] if '"flow"' in code else [])
+    for n, code in PYTHON
+]
 
 
 @pytest.mark.parametrize("line, code", _RUNS)
@@ -92,7 +95,7 @@ def _commands() -> list[tuple[int, list[str]]]:
             if words[0] == "medrecon":
                 out.append((line + offset, words[1:]))
             elif "medrecon.cli.main" in words:
-                out.append((line + offset, words[words.index("medrecon.cli.main") + 1:]))
+                out.append((line + offset, words[words.index("medrecon.cli.main") + 1 :]))
     return out
 
 

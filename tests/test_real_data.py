@@ -1,4 +1,5 @@
 """Real scans (medrecon.data.real): conversion, splits, fetch logic (with fake sources), and the fetched corpora."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,9 @@ import torch
 
 from medrecon.data import real
 
-needs_real_data = pytest.mark.skipif(not real.is_available(),
-                                     reason="real scans not fetched: run `make data` (data/real/)")
+needs_real_data = pytest.mark.skipif(
+    not real.is_available(), reason="real scans not fetched: run `make data` (data/real/)"
+)
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -42,9 +44,9 @@ def test_mri_conversion_robust_percentile():
 
 def test_empty_slice_rule():
     vol = np.zeros((3, 10, 10), np.float32)
-    vol[1, :3, :3] = 1.0   # 9 % foreground: dropped
-    vol[2, :4, :3] = 0.5   # 12 % foreground: kept
-    vol[0, :, :] = 0.1     # exactly the threshold is not foreground: dropped
+    vol[1, :3, :3] = 1.0  # 9 % foreground: dropped
+    vol[2, :4, :3] = 0.5  # 12 % foreground: kept
+    vol[0, :, :] = 0.1  # exactly the threshold is not foreground: dropped
     assert real.kept_slices(vol) == [2]
 
 
@@ -95,8 +97,16 @@ def _fake_archive() -> tuple[bytes, str]:
 
 
 def _fake_source(sha: str) -> real.Source:
-    return real.Source("fake", "pypi", "fakepkg", "1.0", "fakepkg-1.0.tar.gz", sha,
-                       ("pkg-1.0/data/scan.bin",), "pkg-1.0/LICENSE")
+    return real.Source(
+        "fake",
+        "pypi",
+        "fakepkg",
+        "1.0",
+        "fakepkg-1.0.tar.gz",
+        sha,
+        ("pkg-1.0/data/scan.bin",),
+        "pkg-1.0/LICENSE",
+    )
 
 
 def test_fetch_extracts_and_is_not_fetched_twice(tmp_path, monkeypatch):
@@ -124,7 +134,9 @@ def test_fetch_extracts_and_is_not_fetched_twice(tmp_path, monkeypatch):
 def test_fetch_checksum_mismatch_is_a_clear_error(tmp_path, monkeypatch):
     raw, _ = _fake_archive()
     monkeypatch.setitem(real.DOWNLOADERS, "pypi", lambda s, d: (d / s.filename).write_bytes(raw))
-    with pytest.raises(real.FetchError, match=r"sha256 mismatch for fakepkg-1\.0\.tar\.gz \(fake\): expected 0{64}"):
+    with pytest.raises(
+        real.FetchError, match=r"sha256 mismatch for fakepkg-1\.0\.tar\.gz \(fake\): expected 0{64}"
+    ):
         real.fetch(tmp_path, sources=[_fake_source("0" * 64)], log=None)
     assert not real._read_manifest(tmp_path).get("sources")  # nothing recorded as fetched
     assert not (tmp_path / "raw" / "fake").exists()
@@ -150,9 +162,15 @@ def test_missing_corpus_says_run_make_data(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ the fetched corpora
-@pytest.mark.parametrize("modality, split, n_subjects, n_slices",
-                         [("ct", "train", 2, 164), ("ct", "validation", 1, 48),
-                          ("mri", "train", 1, 122), ("mri", "validation", 1, 123)])
+@pytest.mark.parametrize(
+    "modality, split, n_subjects, n_slices",
+    [
+        ("ct", "train", 2, 164),
+        ("ct", "validation", 1, 48),
+        ("mri", "train", 1, 122),
+        ("mri", "validation", 1, 123),
+    ],
+)
 def test_split_counts(modality, split, n_subjects, n_slices):
     entries = real.split_slices(modality, split)
     assert len(entries) == n_slices and len({s for s, _ in entries}) == n_subjects
@@ -182,7 +200,9 @@ def test_fetched_corpus_matches_split_files_and_conversion(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- configs and kinds
-@pytest.mark.parametrize("name", ["ct_real_sparse_angle_10", "ct_real_sparse_angle_30", "mri_real_4x", "mri_real_8x"])
+@pytest.mark.parametrize(
+    "name", ["ct_real_sparse_angle_10", "ct_real_sparse_angle_30", "mri_real_4x", "mri_real_8x"]
+)
 def test_real_configs_load(name):
     from medrecon.experiment import load_experiment_config
 

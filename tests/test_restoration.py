@@ -1,4 +1,5 @@
 """Restoration operators against numpy references; adjoint/autograd/dtype: test_operator_properties.py."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from medrecon.operators.restoration import (
 )
 
 F64 = torch.float64
+
 
 def test_box_downsampling_is_block_mean(rng):
     x = torch.rand(2, 1, 12, 8, dtype=F64, generator=rng)

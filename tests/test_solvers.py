@@ -1,5 +1,6 @@
 """Solvers on problems with known answers: CG, CGLS/Tikhonov, PDHG-TV (vs scikit-image), minimize,
 the finite-difference operator and TV; and every solver on the real CT and MRI operators."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_finite_difference_adjoint_and_norm(shape, complex):
     op = FiniteDifference2D(shape, complex=complex, dtype=F64)
     assert check_adjoint(op) < 1e-12
     assert check_backward(op)
-    assert op.norm(n_iter=500, rtol=1e-10) <= 8 ** 0.5  # the bound PDHG's steps use
+    assert op.norm(n_iter=500, rtol=1e-10) <= 8**0.5  # the bound PDHG's steps use
 
 
 def test_finite_difference_values_neumann():
@@ -80,7 +81,9 @@ def test_conjugate_gradient_callback_and_stop(rng):
     assert seen[0][1].shape == (2,)
     # tol: stops once ||b - Nx|| <= tol ||b||; 10 distinct eigenvalues -> exact after <= 10 iterations
     count = []
-    x = conjugate_gradient(lambda v: v @ spd, rhs, n_iter=100, tol=1e-10, callback=lambda k, x, i: count.append(k))
+    x = conjugate_gradient(
+        lambda v: v @ spd, rhs, n_iter=100, tol=1e-10, callback=lambda k, x, i: count.append(k)
+    )
     assert len(count) <= 10
     torch.testing.assert_close(x, rhs / torch.arange(1.0, 11.0, dtype=F64))
 
@@ -102,11 +105,15 @@ def test_tikhonov_closed_form_per_element_weights(rng):
     y = _crandn((3, 1, 8), rng)
     lam = torch.tensor([0.0, 0.5, 20.0], dtype=F64)
     objectives = []
-    x = least_squares(op, y, lam=lam, n_iter=50, tol=1e-14, callback=lambda k, x, i: objectives.append(i["objective"]))
+    x = least_squares(
+        op, y, lam=lam, n_iter=50, tol=1e-14, callback=lambda k, x, i: objectives.append(i["objective"])
+    )
     for i in range(3):
         ref = torch.linalg.solve(a.T @ a + lam[i] * torch.eye(5, dtype=F64), a.T @ y[i, 0])
         torch.testing.assert_close(x[i, 0], ref, rtol=1e-10, atol=1e-10)
-    obj = torch.stack(objectives)  # (iterations, B): CG on an SPD system decreases the quadratic monotonically
+    obj = torch.stack(
+        objectives
+    )  # (iterations, B): CG on an SPD system decreases the quadratic monotonically
     assert bool((obj[1:] <= obj[:-1] + 1e-12).all())
 
 
@@ -164,7 +171,9 @@ def test_pdhg_objective_decreases_on_convex_problem(rng):
     x_true[..., 2:6, 3:7] = 1.0
     y = op(x_true) + 0.05 * torch.randn(1, 1, 40, dtype=F64, generator=rng)
     objectives = []
-    pdhg_tv(op, y, lam=0.5, n_iter=400, tol=0.0, callback=lambda k, x, i: objectives.append(float(i["objective"])))
+    pdhg_tv(
+        op, y, lam=0.5, n_iter=400, tol=0.0, callback=lambda k, x, i: objectives.append(float(i["objective"]))
+    )
     obj = np.array(objectives)
     window_means = obj.reshape(8, 50).mean(1)
     assert np.all(np.diff(window_means) <= 1e-9 * abs(window_means[0]))
@@ -179,14 +188,16 @@ def test_pdhg_batched_weights_and_nonneg(rng):
     op = Identity((10, 9), dtype=F64)
     both = pdhg_tv(op, y, lam=torch.tensor([0.05, 0.3], dtype=F64), n_iter=100, tol=0.0, nonneg=True)
     for i, lam in enumerate((0.05, 0.3)):
-        single = pdhg_tv(op, y[i:i + 1], lam=lam, n_iter=100, tol=0.0, nonneg=True)
-        torch.testing.assert_close(both[i:i + 1], single)
+        single = pdhg_tv(op, y[i : i + 1], lam=lam, n_iter=100, tol=0.0, nonneg=True)
+        torch.testing.assert_close(both[i : i + 1], single)
     assert float(both.min()) >= 0.0
 
 
 def test_pdhg_complex_diagonal_operator(rng):
     """Complex operator and image: the TV of the complex image, nonneg makes x real."""
-    d = torch.polar(0.5 + torch.rand(8, 8, dtype=F64, generator=rng), 6.3 * torch.rand(8, 8, dtype=F64, generator=rng))
+    d = torch.polar(
+        0.5 + torch.rand(8, 8, dtype=F64, generator=rng), 6.3 * torch.rand(8, 8, dtype=F64, generator=rng)
+    )
     op = DiagonalOperator(d)  # |d| in [0.5, 1.5]: well conditioned
     x_true = torch.zeros(1, 1, 8, 8, dtype=torch.complex128)
     x_true[..., 2:6, 2:6] = 1.0
@@ -201,11 +212,24 @@ def test_pdhg_complex_diagonal_operator(rng):
 def test_pdhg_tol_and_callback_stop():
     y = torch.ones(1, 1, 6, 6, dtype=F64)
     count = []
-    pdhg_tv(Identity((6, 6), dtype=F64), y, lam=0.1, n_iter=500, tol=1e-3, callback=lambda k, x, i: count.append(k))
+    pdhg_tv(
+        Identity((6, 6), dtype=F64),
+        y,
+        lam=0.1,
+        n_iter=500,
+        tol=1e-3,
+        callback=lambda k, x, i: count.append(k),
+    )
     assert 1 < len(count) < 500  # converged early by the tol rule
     stopped = []
-    pdhg_tv(Identity((6, 6), dtype=F64), y, lam=0.1, n_iter=500, tol=0.0,
-            callback=lambda k, x, i: stopped.append(k) or k == 4)
+    pdhg_tv(
+        Identity((6, 6), dtype=F64),
+        y,
+        lam=0.1,
+        n_iter=500,
+        tol=0.0,
+        callback=lambda k, x, i: stopped.append(k) or k == 4,
+    )
     assert stopped == [0, 1, 2, 3, 4]
 
 
@@ -216,23 +240,41 @@ def test_minimize_quadratic_closed_form(method, lr, n_iter, rng):
     q = a.T @ a + torch.eye(4, dtype=F64)  # SPD, ||q|| < 1/lr for gd
     q = q / torch.linalg.matrix_norm(q, 2)  # ||q|| = 1: gd with lr 1 contracts
     b = _crandn((4,), rng)
-    x = minimize(lambda v: 0.5 * v @ q @ v - b @ v, torch.zeros(4, dtype=F64), method=method, n_iter=n_iter, lr=lr)
+    x = minimize(
+        lambda v: 0.5 * v @ q @ v - b @ v, torch.zeros(4, dtype=F64), method=method, n_iter=n_iter, lr=lr
+    )
     torch.testing.assert_close(x, torch.linalg.solve(q, b), rtol=1e-3, atol=1e-3)
 
 
 def test_minimize_complex_data_fit_and_stop_rules(rng):
     d = _crandn((5,), rng, complex=True)
     target = _crandn((5,), rng, complex=True)
-    x = minimize(lambda v: (d * v - d * target).abs().pow(2).sum(), torch.zeros(5, dtype=torch.complex128),
-                 method="lbfgs", n_iter=100)
+    x = minimize(
+        lambda v: (d * v - d * target).abs().pow(2).sum(),
+        torch.zeros(5, dtype=torch.complex128),
+        method="lbfgs",
+        n_iter=100,
+    )
     torch.testing.assert_close(x, target, rtol=1e-5, atol=1e-5)
     calls = []
-    minimize(lambda v: (v - 1).pow(2).sum(), torch.zeros(3, dtype=F64), method="adam", n_iter=500,
-             callback=lambda k, x, info: calls.append(info["objective"]) or k == 9)
+    minimize(
+        lambda v: (v - 1).pow(2).sum(),
+        torch.zeros(3, dtype=F64),
+        method="adam",
+        n_iter=500,
+        callback=lambda k, x, info: calls.append(info["objective"]) or k == 9,
+    )
     assert len(calls) == 10 and calls[-1] < calls[0]
     relative = []
-    minimize(lambda v: (v - 1).pow(2).sum(), torch.zeros(3, dtype=F64), method="gd", lr=0.25, n_iter=500, stop=1e-6,
-             callback=lambda k, x, info: relative.append(k))
+    minimize(
+        lambda v: (v - 1).pow(2).sum(),
+        torch.zeros(3, dtype=F64),
+        method="gd",
+        lr=0.25,
+        n_iter=500,
+        stop=1e-6,
+        callback=lambda k, x, info: relative.append(k),
+    )
     assert len(relative) < 100
 
 
@@ -242,18 +284,25 @@ def test_minimize_errors():
     with pytest.raises(ValueError, match="needs lr"):
         minimize(lambda v: v.sum(), torch.zeros(2), method="gd")
     with pytest.raises(FloatingPointError, match="lower lr"):
-        minimize(lambda v: (v ** 2).sum(), torch.ones(2), method="gd", lr=10.0, n_iter=2000)
+        minimize(lambda v: (v**2).sum(), torch.ones(2), method="gd", lr=10.0, n_iter=2000)
 
 
 def test_solvers_run_on_the_operators_device(device, rng):
     """The same code on CPU and, when present, CUDA: iterates stay on the operator's device."""
-    d = torch.polar(0.5 + torch.rand(6, 5, dtype=F64, generator=rng), torch.rand(6, 5, dtype=F64, generator=rng))
+    d = torch.polar(
+        0.5 + torch.rand(6, 5, dtype=F64, generator=rng), torch.rand(6, 5, dtype=F64, generator=rng)
+    )
     op = DiagonalOperator(d).to(device)
     x_true = torch.ones(2, 1, 6, 5, dtype=torch.complex128, device=device)
     y = op(x_true)
-    for x in (least_squares(op, y, n_iter=10), pdhg_tv(op, y, lam=1e-4, n_iter=150, tol=0.0),
-              minimize(lambda v: (op(v) - y).abs().pow(2).sum(), torch.zeros_like(x_true), method="lbfgs", n_iter=20),
-              conjugate_gradient(op.normal, op.adjoint(y), n_iter=10)):
+    for x in (
+        least_squares(op, y, n_iter=10),
+        pdhg_tv(op, y, lam=1e-4, n_iter=150, tol=0.0),
+        minimize(
+            lambda v: (op(v) - y).abs().pow(2).sum(), torch.zeros_like(x_true), method="lbfgs", n_iter=20
+        ),
+        conjugate_gradient(op.normal, op.adjoint(y), n_iter=10),
+    ):
         assert x.device.type == device.type and x.dtype == torch.complex128
         assert float((x - x_true).abs().max()) < 0.05
 
@@ -289,8 +338,6 @@ def _mri_problems():
     return [(op, x, op(x)) for op in ops]
 
 
-
-
 @pytest.mark.parametrize("which", ["ct", "mri-single", "mri-multi"])
 def test_every_solver_runs_on_ct_and_mri(which):
     op, x_true, y = _ct_problem() if which == "ct" else _mri_problems()[0 if which == "mri-single" else 1]
@@ -302,12 +349,23 @@ def test_every_solver_runs_on_ct_and_mri(which):
     assert trace[-1] < 0.1 * res0 and trace[-1] <= trace[0]
     # PDHG-TV: objective down, reconstruction closer to the truth than zero
     obj = []
-    xt = pdhg_tv(op, y, lam=1e-3 * op.norm_squared(), n_iter=100, nonneg=True,
-                 callback=lambda k, x, i: obj.append(float(i["objective"])))
+    xt = pdhg_tv(
+        op,
+        y,
+        lam=1e-3 * op.norm_squared(),
+        n_iter=100,
+        nonneg=True,
+        callback=lambda k, x, i: obj.append(float(i["objective"])),
+    )
     assert xt.shape == x_true.shape and obj[-1] < 0.05 * obj[0]
     assert float((xt - x_true).abs().norm()) < 0.5 * float(x_true.abs().norm())
     # minimize on the data term through autograd (the operator's exact adjoint as backward)
     step = 1.0 / op.norm_squared()
-    xm = minimize(lambda v: 0.5 * (op(v) - y).abs().pow(2).sum(), torch.zeros_like(x_true), method="gd",
-                  lr=step, n_iter=30)
+    xm = minimize(
+        lambda v: 0.5 * (op(v) - y).abs().pow(2).sum(),
+        torch.zeros_like(x_true),
+        method="gd",
+        lr=step,
+        n_iter=30,
+    )
     assert float((op(xm) - y).abs().norm()) < 0.5 * res0

@@ -1,5 +1,6 @@
 """The one training loop (medrecon.training.fit): loss falls, checkpoints round-trip, resume is exact,
 interrupted writes keep the previous checkpoint, the global RNG is untouched."""
+
 import csv
 
 import pytest
@@ -33,13 +34,20 @@ def _model(seed=0):
     return ConvVAE(image_size=8, latent_dim=2, channels=(4,), hidden=16)
 
 
-CFG = FitConfig(epochs=3, batch_size=8, lr=3e-3, seed=1, device="cpu", log_every=1, progress=False,
-                tensorboard=False)
+CFG = FitConfig(
+    epochs=3, batch_size=8, lr=3e-3, seed=1, device="cpu", log_every=1, progress=False, tensorboard=False
+)
 
 
 def test_vae_loss_falls(tmp_path):
-    res = fit(_model(), vae_step, _Images(), FitConfig(epochs=10, batch_size=8, lr=1e-2, device="cpu",
-                                                     log_every=3, progress=False, tensorboard=False))
+    res = fit(
+        _model(),
+        vae_step,
+        _Images(),
+        FitConfig(
+            epochs=10, batch_size=8, lr=1e-2, device="cpu", log_every=3, progress=False, tensorboard=False
+        ),
+    )
     losses = [row["loss"] for row in res.history]
     assert res.step == 30
     assert losses[-1] < 0.9 * losses[0], losses
@@ -48,8 +56,16 @@ def test_vae_loss_falls(tmp_path):
 def test_logs_checkpoint_and_tensorboard(tmp_path):
     data = _Images()
     cfg = FitConfig(epochs=2, batch_size=8, device="cpu", log_every=2, progress=False)
-    res = fit(_model(), vae_step, data, cfg, out_dir=tmp_path, val_data=_Images(seed=5, n=8), eval_fn=vae_eval,
-              config={"note": "x"})
+    res = fit(
+        _model(),
+        vae_step,
+        data,
+        cfg,
+        out_dir=tmp_path,
+        val_data=_Images(seed=5, n=8),
+        eval_fn=vae_eval,
+        config={"note": "x"},
+    )
     rows = list(csv.DictReader(open(tmp_path / "train_metrics.csv")))
     assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # every 2 steps and at each epoch end
     assert {"loss", "recon", "kl"} <= set(rows[0])
@@ -117,7 +133,9 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         fit(_model(), vae_step, data, CFG, out_dir=tmp_path, resume=True)
     monkeypatch.undo()
     assert read_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".pt") or ".tmp" in p.name) == ["checkpoint.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".pt") or ".tmp" in p.name) == [
+        "checkpoint.pt"
+    ]
 
 
 def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
@@ -129,7 +147,14 @@ def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         fit(_model(), vae_step, data, cfg, out_dir=tmp_path)
     with pytest.raises(ValueError, match="batch_size"):
-        fit(_model(), vae_step, data, FitConfig(**{**cfg.__dict__, "batch_size": 4}), out_dir=tmp_path, resume=True)
+        fit(
+            _model(),
+            vae_step,
+            data,
+            FitConfig(**{**cfg.__dict__, "batch_size": 4}),
+            out_dir=tmp_path,
+            resume=True,
+        )
 
 
 def test_resume_into_another_model_names_the_mismatch(tmp_path):
@@ -142,8 +167,10 @@ def test_resume_into_another_model_names_the_mismatch(tmp_path):
 def test_two_optimizer_step_and_global_rng_untouched():
     """A GAN-style step with two optimizers fits the same loop; fit never draws from the global RNG."""
     model = _model()
-    opts = {"encoder": torch.optim.SGD(model.encoder.parameters(), lr=0.1),
-            "decoder": torch.optim.SGD(model.decoder_conv.parameters(), lr=0.1)}
+    opts = {
+        "encoder": torch.optim.SGD(model.encoder.parameters(), lr=0.1),
+        "decoder": torch.optim.SGD(model.decoder_conv.parameters(), lr=0.1),
+    }
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def step(m, batch, ctx):
@@ -156,18 +183,27 @@ def test_two_optimizer_step_and_global_rng_untouched():
         return {"loss": float((rec + kl).mean().detach())}
 
     state = torch.get_rng_state()
-    fit(model, step, _Images(), FitConfig(epochs=1, batch_size=8, device="cpu", progress=False, tensorboard=False),
-        optimizers=opts)
+    fit(
+        model,
+        step,
+        _Images(),
+        FitConfig(epochs=1, batch_size=8, device="cpu", progress=False, tensorboard=False),
+        optimizers=opts,
+    )
     assert torch.equal(state, torch.get_rng_state())
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert any(n.startswith("encoder") for n in changed) and any(n.startswith("decoder_conv") for n in changed)
+    assert any(n.startswith("encoder") for n in changed) and any(
+        n.startswith("decoder_conv") for n in changed
+    )
     assert not any(n.startswith("to_mu") for n in changed)  # no optimizer owns it
 
 
 def test_epoch_order_is_a_seeded_sharded_permutation():
     a = epoch_order(10, seed=3, epoch=1)
     assert sorted(a.tolist()) == list(range(10))
-    assert torch.equal(a, epoch_order(10, seed=3, epoch=1)) and not torch.equal(a, epoch_order(10, seed=3, epoch=2))
+    assert torch.equal(a, epoch_order(10, seed=3, epoch=1)) and not torch.equal(
+        a, epoch_order(10, seed=3, epoch=2)
+    )
     shards = [epoch_order(10, seed=3, epoch=1, rank=r, world_size=3) for r in range(3)]
     assert all(len(s) == 4 for s in shards) and set(torch.cat(shards).tolist()) == set(range(10))
 
@@ -176,7 +212,10 @@ def test_train_from_config_writes_checked_weights(tmp_path):
     from medrecon.training.run import train_from_config
 
     cfg = {
-        "model": {"name": "conv_vae", "params": {"image_size": 16, "latent_dim": 2, "channels": [4], "hidden": 8}},
+        "model": {
+            "name": "conv_vae",
+            "params": {"image_size": 16, "latent_dim": 2, "channels": [4], "hidden": 8},
+        },
         "data": {"name": "ellipses", "n": 32, "val_n": 8},
         "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "tensorboard": False},
         "output": {"weights": str(tmp_path / "w.pt")},
@@ -217,10 +256,19 @@ def _train_cfg(tmp_path, **output):
     import yaml
 
     cfg = {
-        "model": {"name": "conv_vae", "params": {"image_size": 16, "latent_dim": 2, "channels": [4], "hidden": 8}},
+        "model": {
+            "name": "conv_vae",
+            "params": {"image_size": 16, "latent_dim": 2, "channels": [4], "hidden": 8},
+        },
         "data": {"name": "ellipses", "n": 32, "val_n": 8},
-        "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "tensorboard": False,
-                  "log_every": 1},
+        "train": {
+            "epochs": 1,
+            "batch_size": 16,
+            "device": "cpu",
+            "progress": False,
+            "tensorboard": False,
+            "log_every": 1,
+        },
         "output": output,
     }
     path = tmp_path / "train.yaml"
@@ -246,12 +294,26 @@ def test_exported_weights_stay_in_the_run_folder_and_are_never_replaced_silently
     target.write_bytes(b"my own weights")
     before = _hashes(tmp_path)
     capsys.readouterr()
-    assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--set", f"output.weights={target}"]) == 2
+    assert (
+        main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--set", f"output.weights={target}"]) == 2
+    )
     err = capsys.readouterr().err
     assert "exists: pass --replace-weights" in err and err.count("\n") == 1
     assert _hashes(tmp_path) == before and not (tmp_path / "run2").exists()  # refused: nothing written
-    assert main(["train", str(cfg), "--out", str(tmp_path / "run2"), "--set", f"output.weights={target}",
-                 "--replace-weights"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(cfg),
+                "--out",
+                str(tmp_path / "run2"),
+                "--set",
+                f"output.weights={target}",
+                "--replace-weights",
+            ]
+        )
+        == 0
+    )
     load_prior(target, expected=ConvVAE)
 
 
@@ -268,8 +330,12 @@ def test_refused_train_changes_nothing(tmp_path, capsys):
         (["--set", "train.epochs=0"], "'train.epochs' must be >= 1"),
         (["--set", "data.name=imagenet"], "unknown dataset 'imagenet'"),
         (["--set", "model.params.image_size=0"], "'model.params.image_size' must be an integer >= 4"),
-        (["--set", "train.device=cuda"] if not torch.cuda.is_available() else ["--set", "train.device=cuda:99"],
-         "train.device"),
+        (
+            ["--set", "train.device=cuda"]
+            if not torch.cuda.is_available()
+            else ["--set", "train.device=cuda:99"],
+            "train.device",
+        ),
         (["--set", "model.name=unet"], "unknown model 'unet'"),
     ]:
         assert main(["train", str(cfg), "--out", str(run), *argv]) == 2, argv
@@ -296,8 +362,23 @@ def test_a_signal_writes_a_checkpoint_and_exits_130(tmp_path, first, second):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def interrupted(extra, sig, min_step):
-        proc = subprocess.Popen([sys.executable, "-m", "medrecon.cli.main", "train", str(cfg), "--out", str(run),
-                                 "--set", "train.epochs=100000", *extra], stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "medrecon.cli.main",
+                "train",
+                str(cfg),
+                "--out",
+                str(run),
+                "--set",
+                "train.epochs=100000",
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             log = run / "train_metrics.csv"
             deadline = time.monotonic() + 120
@@ -315,7 +396,9 @@ def test_a_signal_writes_a_checkpoint_and_exits_130(tmp_path, first, second):
     step = read_checkpoint(run / "checkpoint.pt")["step"]
     assert rc == 130 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
-    assert f"interrupted ({first}) at step {step}" in last and "checkpoint" in last and "--resume" in last, err
+    assert f"interrupted ({first}) at step {step}" in last and "checkpoint" in last and "--resume" in last, (
+        err
+    )
     assert step >= 2
     rc, err = interrupted(["--resume"], second, step)
     assert rc == 130 and "Traceback" not in err and f"({second})" in err, err

@@ -1,4 +1,5 @@
 """ConvVAE, checked loading of weights, and the registered methods vae-range / vae-soft."""
+
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,11 @@ def test_weights_round_trip_and_mismatch_messages(tmp_path):
     for a, b in zip(vae.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     # another model class: named, with what was expected
-    with pytest.raises(CheckpointMismatchError,
-                       match=r"expected weights of .*Identity.*found a checkpoint of "
-                                                      r"medrecon\.priors\.vae:ConvVAE"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"expected weights of .*Identity.*found a checkpoint of "
+        r"medrecon\.priors\.vae:ConvVAE",
+    ):
         load_prior(path, expected=Identity)
     # same class, other shapes: hyperparameters and tensor shapes are listed
     from medrecon.priors.base import check_state_matches, read_checkpoint
@@ -78,8 +81,16 @@ def test_methods_run_on_identity_and_check_image_size(tmp_path, rng):
     op = Identity((8, 8))
     y = torch.rand(2, 1, 8, 8, generator=rng)
     calls = []
-    x = medrecon.reconstruct(op, y, "vae-range", weights=path, n_iter=5, restarts=2,
-                             callback=lambda k, x, info: calls.append(k), generator=rng)
+    x = medrecon.reconstruct(
+        op,
+        y,
+        "vae-range",
+        weights=path,
+        n_iter=5,
+        restarts=2,
+        callback=lambda k, x, info: calls.append(k),
+        generator=rng,
+    )
     assert x.shape == y.shape and calls == list(range(5))
     x = medrecon.reconstruct(op, y, "vae-soft", weights=path, n_iter=3, z_steps=2)
     assert x.shape == y.shape

@@ -16,6 +16,7 @@ interrupted (SIGINT/SIGTERM; ``train`` writes a checkpoint first). Every error i
 stderr, ``medrecon: error: ...``; ``--debug`` (before the command) shows the traceback instead.
 Heavy imports happen inside the commands.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,32 +39,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medrecon", description="Medical-image reconstruction (CT, MRI).")
     parser.add_argument("--version", action="version", version=f"medrecon {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch threads (default: MEDRECON_THREADS, OMP_NUM_THREADS, else the available cores "
-                             "shared among torchrun's local processes; see medrecon.runtime)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads (default: MEDRECON_THREADS, OMP_NUM_THREADS, else the available cores "
+        "shared among torchrun's local processes; see medrecon.runtime)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{reconstruct,train}")
 
-    rec = sub.add_parser("reconstruct", help="simulate measurements and run reconstruction methods from a config",
-                         description="Simulate measurements of the config's images and reconstruct them with "
-                                     "each listed method; write metrics.csv, summary.txt, figure.png, recon/.")
+    rec = sub.add_parser(
+        "reconstruct",
+        help="simulate measurements and run reconstruction methods from a config",
+        description="Simulate measurements of the config's images and reconstruct them with "
+        "each listed method; write metrics.csv, summary.txt, figure.png, recon/.",
+    )
     rec.add_argument("config", help="experiment YAML (see configs/ct_sparse_angle_30.yaml)")
-    rec.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value (YAML syntax; repeatable), e.g. --set operator.n_angles=10 "
-                          "--set methods.tv.options.lam=0.02 --set 'images=[{kind: npy, path: my.npy}]'")
-    rec.add_argument("--out", type=Path, default=None, help="output directory (default: outputs/<config name>)")
-    rec.add_argument("--overwrite", action="store_true",
-                     help="replace the results in an existing output directory once the new run is complete "
-                          "(other files there are kept)")
+    rec.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (YAML syntax; repeatable), e.g. --set operator.n_angles=10 "
+        "--set methods.tv.options.lam=0.02 --set 'images=[{kind: npy, path: my.npy}]'",
+    )
+    rec.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: outputs/<config name>)"
+    )
+    rec.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in an existing output directory once the new run is complete "
+        "(other files there are kept)",
+    )
     rec.add_argument("--quiet", action="store_true", help="no progress output")
 
     tr = sub.add_parser("train", help="train a prior from a training config (medrecon.training)")
     tr.add_argument("config", help="training YAML (configs/train_*.yaml)")
-    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.epochs=1")
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=1",
+    )
     tr.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<config stem>)")
     tr.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --out")
-    tr.add_argument("--replace-weights", action="store_true",
-                    help="let the final export replace an existing weights file (output.weights)")
+    tr.add_argument(
+        "--replace-weights",
+        action="store_true",
+        help="let the final export replace an existing weights file (output.weights)",
+    )
     return parser
 
 
@@ -88,8 +117,9 @@ def _reconstruct(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cfg = load_experiment_config(args.config, args.overrides)
         out = args.out if args.out is not None else Path("outputs") / cfg.name
         check_output_dir(out, args.overwrite)  # refuse before any work
-        run_experiment(cfg, out, overwrite=args.overwrite, progress=not args.quiet,
-                       command=["medrecon", *argv])
+        run_experiment(
+            cfg, out, overwrite=args.overwrite, progress=not args.quiet, command=["medrecon", *argv]
+        )
     except (ConfigError, ImageLoadError, DicomError, OutputExistsError) as exc:
         _error(exc)
         return EXIT_USAGE
@@ -97,8 +127,10 @@ def _reconstruct(args: argparse.Namespace, argv: Sequence[str]) -> int:
         _error(exc)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        _error(f"interrupted: {out if out is not None else 'the output folder'} is unchanged "
-               "(results are moved into place only when a run completes)")
+        _error(
+            f"interrupted: {out if out is not None else 'the output folder'} is unchanged "
+            "(results are moved into place only when a run completes)"
+        )
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -109,8 +141,12 @@ def _train(args: argparse.Namespace) -> int:
     from medrecon.training.run import train_from_config
 
     try:
-        return int(train_from_config(args.config, list(args.overrides), args.out, args.resume,
-                                     replace_weights=args.replace_weights) or 0)
+        return int(
+            train_from_config(
+                args.config, list(args.overrides), args.out, args.resume, replace_weights=args.replace_weights
+            )
+            or 0
+        )
     except ConfigError as exc:
         _error(exc)
         return EXIT_USAGE
@@ -119,14 +155,27 @@ def _train(args: argparse.Namespace) -> int:
             _error(f"interrupted ({exc.signal_name}) at step {exc.step}; no checkpoint was written")
         else:
             folder = exc.checkpoint.parent
-            command = " ".join(["medrecon", "train", str(args.config), *(f"--set {o}" for o in args.overrides),
-                                "--out", str(folder), "--resume"])
-            _error(f"interrupted ({exc.signal_name}) at step {exc.step}: checkpoint {exc.checkpoint} written; "
-                   f"continue with: {command}")
+            command = " ".join(
+                [
+                    "medrecon",
+                    "train",
+                    str(args.config),
+                    *(f"--set {o}" for o in args.overrides),
+                    "--out",
+                    str(folder),
+                    "--resume",
+                ]
+            )
+            _error(
+                f"interrupted ({exc.signal_name}) at step {exc.step}: checkpoint {exc.checkpoint} written; "
+                f"continue with: {command}"
+            )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        _error("interrupted inside a training step: the last periodic checkpoint (if any) is intact; "
-               "continue with --resume")
+        _error(
+            "interrupted inside a training step: the last periodic checkpoint (if any) is intact; "
+            "continue with --resume"
+        )
         return EXIT_INTERRUPTED
 
 
@@ -153,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        _error(f"{type(exc).__name__}: {exc} (this is a bug or an unchecked input; "
-               "run with medrecon --debug ... for the traceback)")
+        _error(
+            f"{type(exc).__name__}: {exc} (this is a bug or an unchecked input; "
+            "run with medrecon --debug ... for the traceback)"
+        )
         return EXIT_FAILED
 
 

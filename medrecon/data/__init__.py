@@ -2,18 +2,31 @@
 
 Heavy modules (h5py, pydicom) load on first use.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
 
 _EXPORTS = {
-    "shepp_logan": "phantoms", "random_ellipses": "phantoms", "odl_phantom": "phantoms",
-    "read_dicom_slice": "dicom", "DicomError": "dicom",
-    "load_images": "images", "resolve_path": "images", "ImageLoadError": "images",
-    "FastMRISliceDataset": "fastmri", "write_fastmri_h5": "fastmri", "save_reconstructions": "fastmri",
-    "read_metadata": "fastmri", "FastMRIDataError": "fastmri",
-    "load_corpus": "real", "load_volume": "real", "RealDataError": "real",
-    "LoDoPaBDataset": "lodopab", "lodopab_operator": "lodopab", "poisson_log_noise": "lodopab",
+    "shepp_logan": "phantoms",
+    "random_ellipses": "phantoms",
+    "odl_phantom": "phantoms",
+    "read_dicom_slice": "dicom",
+    "DicomError": "dicom",
+    "load_images": "images",
+    "resolve_path": "images",
+    "ImageLoadError": "images",
+    "FastMRISliceDataset": "fastmri",
+    "write_fastmri_h5": "fastmri",
+    "save_reconstructions": "fastmri",
+    "read_metadata": "fastmri",
+    "FastMRIDataError": "fastmri",
+    "load_corpus": "real",
+    "load_volume": "real",
+    "RealDataError": "real",
+    "LoDoPaBDataset": "lodopab",
+    "lodopab_operator": "lodopab",
+    "poisson_log_noise": "lodopab",
     "LoDoPaBError": "lodopab",
 }
 

@@ -19,12 +19,13 @@
 
 ``make_dataset(name, split, image_size, ...)`` builds them from a training config's ``data:`` section.
 """
+
 from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -136,7 +137,7 @@ def _center_fit(x: Tensor, size: int) -> Tensor:
     ch, cw = min(h, size), min(w, size)
     sy, sx = (h - ch) // 2, (w - cw) // 2
     dy, dx = (size - ch) // 2, (size - cw) // 2
-    out[..., dy: dy + ch, dx: dx + cw] = x[..., sy: sy + ch, sx: sx + cw]
+    out[..., dy : dy + ch, dx : dx + cw] = x[..., sy : sy + ch, sx : sx + cw]
     return out
 
 
@@ -165,8 +166,9 @@ class FastMRIMagnitudeDataset(Dataset):
             mag = torch.as_tensor(sample.target, dtype=torch.float32)
         else:
             k = sample.kspace  # (coils, H, W) complex
-            img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"),
-                                     dim=(-2, -1))
+            img = torch.fft.fftshift(
+                torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+            )
             mag = img.abs().pow(2).sum(0).sqrt()  # root-sum-of-squares over coils
         mag = _center_fit(mag, self.image_size)
         return (mag / mag.max().clamp_min(1e-12)).unsqueeze(0).to(torch.float32)
@@ -185,8 +187,9 @@ class PatchDataset(Dataset):
     (5, (1, 3, 3))
     """
 
-    def __init__(self, sources: Sequence[Tensor], patch_size: int, n: int, *, seed: int = 0,
-                 augment: bool = True) -> None:
+    def __init__(
+        self, sources: Sequence[Tensor], patch_size: int, n: int, *, seed: int = 0, augment: bool = True
+    ) -> None:
         p = int(patch_size)
         if n <= 0 or p <= 0:
             raise ValueError(f"n and patch_size must be positive, got n={n}, patch_size={patch_size}")
@@ -197,12 +200,14 @@ class PatchDataset(Dataset):
         parts, ar = [], torch.arange(p)
         for images, m in zip(sources, counts):
             if images.dim() != 4 or images.shape[1] != 1:
-                raise ValueError(f"PatchDataset expects image stacks of shape (N, 1, H, W), got {tuple(images.shape)}")
+                raise ValueError(
+                    f"PatchDataset expects image stacks of shape (N, 1, H, W), got {tuple(images.shape)}"
+                )
             k, _, h, w = images.shape
             if h < p or w < p:
                 raise ValueError(f"images of {h}x{w} pixels are smaller than the {p}x{p} patches")
             idx = torch.randint(k, (m,), generator=g)
-            rows = torch.randint(h - p + 1, (m,), generator=g)[:, None] + ar      # (m, p)
+            rows = torch.randint(h - p + 1, (m,), generator=g)[:, None] + ar  # (m, p)
             cols = torch.randint(w - p + 1, (m,), generator=g)[:, None] + ar
             parts.append(images[idx[:, None, None], 0, rows[:, :, None], cols[:, None, :]])  # (m, p, p)
         patches = torch.cat(parts).to(torch.float32)
@@ -227,8 +232,9 @@ REAL_PATCH_SIZES = (128, 256)
 REAL_PATCH_HOLDOUT = 8
 
 
-def real_patch_dataset(modality: str, split: str, patch_size: int, n: int, *, seed: int = 0,
-                       root: str | None = None) -> PatchDataset:
+def real_patch_dataset(
+    modality: str, split: str, patch_size: int, n: int, *, seed: int = 0, root: str | None = None
+) -> PatchDataset:
     """Patches of the real corpus's TRAIN split (``modality`` ``"ct"`` or ``"mri"``; see the module doc).
 
     ``split="train"``: the training slices but every 8th; ``"val"``: every 8th (seed ``seed + 1``).
@@ -255,12 +261,26 @@ class AugmentedSliceDataset(Dataset):
     ``augment=False``: the whole slice, area-resized (a validation set).
     """
 
-    def __init__(self, images: Tensor, image_size: int, n: int, *, seed: int = 0, augment: bool = True,
-                 min_crop: float = 0.8, max_rotation: float = 10.0, jitter: float = 0.1) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        image_size: int,
+        n: int,
+        *,
+        seed: int = 0,
+        augment: bool = True,
+        min_crop: float = 0.8,
+        max_rotation: float = 10.0,
+        jitter: float = 0.1,
+    ) -> None:
         if images.dim() != 4 or images.shape[1] != 1 or images.shape[-1] != images.shape[-2]:
-            raise ValueError(f"AugmentedSliceDataset expects square slices (N, 1, H, H), got {tuple(images.shape)}")
+            raise ValueError(
+                f"AugmentedSliceDataset expects square slices (N, 1, H, H), got {tuple(images.shape)}"
+            )
         if images.shape[-1] < image_size or n <= 0:
-            raise ValueError(f"need n > 0 and slices of at least {image_size} px, got n={n}, {images.shape[-1]} px")
+            raise ValueError(
+                f"need n > 0 and slices of at least {image_size} px, got n={n}, {images.shape[-1]} px"
+            )
         if not 0 < min_crop <= 1:
             raise ValueError(f"min_crop must be in (0, 1], got {min_crop}")
         self.images, self.image_size, self.n = images.to(torch.float32), int(image_size), int(n)
@@ -278,20 +298,20 @@ class AugmentedSliceDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(i)
         if not self.augment:
-            return F.interpolate(self.images[i: i + 1], size=self.image_size, mode="area")[0]
+            return F.interpolate(self.images[i : i + 1], size=self.image_size, mode="area")[0]
         g = torch.Generator().manual_seed(_stable_seed("slices", self.seed, i))
         u = torch.rand(6, generator=g, dtype=torch.float64).tolist()
         k = int(torch.randint(self.images.shape[0], (1,), generator=g))
-        scale = self.min_crop + (1 - self.min_crop) * u[0]           # crop side / image side
+        scale = self.min_crop + (1 - self.min_crop) * u[0]  # crop side / image side
         cx, cy = (1 - scale) * (2 * u[1] - 1), (1 - scale) * (2 * u[2] - 1)  # centre, in [-1, 1] units
         angle = math.radians(self.max_rotation * (2 * u[3] - 1))
         flip = -1.0 if u[4] < 0.5 else 1.0
         c, s = math.cos(angle), math.sin(angle)
         theta = torch.tensor([[[flip * scale * c, -scale * s, cx], [flip * scale * s, scale * c, cy]]])
-        src = self.images[k: k + 1]                                    # (1, 1, H, H)
+        src = self.images[k : k + 1]  # (1, 1, H, H)
         grid = F.affine_grid(theta, list(src.shape), align_corners=False)
         x = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        x = F.interpolate(x, size=self.image_size, mode="area")[0]     # (1, S, S), anti-aliased
+        x = F.interpolate(x, size=self.image_size, mode="area")[0]  # (1, S, S), anti-aliased
         return (x * (1 + self.jitter * (2 * u[5] - 1))).clamp(0.0, 1.0)
 
 
@@ -299,8 +319,9 @@ class AugmentedSliceDataset(Dataset):
 REAL_SLICE_SOURCE_SIZE = 256
 
 
-def real_slice_dataset(modality: str, split: str, image_size: int, n: int, *, seed: int = 0,
-                       root: str | None = None) -> AugmentedSliceDataset:
+def real_slice_dataset(
+    modality: str, split: str, image_size: int, n: int, *, seed: int = 0, root: str | None = None
+) -> AugmentedSliceDataset:
     """Augmented slices of the real corpus's TRAIN split (``AugmentedSliceDataset`` of the 256 px slices).
 
     ``split="train"``: every training slice but every 8th, augmented, ``n`` items; ``"val"``: every
@@ -353,7 +374,11 @@ def make_dataset(
         if root is None:
             raise ValueError("data.root must name the fastMRI folder for data.name='fastmri'")
         if split == "val":
-            return FastMRIMagnitudeDataset(Path(root) / "val", image_size) if (Path(root) / "val").is_dir() else None
+            return (
+                FastMRIMagnitudeDataset(Path(root) / "val", image_size)
+                if (Path(root) / "val").is_dir()
+                else None
+            )
         return FastMRIMagnitudeDataset(root, image_size)
     if name in ("ct_patches", "mri_patches"):  # image_size is the patch size here
         default_n = 400_000 if split == "train" else 20_000

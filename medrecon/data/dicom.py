@@ -8,6 +8,7 @@ slope 1 and intercept 0 when the tags are absent, as for most MR images).
 >>> hu.shape, str(hu.dtype)
 ((128, 128), 'float32')
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ class DicomError(ValueError):
     """A file is not a readable single DICOM image slice (the message says why)."""
 
 
-def read_dicom_slice(source: str | os.PathLike, *, frame: int | None = None, rescale: bool = True) -> np.ndarray:
+def read_dicom_slice(
+    source: str | os.PathLike, *, frame: int | None = None, rescale: bool = True
+) -> np.ndarray:
     """The pixel data of a DICOM file as ``(H, W)`` float32, rescaled to HU (``rescale=True``).
 
     Args:
@@ -47,9 +50,13 @@ def read_dicom_slice(source: str | os.PathLike, *, frame: int | None = None, res
         try:
             ds = pydicom.dcmread(path)
         except InvalidDicomError:
-            raise DicomError(f"{name} is not a DICOM file (no 'DICM' marker after the 128-byte preamble)") from None
+            raise DicomError(
+                f"{name} is not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
+            ) from None
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-            raise DicomError(f"{name} is truncated or corrupt: cannot parse its DICOM header ({exc})") from None
+            raise DicomError(
+                f"{name} is truncated or corrupt: cannot parse its DICOM header ({exc})"
+            ) from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError(f"{name} has no PixelData element: it is not an image (or the file is incomplete)")
     try:
@@ -58,9 +65,13 @@ def read_dicom_slice(source: str | os.PathLike, *, frame: int | None = None, res
         msg = " ".join(str(exc).split())
         if len(msg) > 200:
             msg = msg[:197] + "..."
-        raise DicomError(f"{name}: cannot decode its pixel data, the file may be truncated or corrupt ({msg})") from None
+        raise DicomError(
+            f"{name}: cannot decode its pixel data, the file may be truncated or corrupt ({msg})"
+        ) from None
     if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
-        raise DicomError(f"{name} is a colour image ({ds.SamplesPerPixel} samples per pixel); a greyscale slice is expected")
+        raise DicomError(
+            f"{name} is a colour image ({ds.SamplesPerPixel} samples per pixel); a greyscale slice is expected"
+        )
     n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if n_frames > 1:
         if frame is None:

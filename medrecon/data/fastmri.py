@@ -19,6 +19,7 @@ inside every ``__getitem__``: no handle is held, so it is safe with DataLoader w
 spawn). Validation masks are fixed per ``(file, slice)`` by ``stable_seed``; training masks are
 random (drawn from ``generator`` or torch's default generator).
 """
+
 from __future__ import annotations
 
 import os
@@ -76,8 +77,12 @@ def center_crop(x: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor:
     return _crop(t, tuple(size))
 
 
-def ismrmrd_header(encoded_size: tuple[int, int, int], recon_size: tuple[int, int, int], *,
-                   fov_mm: tuple[float, float, float] | None = None) -> bytes:
+def ismrmrd_header(
+    encoded_size: tuple[int, int, int],
+    recon_size: tuple[int, int, int],
+    *,
+    fov_mm: tuple[float, float, float] | None = None,
+) -> bytes:
     """A minimal ISMRMRD XML header with the fields fastMRI reads.
 
     ``encoded_size`` / ``recon_size`` are ``(x, y, z)`` = (readout ``H``, phase encodes ``W``, 1).
@@ -90,8 +95,10 @@ def ismrmrd_header(encoded_size: tuple[int, int, int], recon_size: tuple[int, in
     rfx, rfy = fx * rx / ex, fy * ry / ey
 
     def space(name, m, f):
-        return (f"<{name}><matrixSize><x>{m[0]}</x><y>{m[1]}</y><z>{m[2]}</z></matrixSize>"
-                f"<fieldOfView_mm><x>{f[0]}</x><y>{f[1]}</y><z>{f[2]}</z></fieldOfView_mm></{name}>")
+        return (
+            f"<{name}><matrixSize><x>{m[0]}</x><y>{m[1]}</y><z>{m[2]}</z></matrixSize>"
+            f"<fieldOfView_mm><x>{f[0]}</x><y>{f[1]}</y><z>{f[2]}</z></fieldOfView_mm></{name}>"
+        )
 
     xml = (
         f'<?xml version="1.0" encoding="utf-8"?>\n<ismrmrdHeader xmlns="{ISMRMRD_NAMESPACE}">'
@@ -118,10 +125,17 @@ def _rss_target(kspace: np.ndarray, recon_size: tuple[int, int]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def write_fastmri_h5(path: str | os.PathLike, kspace: np.ndarray | Tensor, *,
-                     reconstruction: np.ndarray | Tensor | None = None, recon_size: tuple[int, int] | None = None,
-                     acquisition: str = "CORPD_FBK", patient_id: str = "medrecon-synthetic",
-                     attrs: Mapping[str, object] | None = None, compression: str | None = "gzip") -> Path:
+def write_fastmri_h5(
+    path: str | os.PathLike,
+    kspace: np.ndarray | Tensor,
+    *,
+    reconstruction: np.ndarray | Tensor | None = None,
+    recon_size: tuple[int, int] | None = None,
+    acquisition: str = "CORPD_FBK",
+    patient_id: str = "medrecon-synthetic",
+    attrs: Mapping[str, object] | None = None,
+    compression: str | None = "gzip",
+) -> Path:
     """Write ``kspace`` in fastMRI's layout (atomically) and return the path.
 
     Args:
@@ -136,7 +150,9 @@ def write_fastmri_h5(path: str | os.PathLike, kspace: np.ndarray | Tensor, *,
     """
     k = kspace.detach().cpu().numpy() if isinstance(kspace, Tensor) else np.asarray(kspace)
     if not np.iscomplexobj(k) or k.ndim not in (3, 4):
-        raise ValueError(f"kspace must be complex (slices, H, W) or (slices, coils, H, W), got {k.dtype} {k.shape}")
+        raise ValueError(
+            f"kspace must be complex (slices, H, W) or (slices, coils, H, W), got {k.dtype} {k.shape}"
+        )
     k = k.astype(np.complex64)
     h, w = k.shape[-2:]
     if recon_size is None:
@@ -145,7 +161,11 @@ def write_fastmri_h5(path: str | os.PathLike, kspace: np.ndarray | Tensor, *,
     if reconstruction is None:
         target = _rss_target(k, recon_size)
     else:
-        target = reconstruction.detach().cpu().numpy() if isinstance(reconstruction, Tensor) else np.asarray(reconstruction)
+        target = (
+            reconstruction.detach().cpu().numpy()
+            if isinstance(reconstruction, Tensor)
+            else np.asarray(reconstruction)
+        )
         target = target.astype(np.float32)
         if target.ndim != 3 or target.shape[0] != k.shape[0]:
             raise ValueError(f"reconstruction must be (slices={k.shape[0]}, h, w), got {target.shape}")
@@ -168,7 +188,9 @@ def write_fastmri_h5(path: str | os.PathLike, kspace: np.ndarray | Tensor, *,
     return Path(path)
 
 
-def save_reconstructions(reconstructions: Mapping[str, np.ndarray | Tensor], out_dir: str | os.PathLike) -> list[Path]:
+def save_reconstructions(
+    reconstructions: Mapping[str, np.ndarray | Tensor], out_dir: str | os.PathLike
+) -> list[Path]:
     """fastMRI leaderboard layout: ``out_dir/<fname>`` per volume, dataset ``reconstruction`` ``(S, H, W)`` float32.
 
     Each file is written atomically. ``fname`` is the input file's name (``.h5`` is appended when
@@ -227,11 +249,14 @@ def read_metadata(path: str | os.PathLike) -> FileMetadata:
     path = Path(path)
     with _open(path) as f:
         if "kspace" not in f:
-            raise FastMRIDataError(f"{path}: missing dataset 'kspace' (found: {', '.join(f.keys()) or 'nothing'})")
+            raise FastMRIDataError(
+                f"{path}: missing dataset 'kspace' (found: {', '.join(f.keys()) or 'nothing'})"
+            )
         ds = f["kspace"]
         if ds.ndim not in (3, 4):
             raise FastMRIDataError(
-                f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ds.shape}")
+                f"{path}: 'kspace' must be (slices, H, W) or (slices, coils, H, W), got shape {ds.shape}"
+            )
         if ds.dtype.kind != "c":
             raise FastMRIDataError(f"{path}: 'kspace' must be complex, got dtype {ds.dtype}")
         if "ismrmrd_header" not in f:
@@ -247,18 +272,23 @@ def read_metadata(path: str | os.PathLike) -> FileMetadata:
         challenge = "multicoil" if ds.ndim == 4 else "singlecoil"
         h, w = ds.shape[-2:]
         if rec[0] > h or rec[1] > w:
-            raise FastMRIDataError(f"{path}: reconSpace matrixSize {rec[:2]} is larger than the k-space {(h, w)}")
+            raise FastMRIDataError(
+                f"{path}: reconSpace matrixSize {rec[:2]} is larger than the k-space {(h, w)}"
+            )
         target_key = RECON_KEYS[challenge]
         if target_key in f:
             t = f[target_key]
             if t.ndim != 3 or t.shape[0] != ds.shape[0]:
                 raise FastMRIDataError(
-                    f"{path}: '{target_key}' must be (slices={ds.shape[0]}, h, w), got shape {t.shape}")
+                    f"{path}: '{target_key}' must be (slices={ds.shape[0]}, h, w), got shape {t.shape}"
+                )
         has_mask = "mask" in f
         if has_mask and (not isinstance(f["mask"], h5py.Dataset) or tuple(f["mask"].shape) != (w,)):
             shape = getattr(f["mask"], "shape", None)
-            raise FastMRIDataError(f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
-                                   f"line of the k-space, got shape {shape}")
+            raise FastMRIDataError(
+                f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
+                f"line of the k-space, got shape {shape}"
+            )
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         return FileMetadata(path, int(ds.shape[0]), challenge, tuple(ds.shape), enc, rec, attrs, has_mask)
 
@@ -297,11 +327,20 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
             mask that does not fit a file's k-space raises FastMRIDataError naming the file.
     """
 
-    def __init__(self, files: str | os.PathLike | Iterable[str | os.PathLike], *, challenge: str | None = None,
-                 mask_kind: str | None = None, acceleration: float = 4, center_fraction: float = 0.08,
-                 fixed_masks: bool = True, sample_rate: float = 1.0,
-                 slice_filter: Callable[[FileMetadata, int], bool] | None = None,
-                 generator: torch.Generator | None = None, mask: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        files: str | os.PathLike | Iterable[str | os.PathLike],
+        *,
+        challenge: str | None = None,
+        mask_kind: str | None = None,
+        acceleration: float = 4,
+        center_fraction: float = 0.08,
+        fixed_masks: bool = True,
+        sample_rate: float = 1.0,
+        slice_filter: Callable[[FileMetadata, int], bool] | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+    ) -> None:
         if mask is not None and mask_kind is not None:
             raise ValueError("give either mask_kind or a fixed mask, not both")
         if challenge not in (None, "singlecoil", "multicoil"):
@@ -336,7 +375,9 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
                 raise FastMRIDataError(f"{p}: a {meta.challenge} file, but the dataset is {challenge}")
             fi = len(self.files)
             self.files.append(meta)
-            self._index.extend((fi, s) for s in range(meta.num_slices) if slice_filter is None or slice_filter(meta, s))
+            self._index.extend(
+                (fi, s) for s in range(meta.num_slices) if slice_filter is None or slice_filter(meta, s)
+            )
 
     def __len__(self) -> int:
         return len(self._index)
@@ -348,10 +389,18 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
         with _open(meta.path) as f:  # opened per item: nothing is held across forks
             try:
                 kspace = torch.from_numpy(np.asarray(f["kspace"][s], dtype=np.complex64))  # ([coils,] H, W)
-                target = torch.from_numpy(np.asarray(f[target_key][s], dtype=np.float32)) if target_key in f else None
-                file_mask = torch.from_numpy(np.asarray(f["mask"], dtype=np.float32)) if meta.has_mask else None
+                target = (
+                    torch.from_numpy(np.asarray(f[target_key][s], dtype=np.float32))
+                    if target_key in f
+                    else None
+                )
+                file_mask = (
+                    torch.from_numpy(np.asarray(f["mask"], dtype=np.float32)) if meta.has_mask else None
+                )
             except (OSError, KeyError) as exc:
-                raise FastMRIDataError(f"{meta.path}: cannot read slice {s} (truncated or corrupt?): {exc}") from None
+                raise FastMRIDataError(
+                    f"{meta.path}: cannot read slice {s} (truncated or corrupt?): {exc}"
+                ) from None
         if kspace.dim() == 2:
             kspace = kspace[None]  # (1, H, W)
         h, w = kspace.shape[-2:]
@@ -359,8 +408,14 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
         masked = kspace
         if self.mask_kind is not None:
             seed = stable_seed(meta.path.name, s) if self.fixed_masks else None
-            mask = make_mask(self.mask_kind, (h, w), self.acceleration, self.center_fraction, seed=seed,
-                             generator=self.generator)
+            mask = make_mask(
+                self.mask_kind,
+                (h, w),
+                self.acceleration,
+                self.center_fraction,
+                seed=seed,
+                generator=self.generator,
+            )
             masked = kspace * mask
         elif self.fixed_mask is not None:
             masked = apply_mask(kspace, self.fixed_mask, fname=str(meta.path))
@@ -370,9 +425,15 @@ class FastMRISliceDataset(torch.utils.data.Dataset):
             mask = torch.broadcast_to(file_mask, (h, w)).clone()
         max_value = meta.attrs.get("max")
         return FastMRISample(
-            kspace=kspace, masked_kspace=masked, mask=mask, target=target, fname=meta.path.name, slice_idx=s,
+            kspace=kspace,
+            masked_kspace=masked,
+            mask=mask,
+            target=target,
+            fname=meta.path.name,
+            slice_idx=s,
             max_value=None if max_value is None else float(max_value),
-            recon_size=(meta.recon_size[0], meta.recon_size[1]), attrs=dict(meta.attrs),
+            recon_size=(meta.recon_size[0], meta.recon_size[1]),
+            attrs=dict(meta.attrs),
         )
 
 
@@ -382,7 +443,8 @@ def apply_mask(kspace: Tensor, mask: Tensor, *, fname: str = "<k-space>") -> Ten
         torch.broadcast_shapes(tuple(mask.shape), tuple(kspace.shape[-2:]))
     except RuntimeError:
         raise FastMRIDataError(
-            f"{fname}: mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}") from None
+            f"{fname}: mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}"
+        ) from None
     if mask.dim() > 2:
         raise FastMRIDataError(f"{fname}: mask must be (H, W) or (W,), got shape {tuple(mask.shape)}")
     return kspace * mask

@@ -35,6 +35,7 @@ Each resize, crop or min-max mapping is reported in the ``notes`` of :func:`load
 (``medrecon reconstruct`` prints them and keeps them in ``run.json``).
 Relative paths are looked up from the working directory first, then from the repository root.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,8 +58,18 @@ __all__ = [
     "resolve_path",
 ]
 
-IMAGE_KINDS = ("ct_test", "shepp_logan", "ellipses", "npy", "png", "dicom", "pydicom_example", "fastmri",
-               "real_ct", "real_mri")
+IMAGE_KINDS = (
+    "ct_test",
+    "shepp_logan",
+    "ellipses",
+    "npy",
+    "png",
+    "dicom",
+    "pydicom_example",
+    "fastmri",
+    "real_ct",
+    "real_mri",
+)
 REAL_KINDS = {"real_ct": "ct", "real_mri": "mri"}  # image kind -> modality of medrecon.data.real
 GENERATED_KINDS = ("shepp_logan", "ellipses", *REAL_KINDS)  # already in [0, 1] at the asked size
 MIN_IMAGE_SIZE = 8  # smaller inputs are refused rather than blown up
@@ -104,7 +115,7 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    image = image[top:top + s, left:left + s]
+    image = image[top : top + s, left : left + s]
     if s == size:
         return image.astype(np.float32)
     out = resize(image.astype(np.float64), (size, size), order=1, anti_aliasing=s > size, preserve_range=True)
@@ -124,9 +135,14 @@ def _as_2d(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-_MAGIC = {b"\x89PNG": "a PNG image (kind: png)", b"\x89HDF": "an HDF5 file (kind: fastmri)",
-          b"PK\x03\x04": "a zip archive (an .npz? save one array with numpy.save)", b"\xff\xd8\xff": "a JPEG image (kind: png)",
-          b"II*\x00": "a TIFF image (kind: png)", b"MM\x00*": "a TIFF image (kind: png)"}
+_MAGIC = {
+    b"\x89PNG": "a PNG image (kind: png)",
+    b"\x89HDF": "an HDF5 file (kind: fastmri)",
+    b"PK\x03\x04": "a zip archive (an .npz? save one array with numpy.save)",
+    b"\xff\xd8\xff": "a JPEG image (kind: png)",
+    b"II*\x00": "a TIFF image (kind: png)",
+    b"MM\x00*": "a TIFF image (kind: png)",
+}
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -140,14 +156,16 @@ def _load_npy(path: Path) -> np.ndarray:
         what = next((w for m, w in _MAGIC.items() if head.startswith(m)), None)
         if what is None and head[128:132] == b"DICM":
             what = "a DICOM file (kind: dicom)"
-        raise ImageLoadError(f"{path} is not an .npy file" + (f": it is {what}" if what else
-                                                               " (no NumPy header)"))
+        raise ImageLoadError(
+            f"{path} is not an .npy file" + (f": it is {what}" if what else " (no NumPy header)")
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc):
-            raise ImageLoadError(f"{path} holds Python objects, not a numeric array (pickles are never "
-                                 "loaded)") from None
+            raise ImageLoadError(
+                f"{path} holds Python objects, not a numeric array (pickles are never loaded)"
+            ) from None
         raise ImageLoadError(f"{path} is a damaged .npy file ({exc})") from None
     except (OSError, EOFError) as exc:
         raise ImageLoadError(f"{path} is a damaged or truncated .npy file ({exc})") from None
@@ -170,11 +188,15 @@ def _read_fastmri(path: Path, slices: Sequence[int] | None) -> list[tuple[str, n
         if "mask" in f:
             w = f["kspace"].shape[-1] if "kspace" in f else None
             if w is not None and tuple(getattr(f["mask"], "shape", ())) != (w,):
-                raise ImageLoadError(f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
-                                     f"line, got shape {getattr(f['mask'], 'shape', None)}")
+                raise ImageLoadError(
+                    f"{path}: 'mask' must be (W,) = ({w},), one 0/1 entry per phase-encoding "
+                    f"line, got shape {getattr(f['mask'], 'shape', None)}"
+                )
             if key is None:
-                raise ImageLoadError(f"{path}: the k-space is undersampled (the file has a 'mask') and there is "
-                                     "no reconstruction_rss/esc target: no ground truth to simulate from")
+                raise ImageLoadError(
+                    f"{path}: the k-space is undersampled (the file has a 'mask') and there is "
+                    "no reconstruction_rss/esc target: no ground truth to simulate from"
+                )
         n = f[key].shape[0] if key else f["kspace"].shape[0]
         chosen = list(range(n)) if slices is None else list(slices)
         out = []
@@ -185,14 +207,17 @@ def _read_fastmri(path: Path, slices: Sequence[int] | None) -> list[tuple[str, n
                 img = np.asarray(f[key][s])
             else:
                 k = np.asarray(f["kspace"][s])  # (coils, H, W) or (H, W) complex
-                coil = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+                coil = np.fft.fftshift(
+                    np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+                )
                 img = np.sqrt((np.abs(coil) ** 2).sum(0)) if coil.ndim == 3 else np.abs(coil)
             out.append((f"{path.stem}_s{s % n}", _as_2d(img, f"{path}[{s}]")))
     return out
 
 
-def _real_images(kind: str, split: str | None, slices: int | Sequence[int] | None,
-                 size: int) -> list[tuple[str, np.ndarray]]:
+def _real_images(
+    kind: str, split: str | None, slices: int | Sequence[int] | None, size: int
+) -> list[tuple[str, np.ndarray]]:
     from .real import RealDataError, load_corpus
 
     try:
@@ -208,8 +233,17 @@ def _real_images(kind: str, split: str | None, slices: int | Sequence[int] | Non
     return [(i.replace(":", "_s"), img[0].numpy().astype(np.float64)) for i, img in zip(ids, images)]
 
 
-def _raw_images(kind: str, *, path: str | None, name: str | None, n: int, seed: int,
-                slices: Sequence[int] | None, size: int, split: str | None = None) -> list[tuple[str, np.ndarray]]:
+def _raw_images(
+    kind: str,
+    *,
+    path: str | None,
+    name: str | None,
+    n: int,
+    seed: int,
+    slices: Sequence[int] | None,
+    size: int,
+    split: str | None = None,
+) -> list[tuple[str, np.ndarray]]:
     if kind in REAL_KINDS:
         return _real_images(kind, split, slices, size)
     if kind == "ct_test":
@@ -279,9 +313,19 @@ class ImageRecord:
     resized: bool = False
 
 
-def load_image_records(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
-                       seed: int = 0, slices: Sequence[int] | None = None, window: Sequence[float] | None = None,
-                       split: str | None = None, notes: list[str] | None = None) -> list[ImageRecord]:
+def load_image_records(
+    kind: str,
+    size: int,
+    *,
+    path: str | None = None,
+    name: str | None = None,
+    n: int = 1,
+    seed: int = 0,
+    slices: Sequence[int] | None = None,
+    window: Sequence[float] | None = None,
+    split: str | None = None,
+    notes: list[str] | None = None,
+) -> list[ImageRecord]:
     """The images of one source under the rule of the module doc; what the rule changed is appended
     to ``notes`` (one line per image)."""
     if size < MIN_IMAGE_SIZE:
@@ -294,11 +338,13 @@ def load_image_records(kind: str, size: int, *, path: str | None = None, name: s
     source = resolve_path(path) if path and kind not in ("shepp_logan", "ellipses", *REAL_KINDS) else None
     out = []
     raw = _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size, split=split)
-    for j, (label, img) in enumerate(raw):
+    for _j, (label, img) in enumerate(raw):
         h, w = img.shape
         if min(h, w) < MIN_IMAGE_SIZE:
-            raise ImageLoadError(f"{label}: a {h}x{w} image is too small to be a ground truth (at least "
-                                 f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; it would be blown up to {size}x{size})")
+            raise ImageLoadError(
+                f"{label}: a {h}x{w} image is too small to be a ground truth (at least "
+                f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}; it would be blown up to {size}x{size})"
+            )
         resized = (h, w) != (size, size)
         if resized:
             crop = f"centre-cropped to {min(h, w)}x{min(h, w)} and " if h != w else ""
@@ -320,8 +366,10 @@ def load_image_records(kind: str, size: int, *, path: str | None = None, name: s
                 if hi <= lo:
                     raise ImageLoadError(f"{label}: the image is constant ({lo:g}): nothing to reconstruct")
                 offset, scale = lo, hi - lo
-                notes.append(f"image {label}: has negative values: [{lo:.4g}, {hi:.4g}] mapped to [0, 1] "
-                             "(set window: [lo, hi] to choose the mapping)")
+                notes.append(
+                    f"image {label}: has negative values: [{lo:.4g}, {hi:.4g}] mapped to [0, 1] "
+                    "(set window: [lo, hi] to choose the mapping)"
+                )
             img01 = np.clip((img - offset) / scale, 0.0, 1.0).astype(np.float32)
         slice_index = None
         if kind == "fastmri":
@@ -330,9 +378,22 @@ def load_image_records(kind: str, size: int, *, path: str | None = None, name: s
     return out
 
 
-def load_images(kind: str, size: int, *, path: str | None = None, name: str | None = None, n: int = 1,
-                seed: int = 0, slices: Sequence[int] | None = None,
-                window: Sequence[float] | None = None, split: str | None = None) -> list[tuple[str, np.ndarray]]:
+def load_images(
+    kind: str,
+    size: int,
+    *,
+    path: str | None = None,
+    name: str | None = None,
+    n: int = 1,
+    seed: int = 0,
+    slices: Sequence[int] | None = None,
+    window: Sequence[float] | None = None,
+    split: str | None = None,
+) -> list[tuple[str, np.ndarray]]:
     """``[(name, image (size, size) float32 in [0, 1]), ...]`` from one source (see the module doc)."""
-    return [(r.name, r.image) for r in load_image_records(kind, size, path=path, name=name, n=n, seed=seed,
-                                                          slices=slices, window=window, split=split)]
+    return [
+        (r.name, r.image)
+        for r in load_image_records(
+            kind, size, path=path, name=name, n=n, seed=seed, slices=slices, window=window, split=split
+        )
+    ]

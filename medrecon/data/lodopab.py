@@ -25,6 +25,7 @@ observation (line integrals in metres) by the pixel size and resamples each proj
 observation is ``-log(max(N, 0.1) / N0) / mu_max`` (zero counts replaced by 0.1 photons).
 :func:`poisson_log_noise` applies the same model to line integrals in pixel units.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,13 +61,13 @@ __all__ = [
 ]
 
 IMAGE_SIZE = 362
-DOMAIN_M = 0.26                                   # side of the square image domain [-0.13, 0.13]^2, metres
+DOMAIN_M = 0.26  # side of the square image domain [-0.13, 0.13]^2, metres
 PIXEL_SIZE_M = DOMAIN_M / IMAGE_SIZE
 N_ANGLES = 1000
 N_DETECTORS = 513
 DETECTOR_SPACING_PX = math.sqrt(2) * IMAGE_SIZE / N_DETECTORS  # 2 r / 513 in pixels, r = 0.13 sqrt(2) m
 PHOTONS_PER_BIN = 4096
-MU_MAX = 81.35858                                 # 1/m: 3071 * (20 - 0.02) / 1000 + 20
+MU_MAX = 81.35858  # 1/m: 3071 * (20 - 0.02) / 1000 + 20
 MIN_PHOTON_COUNT = 0.1
 SAMPLES_PER_FILE = 128
 SPLITS = ("train", "validation", "test")
@@ -93,32 +94,39 @@ def _angle_step(angle_step: int = 1, n_angles: int | None = None) -> int:
     return angle_step
 
 
-def lodopab_operator(angle_step: int = 1, *, n_angles: int | None = None, backend: str = "auto",
-                     dtype: torch.dtype = torch.float32):
+def lodopab_operator(
+    angle_step: int = 1,
+    *,
+    n_angles: int | None = None,
+    backend: str = "auto",
+    dtype: torch.dtype = torch.float32,
+):
     """The ``ParallelBeamCT`` of LoDoPaB (362 px, 513 one-pixel bins), on every ``angle_step``-th angle.
 
     ``n_angles`` (a divisor of 1000) is the same as ``angle_step = 1000 // n_angles``.
     """
     from medrecon.operators import ParallelBeamCT
 
-    angles = lodopab_angles()[::_angle_step(angle_step, n_angles)]
-    return ParallelBeamCT(IMAGE_SIZE, len(angles), angles=angles, n_detectors=N_DETECTORS, backend=backend,
-                          dtype=dtype)
+    angles = lodopab_angles()[:: _angle_step(angle_step, n_angles)]
+    return ParallelBeamCT(
+        IMAGE_SIZE, len(angles), angles=angles, n_detectors=N_DETECTORS, backend=backend, dtype=dtype
+    )
 
 
-def subsample_angles(observation: Tensor | np.ndarray, angle_step: int = 1, *,
-                     n_angles: int | None = None) -> Tensor | np.ndarray:
+def subsample_angles(
+    observation: Tensor | np.ndarray, angle_step: int = 1, *, n_angles: int | None = None
+) -> Tensor | np.ndarray:
     """Every ``angle_step``-th projection of a measured ``(..., 1000, bins)`` sinogram (sparse angle from
     measured data); matches ``lodopab_operator(angle_step)``."""
     if observation.shape[-2] != N_ANGLES:
         raise LoDoPaBError(f"expected {N_ANGLES} angles on axis -2, got shape {tuple(observation.shape)}")
-    return observation[..., ::_angle_step(angle_step, n_angles), :]
+    return observation[..., :: _angle_step(angle_step, n_angles), :]
 
 
 def _resample_weights(n_in: int, spacing_in: float, n_out: int, spacing_out: float) -> tuple[np.ndarray, ...]:
     """Linear-interpolation indices/weights from centred bins of ``spacing_in`` to centred bins of ``spacing_out``."""
-    u = (np.arange(n_out) - (n_out - 1) / 2) * spacing_out       # output bin centres
-    p = u / spacing_in + (n_in - 1) / 2                           # fractional input index
+    u = (np.arange(n_out) - (n_out - 1) / 2) * spacing_out  # output bin centres
+    p = u / spacing_in + (n_in - 1) / 2  # fractional input index
     i0 = np.floor(p).astype(np.int64)
     w1 = p - i0
     valid0 = (i0 >= 0) & (i0 < n_in)
@@ -137,7 +145,9 @@ def observation_to_operator(observation: Tensor | np.ndarray, *, resample: bool 
     """
     y = torch.as_tensor(np.asarray(observation) if not isinstance(observation, Tensor) else observation)
     if y.shape[-1] != N_DETECTORS:
-        raise LoDoPaBError(f"expected {N_DETECTORS} detector bins on the last axis, got shape {tuple(y.shape)}")
+        raise LoDoPaBError(
+            f"expected {N_DETECTORS} detector bins on the last axis, got shape {tuple(y.shape)}"
+        )
     y = y / PIXEL_SIZE_M
     if not resample:
         return y
@@ -147,9 +157,15 @@ def observation_to_operator(observation: Tensor | np.ndarray, *, resample: bool 
     return y[..., torch.as_tensor(i0)] * w0t + y[..., torch.as_tensor(i1)] * w1t
 
 
-def poisson_log_noise(y: Tensor, *, photons: float = PHOTONS_PER_BIN, mu_max: float = MU_MAX,
-                      pixel_size_m: float = PIXEL_SIZE_M, min_count: float = MIN_PHOTON_COUNT,
-                      generator: torch.Generator | None = None) -> Tensor:
+def poisson_log_noise(
+    y: Tensor,
+    *,
+    photons: float = PHOTONS_PER_BIN,
+    mu_max: float = MU_MAX,
+    pixel_size_m: float = PIXEL_SIZE_M,
+    min_count: float = MIN_PHOTON_COUNT,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Post-log Poisson data from noiseless line integrals ``y`` in pixels (LoDoPaB's model).
 
     ``N ~ Poisson(photons exp(-s y))`` with ``s = mu_max * pixel_size_m`` (the attenuation of one pixel of
@@ -162,8 +178,10 @@ def poisson_log_noise(y: Tensor, *, photons: float = PHOTONS_PER_BIN, mu_max: fl
     True
     """
     if not (photons > 0 and mu_max > 0 and pixel_size_m > 0 and min_count > 0):
-        raise LoDoPaBError(f"photons, mu_max, pixel_size_m and min_count must be > 0, got "
-                           f"{photons}, {mu_max}, {pixel_size_m}, {min_count}")
+        raise LoDoPaBError(
+            f"photons, mu_max, pixel_size_m and min_count must be > 0, got "
+            f"{photons}, {mu_max}, {pixel_size_m}, {min_count}"
+        )
     s = mu_max * pixel_size_m
     rate = photons * torch.exp(-s * y.detach().to(torch.float64))
     counts = torch.poisson(rate, generator=generator)
@@ -210,21 +228,26 @@ class LoDoPaBDataset:
             if m and m.group(2) == split:
                 files[m.group(1)][int(m.group(3))] = p
         if not files["ground_truth"] and not files["observation"]:
-            raise LoDoPaBError(f"no ground_truth_{split}_NNN.hdf5 / observation_{split}_NNN.hdf5 files in "
-                               f"{self.root}")
+            raise LoDoPaBError(
+                f"no ground_truth_{split}_NNN.hdf5 / observation_{split}_NNN.hdf5 files in {self.root}"
+            )
         self._files = {}
         self._lengths = {}
         for kind, found in files.items():
             if not found:
                 continue
             if sorted(found) != list(range(len(found))):
-                raise LoDoPaBError(f"{kind}_{split}_NNN files in {self.root} are not numbered 000.."
-                                   f"{len(found) - 1:03d} without gaps: {sorted(found)}")
+                raise LoDoPaBError(
+                    f"{kind}_{split}_NNN files in {self.root} are not numbered 000.."
+                    f"{len(found) - 1:03d} without gaps: {sorted(found)}"
+                )
             self._files[kind] = [found[k] for k in range(len(found))]
             self._lengths[kind] = self._count(kind)
         if len(set(self._lengths.values())) > 1:
-            raise LoDoPaBError(f"{split}: {self._lengths['ground_truth']} ground-truth and "
-                               f"{self._lengths['observation']} observation samples in {self.root}")
+            raise LoDoPaBError(
+                f"{split}: {self._lengths['ground_truth']} ground-truth and "
+                f"{self._lengths['observation']} observation samples in {self.root}"
+            )
         self._n = next(iter(self._lengths.values()))
 
     def _count(self, kind: str) -> int:
@@ -238,7 +261,9 @@ class LoDoPaBDataset:
                     raise LoDoPaBError(f"{path}: no dataset 'data'")
                 n, *rest = f["data"].shape
             if tuple(rest) != shape:
-                raise LoDoPaBError(f"{path}: 'data' has shape {(n, *rest)}, expected (n, {shape[0]}, {shape[1]})")
+                raise LoDoPaBError(
+                    f"{path}: 'data' has shape {(n, *rest)}, expected (n, {shape[0]}, {shape[1]})"
+                )
             last = k == len(self._files[kind]) - 1
             if n > SAMPLES_PER_FILE or (not last and n != SAMPLES_PER_FILE) or n == 0:
                 raise LoDoPaBError(f"{path}: {n} samples; every file but the last holds {SAMPLES_PER_FILE}")
@@ -269,12 +294,17 @@ class LoDoPaBDataset:
             raise IndexError(f"sample {i} out of range: {self.split} has {self._n} samples in {self.root}")
         i = int(i) % self._n
         gt = self._read("ground_truth", i)
-        return LoDoPaBSample(None if gt is None else to_image(gt), self._read("observation", i),
-                             f"{self.split}_{i:05d}")
+        return LoDoPaBSample(
+            None if gt is None else to_image(gt), self._read("observation", i), f"{self.split}_{i:05d}"
+        )
 
 
-def write_lodopab_files(root: str | Path, split: str, ground_truth: np.ndarray | None = None,
-                        observation: np.ndarray | None = None) -> list[Path]:
+def write_lodopab_files(
+    root: str | Path,
+    split: str,
+    ground_truth: np.ndarray | None = None,
+    observation: np.ndarray | None = None,
+) -> list[Path]:
     """Write arrays in LoDoPaB's layout (128 samples per ``.hdf5`` file, dataset ``data``, float32).
 
     ``ground_truth`` ``(n, 362, 362)`` in LoDoPaB's ``[x, y]`` orientation (:func:`from_image`),
@@ -292,6 +322,6 @@ def write_lodopab_files(root: str | Path, split: str, ground_truth: np.ndarray |
         for k in range(math.ceil(arr.shape[0] / SAMPLES_PER_FILE)):
             path = root / f"{kind}_{split}_{k:03d}.hdf5"
             with h5py.File(path, "w") as f:
-                f.create_dataset("data", data=arr[k * SAMPLES_PER_FILE:(k + 1) * SAMPLES_PER_FILE])
+                f.create_dataset("data", data=arr[k * SAMPLES_PER_FILE : (k + 1) * SAMPLES_PER_FILE])
             written.append(path)
     return written

@@ -28,6 +28,7 @@ Command line (writes one volume per split, see ``--help``)::
 Randomness: every random draw (phase, noise) comes from a ``torch.Generator`` argument; nothing
 seeds or reads torch's global generator.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,9 +75,14 @@ def _fresh_generator() -> torch.Generator:
     return gen
 
 
-def smooth_random_phase(shape: tuple[int, int], *, max_frequency: int = PHASE_MAX_FREQUENCY,
-                        amplitude: float = PHASE_AMPLITUDE, generator: torch.Generator | None = None,
-                        dtype: torch.dtype = torch.float64) -> Tensor:
+def smooth_random_phase(
+    shape: tuple[int, int],
+    *,
+    max_frequency: int = PHASE_MAX_FREQUENCY,
+    amplitude: float = PHASE_AMPLITUDE,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
     """A smooth random phase ``phi (H, W)`` in radians.
 
     ``phi(r) = phi_0 + amplitude * f(r) / max|f|`` with ``f(r) = Re sum_k c_k exp(2 pi i <k, r>)`` over
@@ -99,8 +105,13 @@ def smooth_random_phase(shape: tuple[int, int], *, max_frequency: int = PHASE_MA
     ks = torch.arange(-max_frequency, max_frequency + 1, dtype=torch.float64)
     ky, kx = torch.meshgrid(ks, ks, indexing="ij")  # (n, n)
     std = 1.0 / (1.0 + ky**2 + kx**2)
-    coef = torch.complex(torch.randn(ky.shape, generator=gen, dtype=torch.float64),
-                         torch.randn(ky.shape, generator=gen, dtype=torch.float64)) * std
+    coef = (
+        torch.complex(
+            torch.randn(ky.shape, generator=gen, dtype=torch.float64),
+            torch.randn(ky.shape, generator=gen, dtype=torch.float64),
+        )
+        * std
+    )
     offset = (torch.rand((), generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
     y = (torch.arange(h, dtype=torch.float64) - h // 2) / h
     x = (torch.arange(w, dtype=torch.float64) - w // 2) / w
@@ -124,9 +135,11 @@ def crop_readout(kspace: Tensor, rows: int) -> Tensor:
     h = kspace.shape[-2]
     if not 0 < rows <= h:
         raise ValueError(f"crop_readout: rows must be in [1, {h}], got {rows}")
-    img = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-2), dim=-2, norm="ortho"), dim=-2)
+    img = torch.fft.fftshift(
+        torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-2), dim=-2, norm="ortho"), dim=-2
+    )
     top = (h - rows) // 2
-    img = img[..., top:top + rows, :]
+    img = img[..., top : top + rows, :]
     return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(img, dim=-2), dim=-2, norm="ortho"), dim=-2)
 
 
@@ -138,13 +151,19 @@ def _embed(images: Tensor, shape: tuple[int, int]) -> Tensor:
         raise ValueError(f"images of size {(h, w)} do not fit in the k-space grid {shape}")
     out = images.new_zeros((*images.shape[:-2], big_h, big_w))
     top, left = (big_h - h) // 2, (big_w - w) // 2  # where fastmri.data.transforms.center_crop cuts
-    out[..., top:top + h, left:left + w] = images
+    out[..., top : top + h, left : left + w] = images
     return out
 
 
-def simulate_fastmri_multicoil(images: Tensor, *, kspace_shape: tuple[int, int] = FASTMRI_KSPACE_SHAPE,
-                               n_coils: int = FASTMRI_COILS, noise: float = DEFAULT_NOISE, phase: bool = True,
-                               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def simulate_fastmri_multicoil(
+    images: Tensor,
+    *,
+    kspace_shape: tuple[int, int] = FASTMRI_KSPACE_SHAPE,
+    n_coils: int = FASTMRI_COILS,
+    noise: float = DEFAULT_NOISE,
+    phase: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Fully sampled multi-coil k-space of magnitude images, fastMRI geometry: ``(kspace, maps, images)``.
 
     Args:
@@ -160,10 +179,16 @@ def simulate_fastmri_multicoil(images: Tensor, *, kspace_shape: tuple[int, int] 
         ``kspace (slices, coils, H, W)`` complex64, ``maps (coils, H, W)`` complex64 (the true
         sensitivities), and the complex images ``(slices, h, w)`` complex64 (magnitude times phase).
     """
-    if not isinstance(images, Tensor) or images.is_complex() or images.dim() not in (3, 4) or (
-            images.dim() == 4 and images.shape[1] != 1):
+    if (
+        not isinstance(images, Tensor)
+        or images.is_complex()
+        or images.dim() not in (3, 4)
+        or (images.dim() == 4 and images.shape[1] != 1)
+    ):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"simulate_fastmri_multicoil: images must be real (slices, h, w) or (slices, 1, h, w), got {shape}")
+        raise ValueError(
+            f"simulate_fastmri_multicoil: images must be real (slices, h, w) or (slices, 1, h, w), got {shape}"
+        )
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     from medrecon.operators.coils import coil_maps
@@ -189,11 +214,19 @@ def simulate_fastmri_multicoil(images: Tensor, *, kspace_shape: tuple[int, int] 
     return kspace, maps, x.to(torch.complex64)
 
 
-def write_fastmri_multicoil_volume(path: str | os.PathLike, images: Tensor, *, patient_id: str,
-                                   acquisition: str = "AXT1", recon_size: tuple[int, int] = FASTMRI_RECON_SIZE,
-                                   kspace_shape: tuple[int, int] = FASTMRI_KSPACE_SHAPE, n_coils: int = FASTMRI_COILS,
-                                   noise: float = DEFAULT_NOISE, phase: bool = True,
-                                   generator: torch.Generator | None = None) -> Path:
+def write_fastmri_multicoil_volume(
+    path: str | os.PathLike,
+    images: Tensor,
+    *,
+    patient_id: str,
+    acquisition: str = "AXT1",
+    recon_size: tuple[int, int] = FASTMRI_RECON_SIZE,
+    kspace_shape: tuple[int, int] = FASTMRI_KSPACE_SHAPE,
+    n_coils: int = FASTMRI_COILS,
+    noise: float = DEFAULT_NOISE,
+    phase: bool = True,
+    generator: torch.Generator | None = None,
+) -> Path:
     """Simulate (:func:`simulate_fastmri_multicoil`) and write one fastMRI multi-coil volume; returns the path.
 
     ``images (slices, h, w)`` must be ``recon_size``; the file is written atomically by
@@ -205,10 +238,12 @@ def write_fastmri_multicoil_volume(path: str | os.PathLike, images: Tensor, *, p
     mags = images.reshape(images.shape[0], *images.shape[-2:])
     if tuple(mags.shape[-2:]) != tuple(recon_size):
         raise ValueError(f"images must be {tuple(recon_size)} (the recon size), got {tuple(mags.shape[-2:])}")
-    kspace, _, _ = simulate_fastmri_multicoil(mags, kspace_shape=kspace_shape, n_coils=n_coils, noise=noise,
-                                              phase=phase, generator=generator)
-    return write_fastmri_h5(path, kspace, recon_size=tuple(recon_size), acquisition=acquisition,
-                            patient_id=patient_id)
+    kspace, _, _ = simulate_fastmri_multicoil(
+        mags, kspace_shape=kspace_shape, n_coils=n_coils, noise=noise, phase=phase, generator=generator
+    )
+    return write_fastmri_h5(
+        path, kspace, recon_size=tuple(recon_size), acquisition=acquisition, patient_id=patient_id
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medrecon.data.mri_sim", description=main.__doc__)
     parser.add_argument("--out", required=True, help="output folder (one <split>/<subject>.h5 per split)")
     parser.add_argument("--slices", type=int, default=4, help="slices per volume, evenly spaced (default 4)")
-    parser.add_argument("--splits", nargs="+", default=["validation", "train"], choices=["train", "validation"])
+    parser.add_argument(
+        "--splits", nargs="+", default=["validation", "train"], choices=["train", "validation"]
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the phase and noise generator")
     parser.add_argument("--noise", type=float, default=DEFAULT_NOISE)
     parser.add_argument("--coils", type=int, default=FASTMRI_COILS)
@@ -230,10 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         subject = corpus.ids[0].split(":")[0]
         gen = torch.Generator().manual_seed(zlib.crc32(f"{args.seed}/{subject}".encode()))
         path = Path(args.out) / split / f"{subject}.h5"
-        write_fastmri_multicoil_volume(path, corpus.images, patient_id=subject, n_coils=args.coils,
-                                       noise=args.noise, generator=gen)
-        print(f"{path}: {len(corpus.ids)} slices ({', '.join(corpus.ids)}), {args.coils} coils, "
-              f"k-space {FASTMRI_KSPACE_SHAPE}, target {FASTMRI_RECON_SIZE}")
+        write_fastmri_multicoil_volume(
+            path, corpus.images, patient_id=subject, n_coils=args.coils, noise=args.noise, generator=gen
+        )
+        print(
+            f"{path}: {len(corpus.ids)} slices ({', '.join(corpus.ids)}), {args.coils} coils, "
+            f"k-space {FASTMRI_KSPACE_SHAPE}, target {FASTMRI_RECON_SIZE}"
+        )
     return 0
 
 

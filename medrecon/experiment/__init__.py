@@ -44,6 +44,7 @@ range of ``A`` (all sinogram entries for CT; the sampled k-space entries for MRI
 (MRI) data the real and imaginary parts each get standard deviation ``sigma``. This ``sigma`` is what
 ``lam: discrepancy`` uses as ``noise_std`` unless the method's options give one.
 """
+
 from __future__ import annotations
 
 from .build import build_operator, image_seed, simulate

@@ -1,4 +1,5 @@
 """Building blocks of an experiment: the forward operator of a spec, the noisy measurements, the seeds."""
+
 from __future__ import annotations
 
 import zlib
@@ -7,8 +8,15 @@ from typing import Any
 from ..config import ConfigError
 from .config import CTOperatorSpec, ExperimentConfig, MRIOperatorSpec
 
-__all__ = ["build_operator", "check_resources", "image_seed", "memory_estimate", "simulate",
-           "simulate_poisson_log", "torch_dtype"]
+__all__ = [
+    "build_operator",
+    "check_resources",
+    "image_seed",
+    "memory_estimate",
+    "simulate",
+    "simulate_poisson_log",
+    "torch_dtype",
+]
 
 
 def torch_dtype(name: str):
@@ -43,16 +51,22 @@ def _build_ct(spec: CTOperatorSpec, size: int):
         return ct.ParallelBeamCT(size, spec.n_angles, **kwargs)
     if spec.source_radius is None or spec.detector_radius is None:
         raise ConfigError("operator: geometry 'fan' needs source_radius and detector_radius")
-    return ct.FanBeamCT(size, spec.n_angles, source_radius=spec.source_radius,
-                        detector_radius=spec.detector_radius, **kwargs)
+    return ct.FanBeamCT(
+        size, spec.n_angles, source_radius=spec.source_radius, detector_radius=spec.detector_radius, **kwargs
+    )
 
 
 def _build_mri(spec: MRIOperatorSpec, size: int, *, seed: int):
     from ..operators.masks import make_mask
     from ..operators.mri import MultiCoilMRI, SingleCoilMRI
 
-    mask = make_mask(spec.mask, (size, size), spec.acceleration, spec.center_fraction,
-                     seed=spec.mask_seed if spec.mask_seed is not None else seed)
+    mask = make_mask(
+        spec.mask,
+        (size, size),
+        spec.acceleration,
+        spec.center_fraction,
+        seed=spec.mask_seed if spec.mask_seed is not None else seed,
+    )
     if spec.coils == 1:
         return SingleCoilMRI(mask)
     from ..operators.coils import coil_maps
@@ -139,9 +153,11 @@ def check_resources(cfg: ExperimentConfig) -> None:
     need = memory_estimate(cfg)
     have = _available_memory()
     if have is not None and need > have:
-        raise ConfigError(f"config key 'image_size': {cfg.image_size}x{cfg.image_size} images need at least "
-                          f"{need / 2**30:.1f} GiB while a method runs (estimate), this machine has "
-                          f"{have / 2**30:.1f} GiB available; choose a smaller image_size")
+        raise ConfigError(
+            f"config key 'image_size': {cfg.image_size}x{cfg.image_size} images need at least "
+            f"{need / 2**30:.1f} GiB while a method runs (estimate), this machine has "
+            f"{have / 2**30:.1f} GiB available; choose a smaller image_size"
+        )
 
 
 def simulate_poisson_log(op, x, spec: CTOperatorSpec, image_size: int, generator):
@@ -155,7 +171,12 @@ def simulate_poisson_log(op, x, spec: CTOperatorSpec, image_size: int, generator
 
     with torch.no_grad():
         clean = op(x)
-        y = poisson_log_noise(clean.cpu(), photons=spec.photons, mu_max=MU_MAX,
-                              pixel_size_m=spec.field_of_view_m / image_size, generator=generator).to(clean.device)
+        y = poisson_log_noise(
+            clean.cpu(),
+            photons=spec.photons,
+            mu_max=MU_MAX,
+            pixel_size_m=spec.field_of_view_m / image_size,
+            generator=generator,
+        ).to(clean.device)
         sigma = (y - clean).flatten(1).pow(2).mean(1).sqrt()
     return y, sigma

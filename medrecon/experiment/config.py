@@ -5,6 +5,7 @@ wrong types are errors naming the dotted key). The ``operator:`` section is a ta
 ``modality``: ``ct`` takes the fields of :class:`CTOperatorSpec`, ``mri`` those of
 :class:`MRIOperatorSpec`, and a field of the other modality is an unknown key.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,17 +52,25 @@ class ImageSpec:
         if self.n < 1:
             raise ConfigError(f"config key 'images.n' must be >= 1, got {self.n}")
         if self.split is not None and self.split not in ("train", "validation"):
-            raise ConfigError(f"config key 'images.split' must be 'train' or 'validation', got {self.split!r}")
-        if self.window is not None and not (math.isfinite(self.window[0]) and math.isfinite(self.window[1])
-                                            and self.window[1] > self.window[0]):
-            raise ConfigError(f"config key 'images.window' must be [lo, hi] with finite lo < hi, got "
-                              f"{list(self.window)}")
+            raise ConfigError(
+                f"config key 'images.split' must be 'train' or 'validation', got {self.split!r}"
+            )
+        if self.window is not None and not (
+            math.isfinite(self.window[0])
+            and math.isfinite(self.window[1])
+            and self.window[1] > self.window[0]
+        ):
+            raise ConfigError(
+                f"config key 'images.window' must be [lo, hi] with finite lo < hi, got {list(self.window)}"
+            )
 
 
 def _check_noise(noise_level: float) -> None:
     if not (math.isfinite(noise_level) and noise_level >= 0):
-        raise ConfigError(f"config key 'operator.noise_level' must be a finite number >= 0 (a fraction of "
-                          f"mean |Ax|, e.g. 0.02), got {noise_level}")
+        raise ConfigError(
+            f"config key 'operator.noise_level' must be a finite number >= 0 (a fraction of "
+            f"mean |Ax|, e.g. 0.02), got {noise_level}"
+        )
 
 
 @dataclass(frozen=True)
@@ -88,24 +97,31 @@ class CTOperatorSpec:
     def __post_init__(self) -> None:
         _check_noise(self.noise_level)
         if self.noise == "poisson_log" and self.noise_level != 0:
-            raise ConfigError("config key 'operator.noise_level' is for noise: gaussian; noise: poisson_log is set "
-                              "by operator.photons")
+            raise ConfigError(
+                "config key 'operator.noise_level' is for noise: gaussian; noise: poisson_log is set "
+                "by operator.photons"
+            )
         for key in ("photons", "field_of_view_m"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
-                raise ConfigError(f"config key 'operator.{key}' must be a finite number > 0, got {getattr(self, key)}")
+                raise ConfigError(
+                    f"config key 'operator.{key}' must be a finite number > 0, got {getattr(self, key)}"
+                )
         if self.n_angles < 1:
             raise ConfigError(f"config key 'operator.n_angles' must be >= 1, got {self.n_angles}")
         if self.n_detectors is not None and self.n_detectors < 1:
-            raise ConfigError(f"config key 'operator.n_detectors' must be >= 1 (or null for the default), "
-                              f"got {self.n_detectors}")
+            raise ConfigError(
+                f"config key 'operator.n_detectors' must be >= 1 (or null for the default), "
+                f"got {self.n_detectors}"
+            )
         if self.geometry == "fan":
             for key in ("source_radius", "detector_radius"):
                 value = getattr(self, key)
                 if value is None:
                     raise ConfigError(f"config key 'operator.{key}' is required for geometry 'fan' (pixels)")
                 if not (math.isfinite(value) and value > 0):
-                    raise ConfigError(f"config key 'operator.{key}' must be a finite number > 0 (pixels), "
-                                      f"got {value}")
+                    raise ConfigError(
+                        f"config key 'operator.{key}' must be a finite number > 0 (pixels), got {value}"
+                    )
 
 
 @dataclass(frozen=True)
@@ -132,13 +148,18 @@ class MRIOperatorSpec:
 
         _check_noise(self.noise_level)
         if self.mask not in MASK_KINDS:
-            raise ConfigError(f"config key 'operator.mask': unknown mask kind {self.mask!r}; valid kinds: "
-                              f"{', '.join(MASK_KINDS)}")
+            raise ConfigError(
+                f"config key 'operator.mask': unknown mask kind {self.mask!r}; valid kinds: "
+                f"{', '.join(MASK_KINDS)}"
+            )
         if not (math.isfinite(self.acceleration) and self.acceleration >= 1):
-            raise ConfigError(f"config key 'operator.acceleration' must be a finite number >= 1, got "
-                              f"{self.acceleration}")
+            raise ConfigError(
+                f"config key 'operator.acceleration' must be a finite number >= 1, got {self.acceleration}"
+            )
         if not 0 < self.center_fraction <= 1:
-            raise ConfigError(f"config key 'operator.center_fraction' must be in (0, 1], got {self.center_fraction}")
+            raise ConfigError(
+                f"config key 'operator.center_fraction' must be in (0, 1], got {self.center_fraction}"
+            )
         if self.coils < 1:
             raise ConfigError(f"config key 'operator.coils' must be >= 1, got {self.coils}")
 
@@ -180,14 +201,18 @@ class ExperimentConfig:
     figure: bool = True
     figure_max_images: int = 4
     threads: int = 1  # torch intra-op CPU threads during the run (1 is fastest for small images)
-    measured: MeasuredSpec | None = None  # a file's own measurements (medrecon.experiment.measured), images: []
+    measured: MeasuredSpec | None = (
+        None  # a file's own measurements (medrecon.experiment.measured), images: []
+    )
 
     def __post_init__(self) -> None:
         if not self.images and self.measured is None:
             raise ConfigError("config key 'images' must list at least one image source")
         if self.images and self.measured is not None:
-            raise ConfigError("give either 'images' (measurements simulated from them) or 'measured' (a file's "
-                              "own measurements), not both; with 'measured' write images: []")
+            raise ConfigError(
+                "give either 'images' (measurements simulated from them) or 'measured' (a file's "
+                "own measurements), not both; with 'measured' write images: []"
+            )
         if not self.methods:
             raise ConfigError("config key 'methods' must list at least one method")
         titles = [m.title for m in self.methods]
@@ -243,14 +268,18 @@ def validate_methods(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"methods.{i}: {msg}") from None
         reserved = sorted(set(m.options) & {"callback", "x_true"})
         if reserved:
-            raise ConfigError(f"methods.{i} ({m.name}): option(s) {', '.join(reserved)} are set by the experiment")
+            raise ConfigError(
+                f"methods.{i} ({m.name}): option(s) {', '.join(reserved)} are set by the experiment"
+            )
         try:
             validate_options(m.name, m.options)
         except ValueError as exc:
             msg = re.sub(rf"^method {re.escape(repr(m.name))}(: | got )", "", " ".join(str(exc).split()))
             option = re.match(r"option (\w+) (.*)", msg)
             if option:
-                raise ConfigError(f"config key 'methods.{i}.options.{option[1]}' ({m.name}): {option[2]}") from None
+                raise ConfigError(
+                    f"config key 'methods.{i}.options.{option[1]}' ({m.name}): {option[2]}"
+                ) from None
             raise ConfigError(f"methods.{i} ({m.name}): {msg}") from None
         weights = m.options.get("weights")
         if isinstance(weights, str):
@@ -266,7 +295,12 @@ def _check_weights_file(path: Path, key: str, method: str) -> None:
     try:
         read_checkpoint(path)
     except CheckpointMismatchError as exc:
-        reason = "not a medrecon weights file" if "not a medrecon checkpoint" in str(exc) else (
-            "not a readable torch weights file (truncated, another format, or pickled objects, which are "
-            "never loaded)")
+        reason = (
+            "not a medrecon weights file"
+            if "not a medrecon checkpoint" in str(exc)
+            else (
+                "not a readable torch weights file (truncated, another format, or pickled objects, which are "
+                "never loaded)"
+            )
+        )
         raise ConfigError(f"config key '{key}' ({method}): {path} is {reason}") from None

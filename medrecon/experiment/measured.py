@@ -28,6 +28,7 @@ targets are compared after the same division, which leaves PSNR (data range = ma
 ``.h5`` outputs are multiplied back by ``s`` (the file's scale). The noise level of measured data is
 unknown: ``lam: discrepancy``, ``noise`` and ``sweep`` need a simulation and are refused.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -60,13 +61,17 @@ class MeasuredSpec:
         if self.angle_step < 1:
             raise ConfigError(f"config key 'measured.angle_step' must be >= 1, got {self.angle_step}")
         if self.target is not None and self.kind not in ("sinogram", "kspace"):
-            raise ConfigError(f"config key 'measured.target' is for kinds sinogram and kspace; a {self.kind} "
-                              "file brings its own ground truth")
+            raise ConfigError(
+                f"config key 'measured.target' is for kinds sinogram and kspace; a {self.kind} "
+                "file brings its own ground truth"
+            )
         if self.angle_step != 1 and self.kind != "lodopab":
             raise ConfigError("config key 'measured.angle_step' is for kind lodopab (1000 measured angles)")
         if self.readout_crop is not None and (self.kind != "fastmri" or self.readout_crop < 1):
-            raise ConfigError("config key 'measured.readout_crop' is a positive number of readout rows, for kind "
-                              f"fastmri; got {self.readout_crop} for kind {self.kind}")
+            raise ConfigError(
+                "config key 'measured.readout_crop' is a positive number of readout rows, for kind "
+                f"fastmri; got {self.readout_crop} for kind {self.kind}"
+            )
 
 
 @dataclass
@@ -90,14 +95,16 @@ class MeasuredProblem:
         h, w = self.crop_size
         H, W = mag.shape[-2:]
         top, left = (H - h) // 2, (W - w) // 2
-        return mag[..., top:top + h, left:left + w]
+        return mag[..., top : top + h, left : left + w]
 
 
 def _refuse_unknown_noise(cfg) -> None:
     for i, m in enumerate(cfg.methods):
         if m.options.get("lam") in ("discrepancy", "sweep", "noise"):
-            raise ConfigError(f"methods.{i} ({m.title}): lam: {m.options['lam']} needs a simulated noise level "
-                              "(discrepancy, noise) or a simulation (sweep); with measured data give lam a number")
+            raise ConfigError(
+                f"methods.{i} ({m.title}): lam: {m.options['lam']} needs a simulated noise level "
+                "(discrepancy, noise) or a simulation (sweep); with measured data give lam a number"
+            )
 
 
 def _scale(op, y) -> float:
@@ -117,8 +124,9 @@ def load_measured(cfg, notes: list[str]) -> MeasuredProblem:
     _refuse_unknown_noise(cfg)
     want = "mri" if spec.kind in ("fastmri", "kspace") else "ct"
     if cfg.operator.modality != want:
-        raise ConfigError(f"measured kind {spec.kind} needs operator.modality {want!r}, got "
-                          f"{cfg.operator.modality!r}")
+        raise ConfigError(
+            f"measured kind {spec.kind} needs operator.modality {want!r}, got {cfg.operator.modality!r}"
+        )
     try:
         path = resolve_path(spec.path)
     except ImageLoadError as exc:
@@ -139,8 +147,9 @@ def load_measured(cfg, notes: list[str]) -> MeasuredProblem:
         problem.scales[i] = s
         if problem.truth is not None:
             problem.truth[i] = (problem.truth[i] / s).astype(np.float32)
-        problem.records[i] = replace(problem.records[i], scale=s,
-                                     image=problem.truth[i] if problem.truth is not None else None)
+        problem.records[i] = replace(
+            problem.records[i], scale=s, image=problem.truth[i] if problem.truth is not None else None
+        )
     return problem
 
 
@@ -157,8 +166,13 @@ def _fastmri(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
     from ..operators.mri import MultiCoilMRI, SingleCoilMRI
 
     op_spec = cfg.operator
-    ds = FastMRISliceDataset([path], mask_kind=op_spec.mask, acceleration=op_spec.acceleration,
-                             center_fraction=op_spec.center_fraction, fixed_masks=True)
+    ds = FastMRISliceDataset(
+        [path],
+        mask_kind=op_spec.mask,
+        acceleration=op_spec.acceleration,
+        center_fraction=op_spec.center_fraction,
+        fixed_masks=True,
+    )
     n = len(ds)
     chosen = list(range(n)) if spec.slices is None else list(spec.slices)
     bad = [s for s in chosen if not 0 <= s < n]
@@ -192,9 +206,11 @@ def _fastmri(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
         else:
             crop = tuple(sample.recon_size)
     has_truth = len(truth) == len(chosen)
-    notes.append(f"measured: {path.name}, {len(chosen)} slice(s), {'multi' if ys[0].dim() == 5 else 'single'}-coil "
-                 f"k-space {tuple(ys[0].shape[-2:])}, reconstructions centre-cropped to {crop}"
-                 + ("" if has_truth else "; the file has no target: metrics are left empty"))
+    notes.append(
+        f"measured: {path.name}, {len(chosen)} slice(s), {'multi' if ys[0].dim() == 5 else 'single'}-coil "
+        f"k-space {tuple(ys[0].shape[-2:])}, reconstructions centre-cropped to {crop}"
+        + ("" if has_truth else "; the file has no target: metrics are left empty")
+    )
     return MeasuredProblem(names, ops, ys, truth if has_truth else None, [1.0] * len(names), records, crop)
 
 
@@ -204,10 +220,14 @@ def _crop_readout(k, mask, rows: int, path: Path):
     from ..data.mri_sim import crop_readout
 
     if rows > k.shape[-2]:
-        raise ConfigError(f"config key 'measured.readout_crop': {rows} rows, but {path.name} has {k.shape[-2]}")
+        raise ConfigError(
+            f"config key 'measured.readout_crop': {rows} rows, but {path.name} has {k.shape[-2]}"
+        )
     if not bool((mask == mask[:1]).all()):
-        raise ConfigError("config key 'measured.readout_crop' needs a column mask (the same on every readout "
-                          "row); this mask varies along the readout")
+        raise ConfigError(
+            "config key 'measured.readout_crop' needs a column mask (the same on every readout "
+            "row); this mask varies along the readout"
+        )
     return crop_readout(k, rows), mask[:rows]
 
 
@@ -222,7 +242,9 @@ def _lodopab(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
     chosen = [0] if spec.slices is None else list(spec.slices)
     bad = [s for s in chosen if not 0 <= s < len(ds)]
     if bad:
-        raise ConfigError(f"config key 'measured.slices': {bad} out of range ({spec.split} has {len(ds)} samples)")
+        raise ConfigError(
+            f"config key 'measured.slices': {bad} out of range ({spec.split} has {len(ds)} samples)"
+        )
     op = L.lodopab_operator(spec.angle_step, backend=cfg.operator.backend)
     names, ys, truth, records = [], [], [], []
     for s in chosen:
@@ -233,17 +255,27 @@ def _lodopab(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredP
         records.append(_record(names[-1], None, "lodopab", path, s))
         if sample.ground_truth is not None:
             truth.append(sample.ground_truth.astype(np.float64))
-    notes.append(f"measured: LoDoPaB-CT {spec.split} samples {chosen}, {op.out_shape[0]} of the 1000 measured "
-                 "angles, 362x362 on the documented geometry (operator geometry keys are not used)")
-    return MeasuredProblem(names, [op] * len(chosen), ys, truth if len(truth) == len(chosen) else None,
-                           [1.0] * len(chosen), records)
+    notes.append(
+        f"measured: LoDoPaB-CT {spec.split} samples {chosen}, {op.out_shape[0]} of the 1000 measured "
+        "angles, 362x362 on the documented geometry (operator geometry keys are not used)"
+    )
+    return MeasuredProblem(
+        names,
+        [op] * len(chosen),
+        ys,
+        truth if len(truth) == len(chosen) else None,
+        [1.0] * len(chosen),
+        records,
+    )
 
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ConfigError(f"config key 'measured.{what}': {path} is not a readable .npy array ({exc})") from None
+        raise ConfigError(
+            f"config key 'measured.{what}': {path} is not a readable .npy array ({exc})"
+        ) from None
 
 
 def _targets(cfg, spec: MeasuredSpec, n: int, shape: tuple[int, int]) -> list[np.ndarray] | None:
@@ -258,8 +290,10 @@ def _targets(cfg, spec: MeasuredSpec, n: int, shape: tuple[int, int]) -> list[np
     t = _load_npy(p, "target")
     t = t[None] if t.ndim == 2 else t
     if t.shape != (n, *shape):
-        raise ConfigError(f"config key 'measured.target': expected shape {(n, *shape)} (or {shape} for one "
-                          f"image), got {t.shape}")
+        raise ConfigError(
+            f"config key 'measured.target': expected shape {(n, *shape)} (or {shape} for one "
+            f"image), got {t.shape}"
+        )
     return [np.abs(a).astype(np.float64) for a in t]
 
 
@@ -272,15 +306,19 @@ def _sinogram(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> Measured
     sino = sino[None] if sino.ndim == 2 else sino
     op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed)
     if sino.ndim != 3 or tuple(sino.shape[1:]) != tuple(op.out_shape) or np.iscomplexobj(sino):
-        raise ConfigError(f"config key 'measured.path': {path.name} has shape {sino.shape}; the operator section "
-                          f"gives sinograms (angles, detectors) = {tuple(op.out_shape)}: set operator.n_angles "
-                          "and operator.n_detectors to the file's")
+        raise ConfigError(
+            f"config key 'measured.path': {path.name} has shape {sino.shape}; the operator section "
+            f"gives sinograms (angles, detectors) = {tuple(op.out_shape)}: set operator.n_angles "
+            "and operator.n_detectors to the file's"
+        )
     n = sino.shape[0]
     names = [f"{path.stem}_{i}" if n > 1 else path.stem for i in range(n)]
     ys = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))[None, None] for s in sino]
     truth = _targets(cfg, spec, n, (cfg.image_size, cfg.image_size))
-    notes.append(f"measured: {n} sinogram(s) from {path.name} on the operator section's geometry"
-                 + ("" if truth is not None else "; no target: metrics are left empty"))
+    notes.append(
+        f"measured: {n} sinogram(s) from {path.name} on the operator section's geometry"
+        + ("" if truth is not None else "; no target: metrics are left empty")
+    )
     records = [_record(nm, None, "sinogram", path, i) for i, nm in enumerate(names)]
     return MeasuredProblem(names, [op] * n, ys, truth, [1.0] * n, records)
 
@@ -294,17 +332,26 @@ def _kspace(cfg, spec: MeasuredSpec, path: Path, notes: list[str]) -> MeasuredPr
     k = _load_npy(path, "path")
     k = k[None] if k.ndim == 2 else k
     if k.ndim != 3 or not np.iscomplexobj(k):
-        raise ConfigError(f"config key 'measured.path': {path.name} must hold complex single-coil k-space "
-                          f"(H, W) or (n, H, W), got {k.dtype} {k.shape}")
+        raise ConfigError(
+            f"config key 'measured.path': {path.name} must hold complex single-coil k-space "
+            f"(H, W) or (n, H, W), got {k.dtype} {k.shape}"
+        )
     o = cfg.operator
-    mask = make_mask(o.mask, k.shape[-2:], o.acceleration, o.center_fraction,
-                     seed=o.mask_seed if o.mask_seed is not None else cfg.seed)
+    mask = make_mask(
+        o.mask,
+        k.shape[-2:],
+        o.acceleration,
+        o.center_fraction,
+        seed=o.mask_seed if o.mask_seed is not None else cfg.seed,
+    )
     op = SingleCoilMRI(mask)
     n = k.shape[0]
     names = [f"{path.stem}_{i}" if n > 1 else path.stem for i in range(n)]
     ys = [(mask * torch.from_numpy(np.ascontiguousarray(a, dtype=np.complex128)))[None, None] for a in k]
     truth = _targets(cfg, spec, n, tuple(k.shape[-2:]))
-    notes.append(f"measured: {n} k-space slice(s) from {path.name}, mask {o.mask} x{o.acceleration:g} applied"
-                 + ("" if truth is not None else "; no target: metrics are left empty"))
+    notes.append(
+        f"measured: {n} k-space slice(s) from {path.name}, mask {o.mask} x{o.acceleration:g} applied"
+        + ("" if truth is not None else "; no target: metrics are left empty")
+    )
     records = [_record(nm, None, "kspace", path, i) for i, nm in enumerate(names)]
     return MeasuredProblem(names, [op] * n, ys, truth, [1.0] * n, records)

@@ -1,4 +1,5 @@
 """What an experiment writes and prints: the metrics table, the figure, progress bars, provenance."""
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,17 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("medrecon", "torch", "numpy", "scipy", "scikit-image", "pydicom", "h5py", "astra-toolbox", "odl"):
+    for pkg in (
+        "medrecon",
+        "torch",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "pydicom",
+        "h5py",
+        "astra-toolbox",
+        "odl",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -77,8 +88,12 @@ class MethodStatus:
         known = rest and all(t in self.expected for t in rest)
         basis = "previous run" if known else "a rough guess: the mean so far"
         estimate = f", about {_duration(left)} left ({basis})" if rest else ""
-        print(f"method {k}/{len(self.titles)}: {title} took {_duration(now - self.t_method)} "
-              f"(elapsed {_duration(elapsed)}{estimate})", file=sys.stderr, flush=True)
+        print(
+            f"method {k}/{len(self.titles)}: {title} took {_duration(now - self.t_method)} "
+            f"(elapsed {_duration(elapsed)}{estimate})",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def previous_method_seconds(out_dir: Path) -> dict[str, float]:
@@ -100,8 +115,9 @@ class MethodProgress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=f"{title:>14s}", unit="it", leave=False, file=sys.stderr,
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, desc=f"{title:>14s}", unit="it", leave=False, file=sys.stderr, dynamic_ncols=True
+            )
 
     def __call__(self, k, x, info) -> None:
         if self.bar is not None:
@@ -124,13 +140,15 @@ def format_table(rows: list[dict], titles: list[str]) -> str:
         if not r:
             continue
 
-        def ms(key: str) -> tuple[float, float]:  # None (no ground truth) prints as nan
+        def ms(key: str, r: list = r) -> tuple[float, float]:  # None (no ground truth) prints as nan
             v = np.array([np.nan if row[key] is None else row[key] for row in r], dtype=np.float64)
             return float(v.mean()), float(v.std())
 
         p, s, n, sec = ms("psnr"), ms("ssim"), ms("nmse"), ms("seconds")
-        lines.append(f"{t:<14s} {p[0]:7.2f} ± {p[1]:5.2f} {s[0]:7.4f} ± {s[1]:5.3f} "
-                     f"{n[0]:9.2e} ± {n[1]:7.1e} {sec[0]:9.3f}")
+        lines.append(
+            f"{t:<14s} {p[0]:7.2f} ± {p[1]:5.2f} {s[0]:7.4f} ± {s[1]:5.3f} "
+            f"{n[0]:9.2e} ± {n[1]:7.1e} {sec[0]:9.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -146,8 +164,13 @@ def write_metrics_csv(path: Path, rows: list[dict], fields: list[str] = METRIC_F
     atomic_write_text(path, buf.getvalue())
 
 
-def save_figure(path: Path, names: list[str], truth: np.ndarray | None,
-                panels: list[tuple[str, np.ndarray, list[float]]], max_images: int) -> None:
+def save_figure(
+    path: Path,
+    names: list[str],
+    truth: np.ndarray | None,
+    panels: list[tuple[str, np.ndarray, list[float]]],
+    max_images: int,
+) -> None:
     """Ground truth, every method with its PSNR, and the absolute error maps (one row pair per image).
     ``truth=None`` (measured data without a ground truth): one row of reconstructions per image."""
     import matplotlib
@@ -176,10 +199,14 @@ def save_figure(path: Path, names: list[str], truth: np.ndarray | None,
     _save_and_close(fig, axes, path)
 
 
-def _save_figure_without_truth(path: Path, names: list[str], panels: list[tuple[str, np.ndarray, list]]) -> None:
+def _save_figure_without_truth(
+    path: Path, names: list[str], panels: list[tuple[str, np.ndarray, list]]
+) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(names), len(panels), figsize=(1.9 * len(panels), 2.0 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), len(panels), figsize=(1.9 * len(panels), 2.0 * len(names)), squeeze=False
+    )
     for i, name in enumerate(names):
         for j, (title, rec, _) in enumerate(panels):
             top = float(np.percentile(rec[i], 99.5)) or 1.0  # no ground truth: each panel on its own scale
@@ -228,8 +255,17 @@ def save_h5(rec_dir: Path, records: list, names: list[str], mags: dict[int, np.n
     for fname, idx in order.items():
         if any(records[i].image is None for i in idx):
             continue  # measured data without a target
-        target = np.stack([records[i].image.astype(np.float64) * records[i].scale + records[i].offset for i in idx])
+        target = np.stack(
+            [records[i].image.astype(np.float64) * records[i].scale + records[i].offset for i in idx]
+        )
         pred = stacked[fname].astype(np.float64)
-        rows.append({"volume": fname, "slices": len(idx), "psnr": metrics.psnr(target, pred),
-                     "ssim": metrics.ssim(target, pred), "nmse": metrics.nmse(target, pred)})
+        rows.append(
+            {
+                "volume": fname,
+                "slices": len(idx),
+                "psnr": metrics.psnr(target, pred),
+                "ssim": metrics.ssim(target, pred),
+                "nmse": metrics.nmse(target, pred),
+            }
+        )
     return rows

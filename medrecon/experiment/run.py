@@ -1,4 +1,5 @@
 """Running an experiment: inputs on every rank, each method on the rank's images, the shared files on rank 0."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ from .config import (
 )
 from .measured import load_measured
 from .report import (
+    VOLUME_FIELDS,
     MethodProgress,
     MethodStatus,
-    VOLUME_FIELDS,
     format_table,
     previous_method_seconds,
     save_figure,
@@ -43,19 +44,30 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
     out_dir = Path(out_dir)
     cwd = Path.cwd().resolve()
     if out_dir.exists() and (out_dir.resolve() == cwd or out_dir.resolve() in cwd.parents):
-        raise OutputExistsError(f"output directory {out_dir} is the working directory or contains it; results are "
-                                "swapped in as a whole folder: choose a dedicated --out")
+        raise OutputExistsError(
+            f"output directory {out_dir} is the working directory or contains it; results are "
+            "swapped in as a whole folder: choose a dedicated --out"
+        )
     if out_dir.exists():
         if not out_dir.is_dir():
             raise OutputExistsError(f"output path {out_dir} exists and is not a directory")
         if any(out_dir.iterdir()) and not overwrite:
-            raise OutputExistsError(f"output directory {out_dir} already exists and is not empty; "
-                                    "pass --overwrite to replace its results, or choose another --out")
+            raise OutputExistsError(
+                f"output directory {out_dir} already exists and is not empty; "
+                "pass --overwrite to replace its results, or choose another --out"
+            )
 
 
 #: what a run writes into its output folder (everything else there belongs to the user and is kept)
-RESULT_NAMES = ("metrics.csv", "metrics_volumes.csv", "summary.txt", "figure.png", "config.yaml", "run.json",
-                "recon")
+RESULT_NAMES = (
+    "metrics.csv",
+    "metrics_volumes.csv",
+    "summary.txt",
+    "figure.png",
+    "config.yaml",
+    "run.json",
+    "recon",
+)
 
 
 def work_dir(out_dir: Path) -> Path:
@@ -113,8 +125,15 @@ def _link_or_copy(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: bool = False, progress: bool = True,
-                   command: list[str] | None = None, echo=print) -> list[dict]:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: list[str] | None = None,
+    echo=print,
+) -> list[dict]:
     """Run ``cfg``, write the outputs into ``out_dir`` (see the module doc) and return the metric rows.
 
     Under ``torchrun`` every rank runs this with the same arguments: the images are sharded over the
@@ -127,7 +146,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, *, overwrite: boo
     check_resources(cfg)  # a device this machine lacks is a config error, before joining a process group
     distributed.init_from_env(cfg.device)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)
+    torch.set_num_threads(
+        cfg.threads
+    )  # many tiny ops: extra threads only spin (8x slower on a busy 2-core box)
     try:
         rows = _run(cfg, Path(out_dir), overwrite=overwrite, progress=progress, command=command, echo=echo)
     except BaseException:
@@ -175,14 +196,15 @@ def _agree(error: BaseException | None, payload: Any = None) -> list[Any]:
     gathered = distributed.all_gather_objects((sent, payload))
     if error is not None:
         raise error
-    for r, (err, _) in enumerate(gathered):
+    for _r, (err, _) in enumerate(gathered):
         if err is not None:
             raise err
     return [p for _, p in gathered]
 
 
-def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: bool, command: list[str] | None,
-         echo) -> list[dict]:
+def _run(
+    cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: bool, command: list[str] | None, echo
+) -> list[dict]:
     import torch
 
     from .. import distributed, metrics
@@ -198,6 +220,7 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     def note(line: str) -> None:  # what the image rule changed: said once, on stderr
         if main_rank:
             print(f"note: {line}", file=sys.stderr, flush=True)
+
     t_start = time.perf_counter()
     # --- inputs (every rank loads the image list; each simulates only its shard)
     error: BaseException | None = None
@@ -208,9 +231,18 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
         records, notes = [], []
         for spec in cfg.images:
-            records += load_image_records(spec.kind, cfg.image_size, path=spec.path, name=spec.name, n=spec.n,
-                                          seed=spec.seed, slices=spec.slices, window=spec.window,
-                                          split=spec.split, notes=notes)
+            records += load_image_records(
+                spec.kind,
+                cfg.image_size,
+                path=spec.path,
+                name=spec.name,
+                n=spec.n,
+                seed=spec.seed,
+                slices=spec.slices,
+                window=spec.window,
+                split=spec.split,
+                notes=notes,
+            )
         measured = load_measured(cfg, notes) if cfg.measured is not None else None
         if measured is not None:  # a file's own measurements: records carry the targets (or None)
             records = measured.records
@@ -220,13 +252,23 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
             note(line)
         dtype = torch_dtype(cfg.dtype)
         shard = list(range(rank, len(names), world))  # global indices of this rank's images
-        op = measured.ops[0] if measured is not None else build_operator(cfg.operator, cfg.image_size,
-                                                                          seed=cfg.seed).to(dtype)
-        estimated = (isinstance(cfg.operator, MRIOperatorSpec) and cfg.operator.coils > 1
-                     and cfg.operator.sensitivities == "estimated")
+        op = (
+            measured.ops[0]
+            if measured is not None
+            else build_operator(cfg.operator, cfg.image_size, seed=cfg.seed).to(dtype)
+        )
+        estimated = (
+            isinstance(cfg.operator, MRIOperatorSpec)
+            and cfg.operator.coils > 1
+            and cfg.operator.sensitivities == "estimated"
+        )
         needed = sorted(set(shard) | ({0} if estimated else set()))
-        truth_all = {i: torch.from_numpy(images[i])[None, None].to(dtype) if images[i] is not None
-                     else torch.zeros((1, 1, 1, 1), dtype=dtype) for i in needed}  # (1, 1, S, S)
+        truth_all = {
+            i: torch.from_numpy(images[i])[None, None].to(dtype)
+            if images[i] is not None
+            else torch.zeros((1, 1, 1, 1), dtype=dtype)
+            for i in needed
+        }  # (1, 1, S, S)
         y_all, sigma_all = {}, {}
         for i in needed:  # each image's noise from its own generator: independent of order and rank
             if measured is not None:  # measured: no simulation, the noise level is unknown
@@ -234,7 +276,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                 continue
             g = torch.Generator().manual_seed(image_seed(cfg.seed, names[i], "noise"))
             if getattr(cfg.operator, "noise", "gaussian") == "poisson_log":
-                y_all[i], s = simulate_poisson_log(op, truth_all[i].to(op.in_dtype), cfg.operator, cfg.image_size, g)
+                y_all[i], s = simulate_poisson_log(
+                    op, truth_all[i].to(op.in_dtype), cfg.operator, cfg.image_size, g
+                )
             else:
                 y_all[i], s = simulate(op, truth_all[i].to(op.in_dtype), cfg.operator.noise_level, g)
             sigma_all[i] = float(s[0])
@@ -242,9 +286,12 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
             from ..operators.coils import estimate_sensitivities
             from ..operators.mri import MultiCoilMRI
 
-            maps = estimate_sensitivities(y_all[0], op.mask if hasattr(op, "mask") else None,
-                                          method=cfg.operator.sensitivity_method)
-            op = MultiCoilMRI(op.mask, maps[0, 0]).to(dtype)  # the first image's maps (images share the operator)
+            maps = estimate_sensitivities(
+                y_all[0], op.mask if hasattr(op, "mask") else None, method=cfg.operator.sensitivity_method
+            )
+            op = MultiCoilMRI(op.mask, maps[0, 0]).to(
+                dtype
+            )  # the first image's maps (images share the operator)
     except Exception as exc:  # noqa: BLE001 - re-raised on every rank by _agree
         error = exc
     sigmas_by_rank = _agree(error, {i: sigma_all[i] for i in shard} if error is None else None)
@@ -263,16 +310,21 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     device = torch.device(cfg.device)
     op = op.to(device)
     B = len(shard)
-    truth = torch.cat([truth_all[i] for i in shard]) if B else torch.zeros((0, 1, cfg.image_size, cfg.image_size),
-                                                                             dtype=dtype)
+    truth = (
+        torch.cat([truth_all[i] for i in shard])
+        if B
+        else torch.zeros((0, 1, cfg.image_size, cfg.image_size), dtype=dtype)
+    )
     y = torch.cat([y_all[i] for i in shard]).to(device) if B else None
     x_in = truth.to(op.in_dtype).to(device)
     truth = truth.to(device)
     sigma = torch.tensor([sigma_all[i] for i in shard], dtype=truth.real.dtype)
-    echo(f"{cfg.name}: {len(names)} images {cfg.image_size}x{cfg.image_size}, operator {type(op).__name__} "
-         f"{op.in_shape}->{op.out_shape}, noise sigma = {cfg.operator.noise_level} x mean|Ax| "
-         f"(mean sigma {float(np.mean(sigma_list)):.3g}), seed {cfg.seed}"
-         + (f", {world} processes" if world > 1 else ""))
+    echo(
+        f"{cfg.name}: {len(names)} images {cfg.image_size}x{cfg.image_size}, operator {type(op).__name__} "
+        f"{op.in_shape}->{op.out_shape}, noise sigma = {cfg.operator.noise_level} x mean|Ax| "
+        f"(mean sigma {float(np.mean(sigma_list)):.3g}), seed {cfg.seed}"
+        + (f", {world} processes" if world > 1 else "")
+    )
 
     truth_np = truth[:, 0].cpu().numpy().astype(np.float64)
     fig_ids = set(range(min(len(names), cfg.figure_max_images))) if cfg.figure else set()
@@ -286,7 +338,9 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         titles = [baseline] + titles
     is_mri = cfg.operator.modality == "mri"
     volume_rows: list[dict] = []  # MRI: per-volume metrics as fastMRI's evaluate computes them
-    status = MethodStatus([sp.title for sp in specs], enabled=progress, expected=previous_method_seconds(out_dir))
+    status = MethodStatus(
+        [sp.title for sp in specs], enabled=progress, expected=previous_method_seconds(out_dir)
+    )
     for k, spec in enumerate(specs, start=1):
         status.start(k, spec.title)
         error, x = None, None
@@ -295,10 +349,18 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         h5_mags: dict[int, np.ndarray] = {}
         try:
             if B:
-                x, seconds = _apply_method(spec, op, y, x_in, sigma.to(device), [names[i] for i in shard], cfg,
-                                           progress, get_method,
-                                           ops=None if measured is None else [measured.ops[i].to(device)
-                                                                              for i in shard])
+                x, seconds = _apply_method(
+                    spec,
+                    op,
+                    y,
+                    x_in,
+                    sigma.to(device),
+                    [names[i] for i in shard],
+                    cfg,
+                    progress,
+                    get_method,
+                    ops=None if measured is None else [measured.ops[i].to(device) for i in shard],
+                )
                 mag = (x.abs() if x.is_complex() else x)[:, 0].cpu().numpy().astype(np.float64)
                 if measured is not None:
                     mag = measured.crop(mag)  # fastMRI: the target's centre crop
@@ -307,11 +369,17 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
                 for j, i in enumerate(shard):  # each rank writes its own reconstructions (atomically)
                     name = names[i]
                     scored = images[i] is not None  # no ground truth: the metrics are left empty
-                    local_rows.append({"index": i, "image": name, "method": spec.title,
-                                       "psnr": metrics.psnr(truth_np[j], mag[j]) if scored else None,
-                                       "ssim": metrics.ssim(truth_np[j], mag[j]) if scored else None,
-                                       "nmse": metrics.nmse(truth_np[j], mag[j]) if scored else None,
-                                       "seconds": seconds})
+                    local_rows.append(
+                        {
+                            "index": i,
+                            "image": name,
+                            "method": spec.title,
+                            "psnr": metrics.psnr(truth_np[j], mag[j]) if scored else None,
+                            "ssim": metrics.ssim(truth_np[j], mag[j]) if scored else None,
+                            "nmse": metrics.nmse(truth_np[j], mag[j]) if scored else None,
+                            "seconds": seconds,
+                        }
+                    )
                     atomic_save_npy(x[j, 0].cpu().numpy(), rec_dir / f"{name}.npy")
                     if i in fig_ids:
                         fig_mags[i] = mag[j]
@@ -323,16 +391,28 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
         status.done(k, spec.title)
         parts = _agree(error, (local_rows, fig_mags, h5_mags))
         if is_mri and main_rank:
-            volume_rows += [{**r, "method": spec.title} for r in save_h5(
-                work / "recon" / spec.title, records, names, {i: m for _, _, part in parts for i, m in part.items()})]
+            volume_rows += [
+                {**r, "method": spec.title}
+                for r in save_h5(
+                    work / "recon" / spec.title,
+                    records,
+                    names,
+                    {i: m for _, _, part in parts for i, m in part.items()},
+                )
+            ]
         method_rows = sorted((r for part, _, _ in parts for r in part), key=lambda r: r["index"])
         for r in method_rows:
             r.pop("index")
         rows.extend(method_rows)
         if fig_ids:
             mags = {i: m for _, part, _ in parts for i, m in part.items()}
-            panels.append((spec.title, np.stack([mags[i] for i in sorted(fig_ids)]),
-                           [r["psnr"] for r in method_rows[:len(fig_ids)]]))
+            panels.append(
+                (
+                    spec.title,
+                    np.stack([mags[i] for i in sorted(fig_ids)]),
+                    [r["psnr"] for r in method_rows[: len(fig_ids)]],
+                )
+            )
 
     if not main_rank:
         return [r for r in rows if r["image"] in {names[i] for i in shard}]
@@ -341,31 +421,54 @@ def _run(cfg: ExperimentConfig, out_dir: Path, *, overwrite: bool, progress: boo
     if volume_rows:
         write_metrics_csv(work / "metrics_volumes.csv", volume_rows, fields=VOLUME_FIELDS)
     table = format_table(rows, titles)
-    footer = (f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
-              f"seconds per image")
+    footer = (
+        f"mean ± std over {len(names)} images; PSNR/SSIM with data_range = max(ground truth); "
+        f"seconds per image"
+    )
     atomic_write_text(work / "summary.txt", table + "\n" + footer + "\n")
     if fig_ids:
-        fig_truth = (np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
-                     if all(images[i] is not None for i in fig_ids) else None)
-        save_figure(work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels,
-                cfg.figure_max_images)
+        fig_truth = (
+            np.stack([images[i] for i in sorted(fig_ids)]).astype(np.float64)
+            if all(images[i] is not None for i in fig_ids)
+            else None
+        )
+        save_figure(
+            work / "figure.png", [names[i] for i in sorted(fig_ids)], fig_truth, panels, cfg.figure_max_images
+        )
     atomic_write_text(work / "config.yaml", dump_config(cfg))
-    run_info = {"notes": notes, "seed": cfg.seed, "git_revision": git_revision(mark_dirty=True) or "unknown",
-                "versions": versions(), "command": command or [], "images": names, "noise_sigma": sigma_list,
-                "world_size": world, "method_seconds": status.method_seconds,
-                "total_seconds": round(time.perf_counter() - t_start, 3)}
+    run_info = {
+        "notes": notes,
+        "seed": cfg.seed,
+        "git_revision": git_revision(mark_dirty=True) or "unknown",
+        "versions": versions(),
+        "command": command or [],
+        "images": names,
+        "noise_sigma": sigma_list,
+        "world_size": world,
+        "method_seconds": status.method_seconds,
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+    }
     atomic_write_text(work / "run.json", json.dumps(run_info, indent=2) + "\n")
     publish(work, out_dir)
     echo(table)
     echo(footer)
     written = ", ".join(n for n in RESULT_NAMES if (out_dir / n).exists())
-    echo(f"wrote {out_dir}/ ({written}) "
-         f"in {run_info['total_seconds']:.1f} s")
+    echo(f"wrote {out_dir}/ ({written}) in {run_info['total_seconds']:.1f} s")
     return rows
 
 
-def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: ExperimentConfig, progress: bool,
-                  get_method, ops: list | None = None) -> tuple[Any, float]:
+def _apply_method(
+    spec: MethodSpec,
+    op,
+    y,
+    x_in,
+    sigma,
+    names: list[str],
+    cfg: ExperimentConfig,
+    progress: bool,
+    get_method,
+    ops: list | None = None,
+) -> tuple[Any, float]:
     """``(x, seconds per image)`` of one method on this rank's images, run image by image (random
     methods, those taking ``generator``, each with a generator seeded from ``(seed, image name)``), so
     that a result never depends on which other images share a batch: the sharding over ranks, the image
@@ -385,10 +488,17 @@ def _apply_method(spec: MethodSpec, op, y, x_in, sigma, names: list[str], cfg: E
         options = dict(base)
         if options.get("lam") == "sweep":
             options["x_true"] = x_in[group]
-        if options.get("lam") == "discrepancy" and "noise_std" in valid and "noise_std" not in options:
+        # the rules that need the noise level get the simulated one unless the config gives it
+        if (
+            options.get("lam") in ("discrepancy", "noise")
+            and "noise_std" in valid
+            and "noise_std" not in options
+        ):
             options["noise_std"] = sigma[group]
         if per_image:
-            options["generator"] = torch.Generator().manual_seed(image_seed(cfg.seed, names[group[0]], "method"))
+            options["generator"] = torch.Generator().manual_seed(
+                image_seed(cfg.seed, names[group[0]], "method")
+            )
         bar = MethodProgress(spec.title, _default_n_iter(spec.name, options), progress)
         if "callback" in valid:
             options["callback"] = bar

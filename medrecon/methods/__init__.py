@@ -20,6 +20,7 @@ add the method's own rules with ``checks=``), load learned weights with
 :func:`medrecon.priors.base.load_weights` (``weights=`` a path or a model), and add the module to the
 one import line below. The model itself lives in ``medrecon/priors/<family>.py``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -56,8 +57,14 @@ __all__ = [
 ]
 
 
-def sweep_weight(op: LinearOperator, y: Tensor, method: str | Callable, x_true: Tensor,
-                 grid: Sequence[float] | None = None, **options: Any) -> SweepResult:
+def sweep_weight(
+    op: LinearOperator,
+    y: Tensor,
+    method: str | Callable,
+    x_true: Tensor,
+    grid: Sequence[float] | None = None,
+    **options: Any,
+) -> SweepResult:
     """:func:`medrecon.solvers.weights.sweep_weight` with ``method`` a name (``"tikhonov"``) or a function."""
     fn = get_method(method) if isinstance(method, str) else method
     return _sweep_weight(op, y, fn, x_true, grid, **options)

@@ -12,6 +12,7 @@ weight (``tv`` with the identity is ``skimage.restoration.denoise_tv_chambolle(w
 ``lam`` may also be ``"discrepancy"`` (with ``noise_std=``) or ``"sweep"`` (with ``x_true=``): see
 :mod:`medrecon.solvers.weights`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,14 @@ def _info_residual(op: LinearOperator, x: Tensor, y: Tensor) -> dict:
 
 # --------------------------------------------------------------------------- direct methods
 @register_method("fbp", checks={"filter": one_of(*FBP_FILTERS)})
-def fbp(op: LinearOperator, y: Tensor, *, filter: str = "ramp", frequency_scaling: float = 1.0,
-        callback: Callback | None = None) -> Tensor:
+def fbp(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    filter: str = "ramp",
+    frequency_scaling: float = 1.0,
+    callback: Callback | None = None,
+) -> Tensor:
     """x = FBP(y) through ``op.fbp`` (CT operators); an error for operators without one.
 
     ``op.direct(y)`` is the same image with the default filter; this method exists to choose the filter.
@@ -73,33 +80,66 @@ zero_filled = register_method("zero-filled")(_direct)  # the MRI name of the sam
 
 # --------------------------------------------------------------------------- iterative methods
 @register_method("cgls")
-def cgls(op: LinearOperator, y: Tensor, *, n_iter: int = 30, tol: float = 1e-6, x0: Tensor | None = None,
-         callback: Callback | None = None) -> Tensor:
+def cgls(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    n_iter: int = 30,
+    tol: float = 1e-6,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """x = argmin 1/2 ||Ax - y||^2 by CGLS from ``x0`` (default 0); ``n_iter`` (early stopping)
     regularises."""
     return least_squares(op, y, lam=0.0, n_iter=n_iter, tol=tol, x0=x0, callback=callback)
 
 
 @register_method("tikhonov", checks={"lam": _LAM_RULES})
-def tikhonov(op: LinearOperator, y: Tensor, *, lam: _Lam = 1e-3, n_iter: int = 100, tol: float = 1e-6,
-             noise_std: float | Tensor | None = None, tau: float = 1.0, x_true: Tensor | None = None,
-             grid: Sequence[float] | None = None, callback: Callback | None = None) -> Tensor:
+def tikhonov(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    lam: _Lam = 1e-3,
+    n_iter: int = 100,
+    tol: float = 1e-6,
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    grid: Sequence[float] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """x = argmin 1/2 ||Ax - y||^2 + lam/2 ||A||^2 ||x||^2 by CGLS; ``lam`` relative (see module doc)."""
     scale = op.norm_squared()
 
     def solve(lam_t: Tensor, x0: Tensor | None) -> Tensor:
-        return least_squares(op, y, lam=_per_element(lam_t, y, scale), n_iter=n_iter, tol=tol, x0=x0,
-                             callback=callback)
+        return least_squares(
+            op, y, lam=_per_element(lam_t, y, scale), n_iter=n_iter, tol=tol, x0=x0, callback=callback
+        )
 
     return _resolve_lam(lam, "tikhonov", solve, op, y, noise_std, tau, x_true, grid)
 
 
-@register_method("tv", checks={"lam": _LAM_RULES, "init": one_of("zeros", "adjoint", "direct")},
-                 value_aliases={"init": {"zero": "zeros", "fbp": "direct", "zero-filled": "direct"}})
-def tv(op: LinearOperator, y: Tensor, *, lam: _Lam = 1e-2, n_iter: int = 300, tol: float = 1e-5,
-       nonneg: bool = True, step_ratio: float = 1.0, init: str = "zeros",
-       noise_std: float | Tensor | None = None, tau: float = 1.0, x_true: Tensor | None = None,
-       grid: Sequence[float] | None = None, callback: Callback | None = None) -> Tensor:
+@register_method(
+    "tv",
+    checks={"lam": _LAM_RULES, "init": one_of("zeros", "adjoint", "direct")},
+    value_aliases={"init": {"zero": "zeros", "fbp": "direct", "zero-filled": "direct"}},
+)
+def tv(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    lam: _Lam = 1e-2,
+    n_iter: int = 300,
+    tol: float = 1e-5,
+    nonneg: bool = True,
+    step_ratio: float = 1.0,
+    init: str = "zeros",
+    noise_std: float | Tensor | None = None,
+    tau: float = 1.0,
+    x_true: Tensor | None = None,
+    grid: Sequence[float] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
     """x = argmin 1/2 ||Ax - y||^2 + lam ||A||^2 TV(x) [x >= 0] by PDHG; ``lam`` relative (see module doc).
 
     ``init``: ``"zeros"``, ``"adjoint"`` (``A^H y / ||A||^2``) or ``"direct"`` (``op.direct(y)``: FBP for CT,
@@ -115,15 +155,31 @@ def tv(op: LinearOperator, y: Tensor, *, lam: _Lam = 1e-2, n_iter: int = 300, to
             x_init = x_init.to(op.in_dtype)
 
     def solve(lam_t: Tensor, x0: Tensor | None) -> Tensor:
-        return pdhg_tv(op, y, lam=_per_element(lam_t, y, scale), n_iter=n_iter, tol=tol, nonneg=nonneg,
-                       x0=x0 if x0 is not None else x_init, step_ratio=step_ratio, callback=callback)
+        return pdhg_tv(
+            op,
+            y,
+            lam=_per_element(lam_t, y, scale),
+            n_iter=n_iter,
+            tol=tol,
+            nonneg=nonneg,
+            x0=x0 if x0 is not None else x_init,
+            step_ratio=step_ratio,
+            callback=callback,
+        )
 
     return _resolve_lam(lam, "tv", solve, op, y, noise_std, tau, x_true, grid)
 
 
 @register_method("sense")
-def sense(op: LinearOperator, y: Tensor, *, n_iter: int = 20, lam: float = 0.0, tol: float = 1e-6,
-          callback: Callback | None = None) -> Tensor:
+def sense(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    n_iter: int = 20,
+    lam: float = 0.0,
+    tol: float = 1e-6,
+    callback: Callback | None = None,
+) -> Tensor:
     """CG-SENSE: x = argmin 1/2 ||Ax - y||^2 + lam/2 ||A||^2 ||x||^2 by CGLS for a (multi-coil) MRI operator.
 
     [Pruessmann et al., "Advances in sensitivity encoding with arbitrary k-space trajectories",
@@ -133,5 +189,6 @@ def sense(op: LinearOperator, y: Tensor, *, n_iter: int = 20, lam: float = 0.0, 
         raise ValueError(
             f"method 'sense' needs a complex (MRI) operator; {type(op).__name__} is real. Use 'cgls'."
         )
-    return least_squares(op, y, lam=lam * op.norm_squared() if lam else 0.0, n_iter=n_iter, tol=tol,
-                         callback=callback)
+    return least_squares(
+        op, y, lam=lam * op.norm_squared() if lam else 0.0, n_iter=n_iter, tol=tol, callback=callback
+    )

@@ -3,6 +3,7 @@
 Their options are ``fit_dip``'s keyword arguments (listed once, there), with the TV weight spelled
 ``lam`` as in every other method (``tv_weight`` is its deprecated alias).
 """
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -6,6 +6,7 @@ maximum-likelihood problem ``min_z ||A G(z) - y||^2 + lam ||z||^2`` (or the imag
 (still accepted, with a ``DeprecationWarning``). ``lam`` may also be ``"noise"`` or ``"discrepancy"``
 (with ``noise_std=``) or ``"sweep"`` (with ``x_true=``): see :mod:`medrecon.solvers.auto_weights`.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,13 @@ __all__ = ["reconstruct_flow"]
 
 @register_method(
     "flow",
-    checks={"lam": weight_or_rule(*AUTO_RULES), "lr": optional(number(0.0, strict=True)),
-            "init": one_of("inverse", "zeros", "random"),
-            "optimizer": one_of("adam", "lbfgs"), "mode": one_of("latent", "map")},
+    checks={
+        "lam": weight_or_rule(*AUTO_RULES),
+        "lr": optional(number(0.0, strict=True)),
+        "init": one_of("inverse", "zeros", "random"),
+        "optimizer": one_of("adam", "lbfgs"),
+        "mode": one_of("latent", "map"),
+    },
     aliases={"gamma": "lam"},
     value_aliases={"init": {"zero": "zeros"}},
 )
@@ -82,8 +87,14 @@ def reconstruct_flow(
     complex image with zero imaginary part and x is returned as ``op.in_dtype`` (zero phase).
     """
     h, w = image_size_of(op, y, "flow")
-    flow = load_weights(weights, MultiScaleFlow, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="flow",
-                        device=op.device)
+    flow = load_weights(
+        weights,
+        MultiScaleFlow,
+        image_shape=(1, h, w),
+        defaults=DEFAULT_WEIGHTS,
+        kind="flow",
+        device=op.device,
+    )
     real = op.real_dtype
     flow = flow.to(dtype=real)
     b = y.shape[0]
@@ -123,6 +134,7 @@ def reconstruct_flow(
     def run(sel: slice, lam_k: float) -> Tensor:
         yy = y[sel]
         if mode == "latent":
+
             def objective(z: Tensor) -> Tensor:
                 return data_term(flow.decode(z), yy) + lam_k * z.pow(2).sum(1)
 
@@ -141,6 +153,17 @@ def reconstruct_flow(
         with torch.no_grad():
             return to_op(pre.inverse(u) if pre is not None else u)
 
-    x = resolve_learned_weight(lam, "flow", f"flow-{mode}", run, op, y, noise_std=noise_std, tau=tau,
-                               x_true=x_true, grid=grid, n_pixels=n_pix)
+    x = resolve_learned_weight(
+        lam,
+        "flow",
+        f"flow-{mode}",
+        run,
+        op,
+        y,
+        noise_std=noise_std,
+        tau=tau,
+        x_true=x_true,
+        grid=grid,
+        n_pixels=n_pix,
+    )
     return x.detach()

@@ -19,6 +19,7 @@ optionally blend the measured data back in (``blend_measured``). ``lam`` may als
 Latent search reuses ``medrecon.solvers.latent.range_solve`` (Adam over batched restarts; the GAN's
 extra terms enter through its ``penalty`` and ``project`` hooks).
 """
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,9 @@ def blend_measured(
         if mode == "copy":
             return measured + (x - op.adjoint(op(x)))  # exact on the pixels of a 0/1 mask or selection
         if len(op.in_shape) != 2:
-            raise ValueError(f"Poisson blending needs 2-D images, the operator's image shape is "
-                             f"{op.in_shape}")
+            raise ValueError(
+                f"Poisson blending needs 2-D images, the operator's image shape is {op.in_shape}"
+            )
         grad = FiniteDifference2D(op.in_shape, complex=op.in_complex, dtype=op.real_dtype).to(op.device)
 
         def free(v: Tensor) -> Tensor:  # (I - P) v
@@ -107,8 +109,9 @@ def blend_measured(
 # ---------------------------------------------------------------------------- latent search
 def _setup(op: LinearOperator, y: Tensor, weights) -> DCGANPrior:
     h, w = image_size_of(op, y, "GAN")
-    gan = load_weights(weights, DCGANPrior, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="GAN",
-                       device=op.device)
+    gan = load_weights(
+        weights, DCGANPrior, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="GAN", device=op.device
+    )
     return gan.to(device=op.device, dtype=op.real_dtype)
 
 
@@ -162,16 +165,24 @@ def _latent_search(
         z0 = project(z0)
     inner_cb = None
     if callback is not None:
+
         def inner_cb(k: int, x: Tensor, info: dict) -> object:
             with torch.no_grad():
                 best = info["objective"].reshape(restarts, b).argmin(0) * b + torch.arange(b, device=x.device)
             return callback(k, x[best], {"objective": info["objective"][best], "z": info["z"][best]})
 
     res = range_solve(
-        op, y_rep, gan.decode, z0.unsqueeze(0),
+        op,
+        y_rep,
+        gan.decode,
+        z0.unsqueeze(0),
         lam=0.0 if d_weight is not None else lam,
-        n_iter=n_iter, lr=lr, data_weight=1.0 / scale if p == 2 else 0.0,
-        penalty=penalty, project=project if z_norm_bound is not None else None, callback=inner_cb,
+        n_iter=n_iter,
+        lr=lr,
+        data_weight=1.0 / scale if p == 2 else 0.0,
+        penalty=penalty,
+        project=project if z_norm_bound is not None else None,
+        callback=inner_cb,
     )
     with torch.no_grad():
         fit = data_term(res.x)  # (R*B,)
@@ -179,9 +190,21 @@ def _latent_search(
         return res.x[best], res.z[best], fit[best]
 
 
-def _search_with_rule(op: LinearOperator, y: Tensor, gan: DCGANPrior, name: str, rule: str, lam, *,
-                      noise_std, tau: float, x_true: Tensor | None, grid: Sequence[float] | None,
-                      generator: torch.Generator | None, **search) -> Tensor:
+def _search_with_rule(
+    op: LinearOperator,
+    y: Tensor,
+    gan: DCGANPrior,
+    name: str,
+    rule: str,
+    lam,
+    *,
+    noise_std,
+    tau: float,
+    x_true: Tensor | None,
+    grid: Sequence[float] | None,
+    generator: torch.Generator | None,
+    **search,
+) -> Tensor:
     """G(z*) for the weight ``lam`` names; every solve draws the same restarts (the generator is rewound)."""
     state = generator.get_state() if generator is not None else None
 
@@ -191,8 +214,9 @@ def _search_with_rule(op: LinearOperator, y: Tensor, gan: DCGANPrior, name: str,
         x, _, _ = _latent_search(op, y[sel], gan, lam=lam_k, generator=generator, **search)
         return x
 
-    return resolve_learned_weight(lam, name, rule, run, op, y, noise_std=noise_std, tau=tau, x_true=x_true,
-                                  grid=grid)
+    return resolve_learned_weight(
+        lam, name, rule, run, op, y, noise_std=noise_std, tau=tau, x_true=x_true, grid=grid
+    )
 
 
 def _finish(op: LinearOperator, y: Tensor, x: Tensor, blend) -> Tensor:
@@ -240,9 +264,26 @@ def reconstruct_csgm(
         callback: ``callback(k, x, info)`` with the current best image of each measurement.
     """
     gan = _setup(op, y, weights)
-    x = _search_with_rule(op, y, gan, "csgm", "csgm", lam, noise_std=noise_std, tau=tau, x_true=x_true,
-                          grid=grid, generator=generator, d_weight=None, p=2.0, restarts=restarts,
-                          n_iter=n_iter, lr=lr, z_norm_bound=z_norm_bound, callback=callback)
+    x = _search_with_rule(
+        op,
+        y,
+        gan,
+        "csgm",
+        "csgm",
+        lam,
+        noise_std=noise_std,
+        tau=tau,
+        x_true=x_true,
+        grid=grid,
+        generator=generator,
+        d_weight=None,
+        p=2.0,
+        restarts=restarts,
+        n_iter=n_iter,
+        lr=lr,
+        z_norm_bound=z_norm_bound,
+        callback=callback,
+    )
     return _finish(op, y, x, blend)
 
 
@@ -283,9 +324,24 @@ def reconstruct_gan_d(
             (the winner is the restart with the smallest ||A G(z) - y||_p^p).
     """
     gan = _setup(op, y, weights)
-    x = _search_with_rule(op, y, gan, "gan-d", "gan-d", lam, noise_std=noise_std, tau=tau, x_true=x_true,
-                          grid=grid, generator=generator, d_weight=float(d_weight), p=float(p),
-                          restarts=restarts, n_iter=n_iter, lr=lr, z_norm_bound=z_norm_bound,
-                          callback=callback)
+    x = _search_with_rule(
+        op,
+        y,
+        gan,
+        "gan-d",
+        "gan-d",
+        lam,
+        noise_std=noise_std,
+        tau=tau,
+        x_true=x_true,
+        grid=grid,
+        generator=generator,
+        d_weight=float(d_weight),
+        p=float(p),
+        restarts=restarts,
+        n_iter=n_iter,
+        lr=lr,
+        z_norm_bound=z_norm_bound,
+        callback=callback,
+    )
     return _finish(op, y, x, blend)
-

@@ -19,6 +19,7 @@ Weights without a ground truth, from the known noise std sigma of the measuremen
 * ``lam="discrepancy"``: Morozov's discrepancy principle (``medrecon.solvers.weights``), bisection on
   ``log lam`` with warm-started solves: several solves, so several times slower.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,9 @@ DEFAULT_LAM = 3e-7
 DEFAULT_N_PATCHES = 1024
 
 
-def noise_rule_weight(op: LinearOperator, noise_std: float | Tensor, patch_size: int, *,
-                      c: float | None = None) -> Tensor:
+def noise_rule_weight(
+    op: LinearOperator, noise_std: float | Tensor, patch_size: int, *, c: float | None = None
+) -> Tensor:
     """lam = c sigma^2 / ||A||^2 with ``c = 1 / patch_size^2`` by default (see the module doc): ``()`` or ``(B,)`` float64.
 
     ``noise_std``: the std of the measurement noise (of each real and imaginary part for complex data).
@@ -81,8 +83,12 @@ def _direct_image(op: LinearOperator, y: Tensor) -> Tensor:
 
 @register_method(
     "patchnr",
-    checks={"lam": weight_or_rule("noise", "discrepancy"), "optimizer": one_of("adam", "lbfgs"),
-            "lr": optional(number(0.0, strict=True)), "n_patches": optional(integer(1))},
+    checks={
+        "lam": weight_or_rule("noise", "discrepancy"),
+        "optimizer": one_of("adam", "lbfgs"),
+        "lr": optional(number(0.0, strict=True)),
+        "n_patches": optional(integer(1)),
+    },
 )
 def reconstruct_patchnr(
     op: LinearOperator,
@@ -150,14 +156,22 @@ def reconstruct_patchnr(
 
         init = x0 if start is None else (start.abs() if start.is_complex() else start).to(real)
         if optimizer == "lbfgs":
-            return to_op(minimize(objective, init.contiguous(), method="lbfgs", n_iter=n_iter, lr=lr, callback=cb))
+            return to_op(
+                minimize(objective, init.contiguous(), method="lbfgs", n_iter=n_iter, lr=lr, callback=cb)
+            )
         # Adam on a stochastic objective jitters at the scale of its step: the last third of the steps
         # run at lr / 5 (a restarted Adam), which removes most of the jitter
         n_fast = n_iter - n_iter // 3
         x = minimize(objective, init.contiguous(), method="adam", n_iter=n_fast, lr=lr, callback=cb)
         if n_iter > n_fast:
-            x = minimize(objective, x, method="adam", n_iter=n_iter - n_fast, lr=lr / 5,
-                         callback=None if callback is None else lambda k, v, info: cb(k + n_fast, v, info))
+            x = minimize(
+                objective,
+                x,
+                method="adam",
+                n_iter=n_iter - n_fast,
+                lr=lr / 5,
+                callback=None if callback is None else lambda k, v, info: cb(k + n_fast, v, info),
+            )
         return to_op(x)
 
     if isinstance(lam, str):
@@ -167,7 +181,8 @@ def reconstruct_patchnr(
             return solve(noise_rule_weight(op, noise_std, flow.patch_size).reshape(-1).expand(b), None)
         from medrecon.solvers.weights import discrepancy_weight
 
-        _, x = discrepancy_weight(solve, op, y, noise_std=noise_std, tau=tau, rtol=0.05, max_solves=8,
-                                  bracket=(1e-8, 1.0))
+        _, x = discrepancy_weight(
+            solve, op, y, noise_std=noise_std, tau=tau, rtol=0.05, max_solves=8, bracket=(1e-8, 1.0)
+        )
         return x
     return solve(torch.full((b,), float(lam), dtype=torch.float64), None)

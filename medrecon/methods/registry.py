@@ -13,6 +13,7 @@ A method is ``fn(op, y, *, <keyword options>) -> x``, ``y (B, C, *op.out_shape) 
 :func:`validate_options` runs the option checks alone, so that a caller (the CLI) can reject a bad
 option of the fifth method before the first one runs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,14 +54,17 @@ Check = Callable[[Any], "str | None"]
 # --------------------------------------------------------------------------- option checks
 def integer(minimum: int = 1) -> Check:
     """An integer >= ``minimum`` (not a bool, not a float)."""
+
     def check(v: Any) -> str | None:
         ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
         return None if ok else f"an integer >= {minimum}"
+
     return check
 
 
-def number(minimum: float = 0.0, *, strict: bool = False, maximum: float | None = None,
-           strict_max: bool = False) -> Check:
+def number(
+    minimum: float = 0.0, *, strict: bool = False, maximum: float | None = None, strict_max: bool = False
+) -> Check:
     """A finite real number in ``[minimum, maximum]`` (``strict``: the bound itself excluded)."""
     lo = f"> {minimum:g}" if strict else f">= {minimum:g}"
     hi = "" if maximum is None else (f" and < {maximum:g}" if strict_max else f" and <= {maximum:g}")
@@ -69,26 +73,35 @@ def number(minimum: float = 0.0, *, strict: bool = False, maximum: float | None 
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             return f"a finite number {lo}{hi}"
         ok = (v > minimum if strict else v >= minimum) and (
-            maximum is None or (v < maximum if strict_max else v <= maximum))
+            maximum is None or (v < maximum if strict_max else v <= maximum)
+        )
         return None if ok else f"a finite number {lo}{hi}"
+
     return check
 
 
 def one_of(*values: Any) -> Check:
     """One of ``values``."""
+
     def check(v: Any) -> str | None:
-        return None if any(v is w or (type(v) is type(w) and v == w) for w in values) else (
-            "one of " + ", ".join(repr(w) for w in values))
+        return (
+            None
+            if any(v is w or (type(v) is type(w) and v == w) for w in values)
+            else ("one of " + ", ".join(repr(w) for w in values))
+        )
+
     return check
 
 
 def optional(inner: Check) -> Check:
     """None, or what ``inner`` accepts."""
+
     def check(v: Any) -> str | None:
         if v is None:
             return None
         bad = inner(v)
         return None if bad is None else f"None or {bad}"
+
     return check
 
 
@@ -114,6 +127,7 @@ def weight_or_rule(*rules: str) -> Check:
         if isinstance(v, str):
             return None if v in rules else "a number >= 0 or " + " or ".join(repr(r) for r in rules)
         return None if base(v) is None else "a number >= 0 or " + " or ".join(repr(r) for r in rules)
+
     return check
 
 
@@ -168,8 +182,11 @@ def _signature(fn: Callable, options_from: Callable | None, exclude: tuple[str, 
         raise TypeError(f"{fn.__qualname__}: give options_from= exactly when the function takes **options")
     if options_from is not None:
         named = {p.name for p in params} | set(exclude)
-        params += [p for p in inspect.signature(options_from).parameters.values()
-                   if p.kind == p.KEYWORD_ONLY and p.name not in named]
+        params += [
+            p
+            for p in inspect.signature(options_from).parameters.values()
+            if p.kind == p.KEYWORD_ONLY and p.name not in named
+        ]
     return sig.replace(parameters=params)
 
 
@@ -178,11 +195,15 @@ def _keyword_options(sig: inspect.Signature) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def register_method(name: str, *, checks: Mapping[str, Check] | None = None,
-                    aliases: Mapping[str, str] | None = None,
-                    value_aliases: Mapping[str, Mapping[Any, Any]] | None = None,
-                    options_from: Callable | None = None,
-                    exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def register_method(
+    name: str,
+    *,
+    checks: Mapping[str, Check] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    value_aliases: Mapping[str, Mapping[Any, Any]] | None = None,
+    options_from: Callable | None = None,
+    exclude: tuple[str, ...] = (),
+) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn(op, y, *, options)`` as method ``name`` and check every call.
 
     Args:
@@ -198,6 +219,7 @@ def register_method(name: str, *, checks: Mapping[str, Check] | None = None,
         @register_method("landweber", checks={"relax": number(0.0, strict=True, maximum=2.0)})
         def landweber(op, y, *, n_iter: int = 50, relax: float = 1.0, callback=None): ...
     """
+
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and getattr(_REGISTRY[name], "__wrapped__", None) is not fn:
             raise ValueError(f"method {name!r} is already registered (by {_REGISTRY[name].__module__})")
@@ -221,6 +243,7 @@ def register_method(name: str, *, checks: Mapping[str, Check] | None = None,
         method.spec = spec  # type: ignore[attr-defined]
         _REGISTRY[name] = method
         return method
+
     return deco
 
 
@@ -237,8 +260,11 @@ def _checked(spec: _Spec, options: Mapping[str, Any], *, warn: bool = True) -> d
             if new in options:
                 raise ValueError(f"method {spec.name!r}: give {new!r} only ({key!r} is its deprecated name)")
             if warn:
-                warnings.warn(f"method {spec.name!r}: option {key!r} is deprecated, use {new!r}",
-                              DeprecationWarning, stacklevel=4)
+                warnings.warn(
+                    f"method {spec.name!r}: option {key!r} is deprecated, use {new!r}",
+                    DeprecationWarning,
+                    stacklevel=4,
+                )
             key = new
         out[key] = value
     unknown = sorted(set(out) - set(spec.options))
@@ -251,8 +277,11 @@ def _checked(spec: _Spec, options: Mapping[str, Any], *, warn: bool = True) -> d
         renames = spec.value_aliases.get(key, {})
         if isinstance(value, str) and value in renames:
             if warn:
-                warnings.warn(f"method {spec.name!r}: {key}={value!r} is deprecated, use {renames[value]!r}",
-                              DeprecationWarning, stacklevel=4)
+                warnings.warn(
+                    f"method {spec.name!r}: {key}={value!r} is deprecated, use {renames[value]!r}",
+                    DeprecationWarning,
+                    stacklevel=4,
+                )
             out[key] = value = renames[value]
         check = spec.checks.get(key)
         expected = check(value) if check is not None else None

@@ -16,6 +16,7 @@ Both start from the encoder's mean applied to the operator's direct reconstructi
 FBP for CT, zero-filled for MRI; magnitude, clipped to [0, 1]) plus ``restarts - 1`` draws from the
 latent prior N(0, I).
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ __all__ = ["reconstruct_range", "reconstruct_soft"]
 
 def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
     h, w = image_size_of(op, y, "VAE")
-    vae = load_weights(weights, ConvVAE, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="VAE",
-                       device=op.device)
+    vae = load_weights(
+        weights, ConvVAE, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="VAE", device=op.device
+    )
     x_init = initial_image(op, y).to(op.real_dtype if not op.in_complex else torch.float32)
     vae = vae.to(dtype=x_init.dtype)
     with torch.no_grad():
@@ -104,12 +106,23 @@ def reconstruct_range(
     vae, z0, w = _setup(op, y, weights, restarts, generator)
 
     def run(sel: slice, lam_k: float) -> Tensor:
-        res = range_solve(op, y[sel], vae.decode, z0[:, sel], lam=lam_k, n_iter=n_iter, lr=lr, data_weight=w,
-                          tol=tol, callback=callback)
+        res = range_solve(
+            op,
+            y[sel],
+            vae.decode,
+            z0[:, sel],
+            lam=lam_k,
+            n_iter=n_iter,
+            lr=lr,
+            data_weight=w,
+            tol=tol,
+            callback=callback,
+        )
         return res.x.detach()
 
-    return resolve_learned_weight(lam, "vae-range", "vae-range", run, op, y, noise_std=noise_std, tau=tau,
-                                  x_true=x_true, grid=grid)
+    return resolve_learned_weight(
+        lam, "vae-range", "vae-range", run, op, y, noise_std=noise_std, tau=tau, x_true=x_true, grid=grid
+    )
 
 
 @register_method("vae-soft", checks={"lam": _SOFT_LAM})
@@ -154,11 +167,23 @@ def reconstruct_soft(
     vae, z0, w = _setup(op, y, weights, restarts, generator)
 
     def run(sel: slice, lam_k: float) -> Tensor:
-        res = soft_range_solve(op, y[sel], vae.decode, z0[:, sel], lam=max(lam_k, 1e-30), mu=mu,
-                               n_iter=n_iter, z_steps=z_steps, z_lr=z_lr, cg_iter=cg_iter, data_weight=w,
-                               tol=tol, callback=callback)
+        res = soft_range_solve(
+            op,
+            y[sel],
+            vae.decode,
+            z0[:, sel],
+            lam=max(lam_k, 1e-30),
+            mu=mu,
+            n_iter=n_iter,
+            z_steps=z_steps,
+            z_lr=z_lr,
+            cg_iter=cg_iter,
+            data_weight=w,
+            tol=tol,
+            callback=callback,
+        )
         return res.x.detach()
 
-    return resolve_learned_weight(lam, "vae-soft", "vae-soft", run, op, y, noise_std=noise_std, tau=tau,
-                                  x_true=x_true, grid=grid, mu=mu)
-
+    return resolve_learned_weight(
+        lam, "vae-soft", "vae-soft", run, op, y, noise_std=noise_std, tau=tau, x_true=x_true, grid=grid, mu=mu
+    )

@@ -7,9 +7,11 @@ magnitude silently would hide a wrong pipeline. ``data_range`` defaults to ``tar
 the whole volume, as ``fastmri.evaluate`` does; pass it explicitly for CT (e.g. 1.0).
 ``per_slice(metric, target, prediction)`` gives the per-slice values with the volume's range.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +26,9 @@ __all__ = ["psnr", "ssim", "nmse", "per_slice", "METRICS"]
 METRICS: dict[str, Callable[..., float]] = {"psnr": psnr, "ssim": ssim, "nmse": nmse}
 
 
-def per_slice(metric: str | Callable[..., float], target: Any, prediction: Any,
-              data_range: float | None = None) -> np.ndarray:
+def per_slice(
+    metric: str | Callable[..., float], target: Any, prediction: Any, data_range: float | None = None
+) -> np.ndarray:
     """The metric of each slice of a volume ``(S, H, W)`` -> ``(S,)`` float64.
 
     PSNR and SSIM use ONE data range for every slice: ``data_range`` or the volume's

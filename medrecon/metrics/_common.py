@@ -1,4 +1,5 @@
 """Input handling shared by the metrics: numpy or torch in, validated float64 numpy out."""
+
 from __future__ import annotations
 
 from typing import Any

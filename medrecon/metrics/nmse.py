@@ -1,4 +1,5 @@
 """Normalised mean squared error with fastMRI's conventions."""
+
 from __future__ import annotations
 
 from typing import Any

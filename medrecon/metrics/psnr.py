@@ -1,4 +1,5 @@
 """Peak signal-to-noise ratio with fastMRI's conventions."""
+
 from __future__ import annotations
 
 from typing import Any

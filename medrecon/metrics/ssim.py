@@ -1,4 +1,5 @@
 """Structural similarity with fastMRI's conventions (skimage, averaged over slices)."""
+
 from __future__ import annotations
 
 from typing import Any

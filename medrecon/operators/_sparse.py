@@ -3,6 +3,7 @@
 Plain tensors survive ``copy.deepcopy`` and ``.to(device, dtype)``, which sparse CSR buffers do not
 in torch 2.13; the CSR view is rebuilt per call by wrapping the buffers (no copy).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -24,8 +25,9 @@ def sparse_csr(crow: Tensor, col: Tensor, values: Tensor, shape) -> Tensor:
     return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
-def register_csr(module: nn.Module, name: str, crow: Tensor, col: Tensor, values: Tensor, *,
-                 persistent: bool = True) -> None:
+def register_csr(
+    module: nn.Module, name: str, crow: Tensor, col: Tensor, values: Tensor, *, persistent: bool = True
+) -> None:
     """Register ``_{name}_crow``, ``_{name}_col``, ``_{name}_val`` on ``module``."""
     module.register_buffer(f"_{name}_crow", crow, persistent=persistent)
     module.register_buffer(f"_{name}_col", col, persistent=persistent)
@@ -34,5 +36,9 @@ def register_csr(module: nn.Module, name: str, crow: Tensor, col: Tensor, values
 
 def csr_of(module: nn.Module, name: str, shape) -> Tensor:
     """The CSR matrix ``(rows, cols) = shape`` registered under ``name`` by :func:`register_csr`."""
-    return sparse_csr(getattr(module, f"_{name}_crow"), getattr(module, f"_{name}_col"),
-                      getattr(module, f"_{name}_val"), shape)
+    return sparse_csr(
+        getattr(module, f"_{name}_crow"),
+        getattr(module, f"_{name}_col"),
+        getattr(module, f"_{name}_val"),
+        shape,
+    )

@@ -17,11 +17,12 @@ Conventions (one for all modalities):
 
 Subclasses implement ``_A`` and ``_AH`` on ``(N, *in_shape)`` / ``(N, *out_shape)`` tensors.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +80,7 @@ class _ApplyA(torch.autograd.Function):
     """y = A x, with backward A^H."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, op: "LinearOperator") -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, op: LinearOperator) -> Tensor:  # type: ignore[override]
         ctx.op = op
         return op._A(x)
 
@@ -92,7 +93,7 @@ class _ApplyAH(torch.autograd.Function):
     """x = A^H y, with backward A (so double backward works too)."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, op: "LinearOperator") -> Tensor:  # type: ignore[override]
+    def forward(ctx, y: Tensor, op: LinearOperator) -> Tensor:  # type: ignore[override]
         ctx.op = op
         return op._AH(y)
 
@@ -161,8 +162,10 @@ class LinearOperator(nn.Module):
         return complex_dtype_of(self.real_dtype) if self.out_complex else self.real_dtype
 
     def extra_repr(self) -> str:
-        return (f"in_shape={self.in_shape}, out_shape={self.out_shape}, in_dtype={self.in_dtype}, "
-                f"out_dtype={self.out_dtype}")
+        return (
+            f"in_shape={self.in_shape}, out_shape={self.out_shape}, in_dtype={self.in_dtype}, "
+            f"out_dtype={self.out_dtype}"
+        )
 
     # ------------------------------------------------------------------ to implement
     def _A(self, x: Tensor) -> Tensor:  # (N, *in_shape) -> (N, *out_shape)
@@ -180,7 +183,9 @@ class LinearOperator(nn.Module):
             raise OperatorInputError(
                 f"{name}: {what} must have shape (B, C, {', '.join(map(str, shape))}), got {tuple(t.shape)}"
             )
-        if t.dtype != dtype and (t.is_complex() != dtype.is_complex or not (t.is_floating_point() or t.is_complex())):
+        if t.dtype != dtype and (
+            t.is_complex() != dtype.is_complex or not (t.is_floating_point() or t.is_complex())
+        ):
             kind = "complex" if dtype.is_complex else "real"
             got = "complex" if t.is_complex() else ("real" if t.is_floating_point() else "non-floating")
             raise OperatorInputError(
@@ -220,8 +225,9 @@ class LinearOperator(nn.Module):
         return self.adjoint(self(x))
 
     # ------------------------------------------------------------------ norm
-    def norm(self, *, n_iter: int = 100, rtol: float = 1e-6,
-             generator: torch.Generator | None = None) -> float:
+    def norm(
+        self, *, n_iter: int = 100, rtol: float = 1e-6, generator: torch.Generator | None = None
+    ) -> float:
         """Spectral norm ||A||_2 by power iteration on A^H A, cached per device and dtype.
 
         Stops when the estimate changes by less than ``rtol`` (relative) between iterations.
@@ -295,35 +301,35 @@ class LinearOperator(nn.Module):
 
     # ------------------------------------------------------------------ algebra
     @property
-    def H(self) -> "LinearOperator":
+    def H(self) -> LinearOperator:
         """The adjoint as an operator of its own."""
         return AdjointOperator(self)
 
-    def gram(self) -> "LinearOperator":
+    def gram(self) -> LinearOperator:
         """A^H A as an operator."""
         return GramOperator(self)
 
-    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+    def __matmul__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return ComposedOperator(self, other)
 
-    def __mul__(self, scalar) -> "LinearOperator":
+    def __mul__(self, scalar) -> LinearOperator:
         if not isinstance(scalar, numbers.Number):
             return NotImplemented
         return ScaledOperator(self, scalar)
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "LinearOperator":
+    def __neg__(self) -> LinearOperator:
         return ScaledOperator(self, -1.0)
 
-    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+    def __add__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return SumOperator(self, other)
 
-    def __sub__(self, other: "LinearOperator") -> "LinearOperator":
+    def __sub__(self, other: LinearOperator) -> LinearOperator:
         if not isinstance(other, LinearOperator):
             return NotImplemented
         return SumOperator(self, ScaledOperator(other, -1.0))
@@ -354,7 +360,10 @@ class ComposedOperator(LinearOperator):
                 f"{outer.in_shape} ({'complex' if outer.in_complex else 'real'})"
             )
         super().__init__(
-            inner.in_shape, outer.out_shape, in_complex=inner.in_complex, out_complex=outer.out_complex,
+            inner.in_shape,
+            outer.out_shape,
+            in_complex=inner.in_complex,
+            out_complex=outer.out_complex,
             dtype=outer.real_dtype,
         )
         self.outer = outer
@@ -373,8 +382,13 @@ class ScaledOperator(LinearOperator):
     def __init__(self, op: LinearOperator, scalar: complex) -> None:
         if isinstance(scalar, complex) and not (op.in_complex or op.out_complex):
             raise ValueError("a complex scale needs a complex operator")
-        super().__init__(op.in_shape, op.out_shape, in_complex=op.in_complex, out_complex=op.out_complex,
-                         dtype=op.real_dtype)
+        super().__init__(
+            op.in_shape,
+            op.out_shape,
+            in_complex=op.in_complex,
+            out_complex=op.out_complex,
+            dtype=op.real_dtype,
+        )
         self.op = op
         self.scalar = scalar
 
@@ -391,12 +405,17 @@ class SumOperator(LinearOperator):
 
     def __init__(self, a: LinearOperator, b: LinearOperator) -> None:
         if (a.in_shape, a.out_shape, a.in_complex, a.out_complex) != (
-                b.in_shape, b.out_shape, b.in_complex, b.out_complex):
+            b.in_shape,
+            b.out_shape,
+            b.in_complex,
+            b.out_complex,
+        ):
             raise ValueError(
                 f"cannot add operators {a.in_shape}->{a.out_shape} and {b.in_shape}->{b.out_shape}"
             )
-        super().__init__(a.in_shape, a.out_shape, in_complex=a.in_complex, out_complex=a.out_complex,
-                         dtype=a.real_dtype)
+        super().__init__(
+            a.in_shape, a.out_shape, in_complex=a.in_complex, out_complex=a.out_complex, dtype=a.real_dtype
+        )
         self.a = a
         self.b = b
 
@@ -411,8 +430,13 @@ class AdjointOperator(LinearOperator):
     """A^H as an operator; its adjoint is A."""
 
     def __init__(self, op: LinearOperator) -> None:
-        super().__init__(op.out_shape, op.in_shape, in_complex=op.out_complex, out_complex=op.in_complex,
-                         dtype=op.real_dtype)
+        super().__init__(
+            op.out_shape,
+            op.in_shape,
+            in_complex=op.out_complex,
+            out_complex=op.in_complex,
+            dtype=op.real_dtype,
+        )
         self.op = op
 
     def _A(self, x: Tensor) -> Tensor:
@@ -426,8 +450,9 @@ class GramOperator(LinearOperator):
     """A^H A (self-adjoint)."""
 
     def __init__(self, op: LinearOperator) -> None:
-        super().__init__(op.in_shape, op.in_shape, in_complex=op.in_complex, out_complex=op.in_complex,
-                         dtype=op.real_dtype)
+        super().__init__(
+            op.in_shape, op.in_shape, in_complex=op.in_complex, out_complex=op.in_complex, dtype=op.real_dtype
+        )
         self.op = op
 
     def _A(self, x: Tensor) -> Tensor:

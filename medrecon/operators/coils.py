@@ -13,6 +13,7 @@ Hann window, inverse-FFT per coil, divide by the root-sum-of-squares. Both retur
 phase per pixel: the phase of the low-resolution image (so a real positive image gives the maps
 themselves).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,16 @@ def rss(coil_images: Tensor, dim: int = -3) -> Tensor:
     return torch.linalg.vector_norm(coil_images, dim=dim)
 
 
-def coil_maps(shape: tuple[int, int], n_coils: int, *, radius: float = COIL_RADIUS, width: float = COIL_WIDTH,
-              phase_slope: float = COIL_PHASE_SLOPE, field_of_view: tuple[float, float] | None = None,
-              dtype: torch.dtype = torch.complex64) -> Tensor:
+def coil_maps(
+    shape: tuple[int, int],
+    n_coils: int,
+    *,
+    radius: float = COIL_RADIUS,
+    width: float = COIL_WIDTH,
+    phase_slope: float = COIL_PHASE_SLOPE,
+    field_of_view: tuple[float, float] | None = None,
+    dtype: torch.dtype = torch.complex64,
+) -> Tensor:
     """``(n_coils, H, W)`` smooth coil sensitivities with ``sum_c |S_c|^2 = 1`` at every pixel.
 
     Coil ``c`` sits at angle ``2 pi c / n_coils`` on a circle of ``radius`` (half-FOV units) around
@@ -78,9 +86,15 @@ def coil_maps(shape: tuple[int, int], n_coils: int, *, radius: float = COIL_RADI
     return maps.to(dtype)
 
 
-def simulate_multicoil(image: Tensor, n_coils: int, *, noise: float = 0.0,
-                       generator: torch.Generator | None = None, maps: Tensor | None = None,
-                       **map_options) -> tuple[Tensor, Tensor]:
+def simulate_multicoil(
+    image: Tensor,
+    n_coils: int,
+    *,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    maps: Tensor | None = None,
+    **map_options,
+) -> tuple[Tensor, Tensor]:
     """Fully sampled multi-coil k-space ``y_c = fft2c(S_c x) + n``: returns ``(kspace, maps)``.
 
     Args:
@@ -97,13 +111,20 @@ def simulate_multicoil(image: Tensor, n_coils: int, *, noise: float = 0.0,
         kspace ``(B, 1, n_coils, H, W)`` (``(n_coils, H, W)`` for a ``(H, W)`` image), and the maps
         ``(n_coils, H, W)``; both of the image's complex dtype (complex64 for float32 images).
     """
-    if not isinstance(image, Tensor) or image.dim() not in (2, 4) or (image.dim() == 4 and image.shape[1] != 1):
+    if (
+        not isinstance(image, Tensor)
+        or image.dim() not in (2, 4)
+        or (image.dim() == 4 and image.shape[1] != 1)
+    ):
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"simulate_multicoil: image must be (H, W) or (B, 1, H, W), got {shape}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
-    cdtype = image.dtype if image.is_complex() else complex_dtype_of(
-        image.dtype if image.is_floating_point() else torch.float32)
+    cdtype = (
+        image.dtype
+        if image.is_complex()
+        else complex_dtype_of(image.dtype if image.is_floating_point() else torch.float32)
+    )
     x = image.to(cdtype)
     h, w = x.shape[-2:]
     if maps is None:
@@ -121,8 +142,15 @@ def simulate_multicoil(image: Tensor, n_coils: int, *, noise: float = 0.0,
     return (kspace if batched else kspace[0, 0]), maps
 
 
-def estimate_sensitivities(kspace: Tensor, mask: Tensor | None = None, *, num_low_frequencies: int | None = None,
-                           method: str = "espirit", threshold: float = 0.0, **espirit_options) -> Tensor:
+def estimate_sensitivities(
+    kspace: Tensor,
+    mask: Tensor | None = None,
+    *,
+    num_low_frequencies: int | None = None,
+    method: str = "espirit",
+    threshold: float = 0.0,
+    **espirit_options,
+) -> Tensor:
     """Coil maps ``S (coils, H, W)`` from the auto-calibration (ACS) columns of ``kspace``.
 
     Args:
@@ -144,16 +172,25 @@ def estimate_sensitivities(kspace: Tensor, mask: Tensor | None = None, *, num_lo
     """
     if not isinstance(kspace, Tensor) or not kspace.is_complex() or kspace.dim() not in (3, 5):
         shape = tuple(kspace.shape) if isinstance(kspace, Tensor) else type(kspace).__name__
-        raise ValueError(f"estimate_sensitivities: kspace must be complex (coils, H, W) or (B, 1, coils, H, W), got {shape}")
+        raise ValueError(
+            f"estimate_sensitivities: kspace must be complex (coils, H, W) or (B, 1, coils, H, W), got {shape}"
+        )
     if method not in SENSITIVITY_METHODS:
-        raise ValueError(f"estimate_sensitivities: method must be one of {', '.join(SENSITIVITY_METHODS)}, got {method!r}")
+        raise ValueError(
+            f"estimate_sensitivities: method must be one of {', '.join(SENSITIVITY_METHODS)}, got {method!r}"
+        )
     cols = acs_slice(kspace.shape[-1], mask, num_low_frequencies)
     if method == "espirit":
-        return espirit_maps(kspace, num_low_frequencies=cols.stop - cols.start if mask is None else None,
-                            mask=mask, **espirit_options)
+        return espirit_maps(
+            kspace,
+            num_low_frequencies=cols.stop - cols.start if mask is None else None,
+            mask=mask,
+            **espirit_options,
+        )
     if espirit_options:
-        raise ValueError(f"estimate_sensitivities: option(s) {', '.join(sorted(espirit_options))} are for "
-                         "method='espirit'")
+        raise ValueError(
+            f"estimate_sensitivities: option(s) {', '.join(sorted(espirit_options))} are for method='espirit'"
+        )
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
     low = acs_lowres_images(kspace, cols)

@@ -33,6 +33,7 @@ non-negative where the image phase is smooth); ``phase="first-coil"`` makes coil
 The defaults (kernel 6, singular-value threshold 0.02, crop 0.95) are those of sigpy's
 ``sigpy.mri.app.EspiritCalib``, against which ``tests/test_espirit.py`` checks this module.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,8 +93,13 @@ def acs_slice(width: int, mask: Tensor | None = None, num_low_frequencies: int |
     return slice(lo, lo + num_low_frequencies)
 
 
-def calibration_region(kspace: Tensor, mask: Tensor | None = None, *, num_low_frequencies: int | None = None,
-                       calib_size: tuple[int, int] | None = None) -> Tensor:
+def calibration_region(
+    kspace: Tensor,
+    mask: Tensor | None = None,
+    *,
+    num_low_frequencies: int | None = None,
+    calib_size: tuple[int, int] | None = None,
+) -> Tensor:
     """The fully sampled centre block ``(..., coils, rows, cols)`` of ``kspace`` ``(..., coils, H, W)``.
 
     Columns: the ACS columns of ``mask`` (or ``num_low_frequencies`` columns centred as fastMRI
@@ -110,18 +116,21 @@ def calibration_region(kspace: Tensor, mask: Tensor | None = None, *, num_low_fr
         if mask is not None:
             acs = acs_columns(mask)
             if cols.start < acs.start or cols.stop > acs.stop:
-                raise ValueError(f"calib_size {tuple(calib_size)} is wider than the mask's fully sampled "
-                                 f"centre ({acs.stop - acs.start} columns)")
+                raise ValueError(
+                    f"calib_size {tuple(calib_size)} is wider than the mask's fully sampled "
+                    f"centre ({acs.stop - acs.start} columns)"
+                )
     else:
         cols = acs_slice(w, mask, num_low_frequencies)
         cw = cols.stop - cols.start
         ch = min(h, max(MIN_CALIB_ROWS, round(cw * h / w)))
     r0 = h // 2 - ch // 2
-    return kspace[..., r0:r0 + ch, cols]
+    return kspace[..., r0 : r0 + ch, cols]
 
 
-def espirit_kernels(calib: Tensor, kernel_size: int = ESPIRIT_KERNEL_SIZE,
-                    threshold: float = ESPIRIT_THRESHOLD) -> Tensor:
+def espirit_kernels(
+    calib: Tensor, kernel_size: int = ESPIRIT_KERNEL_SIZE, threshold: float = ESPIRIT_THRESHOLD
+) -> Tensor:
     """Signal-subspace kernels ``(n_kernels, coils, k, k)`` of a calibration block ``(coils, rows, cols)``.
 
     The rows of ``V^H`` (SVD of the calibration matrix) whose singular value exceeds
@@ -130,8 +139,10 @@ def espirit_kernels(calib: Tensor, kernel_size: int = ESPIRIT_KERNEL_SIZE,
     coils, ch, cw = calib.shape
     k = int(kernel_size)
     if k < 1 or ch < k or cw < k:
-        raise ValueError(f"ESPIRiT: calibration region {ch}x{cw} is smaller than the kernel {k}x{k}; "
-                         "sample more centre (ACS) columns or use a smaller kernel_size")
+        raise ValueError(
+            f"ESPIRiT: calibration region {ch}x{cw} is smaller than the kernel {k}x{k}; "
+            "sample more centre (ACS) columns or use a smaller kernel_size"
+        )
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"ESPIRiT: threshold must be in [0, 1), got {threshold}")
     blocks = calib.to(torch.complex128).unfold(1, k, 1).unfold(2, k, 1)  # (coils, ch-k+1, cw-k+1, k, k)
@@ -167,8 +178,9 @@ def _fourier_rows(n: int, k: int, dtype: torch.dtype, device: torch.device) -> T
     return torch.polar(torch.ones_like(angle), angle).to(device=device, dtype=dtype)
 
 
-def _top_eigenpairs(corr: Tensor, shape: tuple[int, int], k: int, dtype: torch.dtype,
-                    n_power_iter: int | None, crop: float) -> tuple[Tensor, Tensor]:
+def _top_eigenpairs(
+    corr: Tensor, shape: tuple[int, int], k: int, dtype: torch.dtype, n_power_iter: int | None, crop: float
+) -> tuple[Tensor, Tensor]:
     """Top eigenvalue ``(H, W)`` and unit eigenvector ``(coils, H, W)`` of ``G(r)`` at every pixel.
 
     ``n_power_iter=None``: ``torch.linalg.eigh`` (exact). An integer: that many power iterations
@@ -188,10 +200,10 @@ def _top_eigenpairs(corr: Tensor, shape: tuple[int, int], k: int, dtype: torch.d
     vectors = torch.empty((h, w, coils), dtype=dtype, device=corr.device)
     rows = max(1, _PIXELS_PER_BLOCK // w)
     for r0 in range(0, h, rows):
-        g = torch.einsum("xcda,ay->yxcd", half, ey[:, r0:r0 + rows])  # (rows, W, coils, coils) Hermitian
+        g = torch.einsum("xcda,ay->yxcd", half, ey[:, r0 : r0 + rows])  # (rows, W, coils, coils) Hermitian
         if n_power_iter is None:
             lam, vec = torch.linalg.eigh(g)  # ascending
-            values[r0:r0 + rows], vectors[r0:r0 + rows] = lam[..., -1], vec[..., -1]
+            values[r0 : r0 + rows], vectors[r0 : r0 + rows] = lam[..., -1], vec[..., -1]
             continue
         g = g.reshape(-1, coils, coils)  # (N, c, d)
         lam = torch.zeros(g.shape[0], dtype=values.dtype, device=g.device)
@@ -201,15 +213,17 @@ def _top_eigenpairs(corr: Tensor, shape: tuple[int, int], k: int, dtype: torch.d
         diag = torch.diagonal(g, dim1=-2, dim2=-1).real  # (N, c)
         todo = torch.nonzero(diag.sum(-1) >= crop).squeeze(-1)
         gs = g[todo]
-        x = torch.gather(gs, 2, diag[todo].argmax(-1)[:, None, None].expand(-1, coils, 1))  # (n, c, 1): a column
+        x = torch.gather(
+            gs, 2, diag[todo].argmax(-1)[:, None, None].expand(-1, coils, 1)
+        )  # (n, c, 1): a column
         for _ in range(n_power_iter):
             x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
             x = torch.bmm(gs, x)
         x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
         lam[todo] = torch.linalg.vecdot(x, torch.bmm(gs, x), dim=1).real[:, 0]  # Rayleigh quotient
         vec[todo] = x[..., 0]
-        values[r0:r0 + rows] = lam.reshape(-1, w)
-        vectors[r0:r0 + rows] = vec.reshape(-1, w, coils)
+        values[r0 : r0 + rows] = lam.reshape(-1, w)
+        vectors[r0 : r0 + rows] = vec.reshape(-1, w, coils)
     return values, vectors.permute(2, 0, 1)
 
 
@@ -225,19 +239,28 @@ def acs_lowres_images(kspace: Tensor, cols: slice) -> Tensor:
     return ifft2c(kspace * window.to(device=kspace.device, dtype=kspace.real.dtype))
 
 
-def _phase_reference_columns(w: int, mask: Tensor | None, num_low_frequencies: int | None,
-                             calib_size: tuple[int, int] | None) -> slice:
+def _phase_reference_columns(
+    w: int, mask: Tensor | None, num_low_frequencies: int | None, calib_size: tuple[int, int] | None
+) -> slice:
     if mask is not None or num_low_frequencies is not None:
         return acs_slice(w, mask, num_low_frequencies)
     cw = int(calib_size[1])
     return slice(w // 2 - cw // 2, w // 2 - cw // 2 + cw)
 
 
-def espirit_maps(kspace: Tensor, mask: Tensor | None = None, *, num_low_frequencies: int | None = None,
-                 calib_size: tuple[int, int] | None = None, kernel_size: int | None = None,
-                 kernel_threshold: float = ESPIRIT_THRESHOLD, crop: float = ESPIRIT_CROP,
-                 phase: Literal["image", "first-coil"] = "image", n_power_iter: int | None = ESPIRIT_POWER_ITER,
-                 return_eigenvalues: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def espirit_maps(
+    kspace: Tensor,
+    mask: Tensor | None = None,
+    *,
+    num_low_frequencies: int | None = None,
+    calib_size: tuple[int, int] | None = None,
+    kernel_size: int | None = None,
+    kernel_threshold: float = ESPIRIT_THRESHOLD,
+    crop: float = ESPIRIT_CROP,
+    phase: Literal["image", "first-coil"] = "image",
+    n_power_iter: int | None = ESPIRIT_POWER_ITER,
+    return_eigenvalues: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """ESPIRiT maps ``S (coils, H, W)`` from the fully sampled centre of ``kspace (coils, H, W)``.
 
     Args:
@@ -279,9 +302,21 @@ def espirit_maps(kspace: Tensor, mask: Tensor | None = None, *, num_low_frequenc
     if n_power_iter is not None and n_power_iter < 1:
         raise ValueError(f"espirit_maps: n_power_iter must be >= 1 or None, got {n_power_iter}")
     if kspace.dim() == 5:
-        outs = [espirit_maps(kspace[b, 0], mask, num_low_frequencies=num_low_frequencies, calib_size=calib_size,
-                             kernel_size=kernel_size, kernel_threshold=kernel_threshold, crop=crop, phase=phase,
-                             n_power_iter=n_power_iter, return_eigenvalues=True) for b in range(kspace.shape[0])]
+        outs = [
+            espirit_maps(
+                kspace[b, 0],
+                mask,
+                num_low_frequencies=num_low_frequencies,
+                calib_size=calib_size,
+                kernel_size=kernel_size,
+                kernel_threshold=kernel_threshold,
+                crop=crop,
+                phase=phase,
+                n_power_iter=n_power_iter,
+                return_eigenvalues=True,
+            )
+            for b in range(kspace.shape[0])
+        ]
         maps = torch.stack([m for m, _ in outs])[:, None]  # (B, 1, coils, H, W)
         values = torch.stack([v for _, v in outs])[:, None]  # (B, 1, H, W)
         return (maps, values) if return_eigenvalues else maps
@@ -297,7 +332,8 @@ def espirit_maps(kspace: Tensor, mask: Tensor | None = None, *, num_low_frequenc
     else:
         low = acs_lowres_images(kspace, _phase_reference_columns(w, mask, num_low_frequencies, calib_size))
         ref = torch.linalg.vecdot(maps, low, dim=0)  # z = sum_c conj(S_c) x_c; S * z / |z| makes it |z|
-    unit = torch.where(ref.abs() > 0, ref / ref.abs().clamp_min(torch.finfo(values.dtype).tiny),
-                       torch.ones_like(ref))
+    unit = torch.where(
+        ref.abs() > 0, ref / ref.abs().clamp_min(torch.finfo(values.dtype).tiny), torch.ones_like(ref)
+    )
     maps = maps * unit[None] * (values > crop)[None]
     return (maps, values) if return_eigenvalues else maps

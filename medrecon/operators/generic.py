@@ -1,9 +1,10 @@
 """Operators that need no physics: identity, diagonal (pointwise) and explicit matrices."""
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -17,8 +18,9 @@ __all__ = ["Identity", "DiagonalOperator", "MatrixOperator"]
 class Identity(LinearOperator):
     """x -> x on ``(B, C, *shape)``; real or complex."""
 
-    def __init__(self, shape: Sequence[int], *, complex: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, shape: Sequence[int], *, complex: bool = False, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__(shape, shape, in_complex=complex, out_complex=complex, dtype=dtype)
 
     def _A(self, x: Tensor) -> Tensor:
@@ -33,8 +35,9 @@ class DiagonalOperator(LinearOperator):
     def __init__(self, diagonal: Tensor) -> None:
         is_complex = diagonal.is_complex()
         real = torch.view_as_real(diagonal) if is_complex else diagonal
-        super().__init__(diagonal.shape, diagonal.shape, in_complex=is_complex, out_complex=is_complex,
-                         dtype=real.dtype)
+        super().__init__(
+            diagonal.shape, diagonal.shape, in_complex=is_complex, out_complex=is_complex, dtype=real.dtype
+        )
         self.register_buffer("_diag", real.clone())
         self._is_complex = is_complex
 
@@ -57,8 +60,9 @@ class MatrixOperator(LinearOperator):
     sparse-dense matmul for the whole batch on any device.
     """
 
-    def __init__(self, matrix: Tensor, in_shape: Sequence[int] | None = None,
-                 out_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, matrix: Tensor, in_shape: Sequence[int] | None = None, out_shape: Sequence[int] | None = None
+    ) -> None:
         if matrix.dim() != 2:
             raise ValueError(f"MatrixOperator needs a 2-D matrix, got shape {tuple(matrix.shape)}")
         m, n = matrix.shape

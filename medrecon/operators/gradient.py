@@ -5,9 +5,10 @@ last row (Neumann: the image is continued by its boundary value), likewise ``d_1
 The adjoint is minus the matching backward-difference divergence [Chambolle 2004, J. Math. Imaging
 Vis. 20, eq. (2.1)-(2.2)]. ``||D||^2 <= 8`` in 2-D (each ``d_k`` has norm at most 2).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from .base import LinearOperator
 
 __all__ = ["FiniteDifference2D", "FINITE_DIFFERENCE_2D_NORM_BOUND"]
 
-FINITE_DIFFERENCE_2D_NORM_BOUND = 8.0 ** 0.5
+FINITE_DIFFERENCE_2D_NORM_BOUND = 8.0**0.5
 """sqrt(8): the standard bound on ||D|| for 2-D forward differences (Chambolle 2004, Thm. 3.1)."""
 
 
@@ -32,8 +33,9 @@ class FiniteDifference2D(LinearOperator):
     [1.0, 1.0, 1.0, 0.0]
     """
 
-    def __init__(self, shape: Sequence[int], *, complex: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, shape: Sequence[int], *, complex: bool = False, dtype: torch.dtype = torch.float32
+    ) -> None:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2:
             raise ValueError(f"FiniteDifference2D needs an image shape (H, W), got {shape}")

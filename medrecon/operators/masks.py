@@ -17,10 +17,11 @@ default generator, so that a run seeded once by the CLI is reproducible): traini
 Validation masks are fixed per slice by ``stable_seed(fname, slice_idx)`` (``zlib.crc32``, the
 same in every process; Python's ``hash()`` is salted per process).
 """
+
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,8 +45,15 @@ def _draw_seed(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
 
 
-def make_mask(kind: str, shape: Sequence[int], acceleration: float, center_fraction: float, *,
-              seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+def make_mask(
+    kind: str,
+    shape: Sequence[int],
+    acceleration: float,
+    center_fraction: float,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """An undersampling mask ``(H, W)`` float32 of 0/1.
 
     Args:
@@ -77,8 +85,9 @@ def make_mask(kind: str, shape: Sequence[int], acceleration: float, center_fract
     return _fastmri_columns(kind, w, acceleration, center_fraction, seed).expand(h, w).contiguous()
 
 
-def _fastmri_columns(kind: str, n_cols: int, acceleration: float, center_fraction: float,
-                     seed: int) -> Tensor:
+def _fastmri_columns(
+    kind: str, n_cols: int, acceleration: float, center_fraction: float, seed: int
+) -> Tensor:
     from fastmri.data.subsample import create_mask_for_mask_type
 
     if kind != "random":
@@ -95,7 +104,7 @@ def _gaussian2d(h: int, w: int, acceleration: float, center_fraction: float, see
     mask = np.zeros((h, w), dtype=bool)
     ch, cw = round(h * center_fraction), round(w * center_fraction)
     h0, w0 = (h - ch + 1) // 2, (w - cw + 1) // 2  # same centring as fastMRI's centre columns
-    mask[h0:h0 + ch, w0:w0 + cw] = True
+    mask[h0 : h0 + ch, w0 : w0 + cw] = True
     n_target = max(round(h * w / acceleration), int(mask.sum()))
     n_more = n_target - int(mask.sum())
     if n_more > 0:

@@ -21,6 +21,7 @@ are ``+-1`` checkerboards). ``D_in`` is folded into the coil maps and ``D_out`` 
 forward pass is one pointwise product, one in-place FFT and one in-place masking, with no
 ``roll`` copies. The fused factors are cached per device/dtype and rebuilt when a buffer changes.
 """
+
 from __future__ import annotations
 
 import math
@@ -88,8 +89,9 @@ def _as_mask(mask: Tensor, shape: tuple[int, int] | None, name: str) -> Tensor:
 class _CartesianMRI(LinearOperator):
     """Shared machinery: the mask buffer and the cached fused phase factors."""
 
-    def __init__(self, mask: Tensor, image_shape: tuple[int, int], out_shape: tuple[int, ...],
-                 dtype: torch.dtype) -> None:
+    def __init__(
+        self, mask: Tensor, image_shape: tuple[int, int], out_shape: tuple[int, ...], dtype: torch.dtype
+    ) -> None:
         super().__init__(image_shape, out_shape, in_complex=True, out_complex=True, dtype=dtype)
         self.register_buffer("mask", mask.to(dtype))  # (H, W) real, moves with .to()
         self._fused: dict = {}
@@ -189,12 +191,18 @@ class MultiCoilMRI(_CartesianMRI):
 
     def __init__(self, mask: Tensor, sensitivity_maps: Tensor) -> None:
         if not isinstance(sensitivity_maps, Tensor) or sensitivity_maps.dim() != 3:
-            shape = (tuple(sensitivity_maps.shape) if isinstance(sensitivity_maps, Tensor)
-                     else type(sensitivity_maps))
+            shape = (
+                tuple(sensitivity_maps.shape)
+                if isinstance(sensitivity_maps, Tensor)
+                else type(sensitivity_maps)
+            )
             raise ValueError(f"MultiCoilMRI: sensitivity_maps must have shape (coils, H, W), got {shape}")
         real_dtype = sensitivity_maps.dtype if sensitivity_maps.is_floating_point() else torch.float32
-        maps = sensitivity_maps if sensitivity_maps.is_complex() else sensitivity_maps.to(
-            complex_dtype_of(real_dtype))
+        maps = (
+            sensitivity_maps
+            if sensitivity_maps.is_complex()
+            else sensitivity_maps.to(complex_dtype_of(real_dtype))
+        )
         if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
             raise ValueError("MultiCoilMRI: sensitivity_maps contain NaN or inf")
         coils, h, w = maps.shape
@@ -240,4 +248,3 @@ class MultiCoilMRI(_CartesianMRI):
 
     def extra_repr(self) -> str:
         return f"coils={self.n_coils}, " + super().extra_repr()
-

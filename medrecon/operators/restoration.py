@@ -14,9 +14,10 @@ models", ICML 2017), as ``LinearOperator`` s like the CT and MRI ones:
   to 1 per output pixel, truncated at the border (so a constant image stays constant).
 * :class:`Grayscale`: ``(3, H, W) -> (H, W)``, luma ``Y' = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -79,8 +80,9 @@ class Inpainting(LinearOperator):
         return self.mask != 0
 
 
-def center_block_mask(shape: Sequence[int], block: int | Sequence[int], *,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
+def center_block_mask(
+    shape: Sequence[int], block: int | Sequence[int], *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """A mask of ones with a missing (zero) ``block`` (int or (h, w)) in the centre of ``shape (H, W)``.
 
     >>> center_block_mask((4, 5), 2).int().tolist()
@@ -96,8 +98,13 @@ def center_block_mask(shape: Sequence[int], block: int | Sequence[int], *,
     return mask
 
 
-def random_pixel_mask(shape: Sequence[int], keep_fraction: float, *, generator: torch.Generator | None = None,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
+def random_pixel_mask(
+    shape: Sequence[int],
+    keep_fraction: float,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """A mask keeping each pixel independently with probability ``keep_fraction`` (the DIP paper's
     "inpainting of 50% missing pixels" is ``keep_fraction=0.5``)."""
     if not 0.0 <= keep_fraction <= 1.0:
@@ -122,8 +129,14 @@ def _kernel_weights(kind: str, t: Tensor, factor: int, sigma: float | None) -> T
     raise ValueError(f"kernel must be 'box', 'gaussian' or 'lanczos', got {kind!r}")
 
 
-def downsampling_matrix(n: int, factor: int, kernel: str = "box", *, sigma: float | None = None,
-                        dtype: torch.dtype = torch.float64) -> Tensor:
+def downsampling_matrix(
+    n: int,
+    factor: int,
+    kernel: str = "box",
+    *,
+    sigma: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
     """The ``(ceil(n / factor), n)`` 1-D filter-and-decimate matrix of :class:`Downsampling`.
 
     Output pixel ``i`` is centred at input coordinate ``(i + 1/2) factor - 1/2``; each row sums to 1.
@@ -158,13 +171,22 @@ class Downsampling(LinearOperator):
     [[[[2.5, 4.5], [10.5, 12.5]]]]
     """
 
-    def __init__(self, shape: Sequence[int], factor: int, kernel: str = "box", *, sigma: float | None = None,
-                 complex: bool = False, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        factor: int,
+        kernel: str = "box",
+        *,
+        sigma: float | None = None,
+        complex: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         h, w = (int(s) for s in shape)
         dh = downsampling_matrix(h, int(factor), kernel, sigma=sigma)
         dw = downsampling_matrix(w, int(factor), kernel, sigma=sigma)
-        super().__init__((h, w), (dh.shape[0], dw.shape[0]), in_complex=complex, out_complex=complex,
-                         dtype=dtype)
+        super().__init__(
+            (h, w), (dh.shape[0], dw.shape[0]), in_complex=complex, out_complex=complex, dtype=dtype
+        )
         self.factor = int(factor)
         self.kernel = kernel
         self.register_buffer("_dh", dh.to(self.real_dtype))
@@ -188,8 +210,13 @@ class Grayscale(LinearOperator):
     4.0
     """
 
-    def __init__(self, shape: Sequence[int], *, weights: Sequence[float] = BT601_LUMA,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        weights: Sequence[float] = BT601_LUMA,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         h, w = (int(s) for s in shape)
         if len(weights) != 3:
             raise ValueError(f"need 3 channel weights (R, G, B), got {len(weights)}")

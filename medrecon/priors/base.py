@@ -20,13 +20,15 @@ Extension point for a new learned prior: give the model class ``hparams``, a key
 an ``image_shape`` ``(C, H, W)``; ``fit`` then saves it, and ``load_weights(weights, MyPrior, ...)`` (the
 one loader every learned-prior method uses) accepts a file or a model and checks the image size.
 """
+
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -62,16 +64,14 @@ class GenerativePrior(Protocol):
     def decode(self, z: Tensor) -> Tensor:  # (B, *latent_shape) -> (B, C, H, W)
         ...
 
-    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        ...
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
 
 
 @runtime_checkable
 class DensityPrior(Protocol):
     """-log p(x) for images ``(B, *img) -> (B,)``."""
 
-    def neg_log_prob(self, x: Tensor) -> Tensor:
-        ...
+    def neg_log_prob(self, x: Tensor) -> Tensor: ...
 
 
 @runtime_checkable
@@ -80,8 +80,7 @@ class TrainablePrior(Protocol):
 
     hparams: dict
 
-    def state_dict(self, *args, **kwargs) -> Mapping[str, Any]:
-        ...
+    def state_dict(self, *args, **kwargs) -> Mapping[str, Any]: ...
 
 
 class CheckpointMismatchError(ValueError):
@@ -192,9 +191,9 @@ def check_state_matches(model: nn.Module, ckpt: Mapping[str, Any], *, source: st
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve_weights(weights: str | os.PathLike | None, image_size: int,
-                    defaults: Mapping[int, str | os.PathLike],
-                    kind: str) -> Path:
+def resolve_weights(
+    weights: str | os.PathLike | None, image_size: int, defaults: Mapping[int, str | os.PathLike], kind: str
+) -> Path:
     """The weights file to load: ``weights``, or the bundled default for ``image_size``.
 
     Repository-relative paths (``data/weights/...``) work from any working directory.

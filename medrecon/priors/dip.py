@@ -28,6 +28,7 @@ defaults here deviate in the width only (``DEFAULT_CHANNELS``; see its comment).
 rule is ``"wmv-plateau"`` (:class:`PlateauVarianceStopping`), a guarded ES-WMV; the published rule is
 ``stopping="eswmv"``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -139,14 +140,26 @@ def _block(c_in: int, c_out: int, k: int, stride: int, slope: float) -> list[nn.
 class _Level(nn.Module):
     """One level: skip branch, down block, the deeper levels, upsampling and the up block."""
 
-    def __init__(self, c_in: int, c_down: int, c_skip: int, c_up: int, deeper: _Level | None,
-                 k: int, k_skip: int, upsample: str, slope: float) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_down: int,
+        c_skip: int,
+        c_up: int,
+        deeper: _Level | None,
+        k: int,
+        k_skip: int,
+        upsample: str,
+        slope: float,
+    ) -> None:
         super().__init__()
         self.skip = nn.Sequential(*_block(c_in, c_skip, k_skip, 1, slope)) if c_skip > 0 else None
         self.down = nn.Sequential(*_block(c_in, c_down, k, 2, slope), *_block(c_down, c_down, k, 1, slope))
         self.deeper = deeper
         c_cat = (deeper.c_out if deeper is not None else c_down) + c_skip
-        self.up = nn.Sequential(nn.BatchNorm2d(c_cat), *_block(c_cat, c_up, k, 1, slope), *_block(c_up, c_up, 1, 1, slope))
+        self.up = nn.Sequential(
+            nn.BatchNorm2d(c_cat), *_block(c_cat, c_up, k, 1, slope), *_block(c_up, c_up, 1, 1, slope)
+        )
         self.c_out = c_up
         self.upsample = upsample
 
@@ -169,7 +182,9 @@ def _per_level(value: int | Sequence[int], depth: int, name: str) -> list[int]:
         return [value] * depth
     values = [int(v) for v in value]
     if len(values) != depth:
-        raise ValueError(f"{name} must be an int or a sequence of length depth={depth}, got {len(values)} values")
+        raise ValueError(
+            f"{name} must be an int or a sequence of length depth={depth}, got {len(values)} values"
+        )
     return values
 
 
@@ -193,12 +208,23 @@ class Hourglass(nn.Module):
     torch.Size([1, 1, 9, 6])
     """
 
-    def __init__(self, in_channels: int = PAPER_INPUT_DEPTH, out_channels: int = 1, *, depth: int = PAPER_DEPTH,
-                 channels: int = PAPER_CHANNELS, channels_down: int | Sequence[int] | None = None,
-                 channels_up: int | Sequence[int] | None = None,
-                 skip_channels: int | Sequence[int] = PAPER_SKIP_CHANNELS, kernel_size: int = 3,
-                 skip_kernel_size: int = 1, upsample: str = "bilinear", output_activation: str | None = "sigmoid",
-                 negative_slope: float = LEAKY_SLOPE, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int = PAPER_INPUT_DEPTH,
+        out_channels: int = 1,
+        *,
+        depth: int = PAPER_DEPTH,
+        channels: int = PAPER_CHANNELS,
+        channels_down: int | Sequence[int] | None = None,
+        channels_up: int | Sequence[int] | None = None,
+        skip_channels: int | Sequence[int] = PAPER_SKIP_CHANNELS,
+        kernel_size: int = 3,
+        skip_kernel_size: int = 1,
+        upsample: str = "bilinear",
+        output_activation: str | None = "sigmoid",
+        negative_slope: float = LEAKY_SLOPE,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -214,8 +240,17 @@ class Hourglass(nn.Module):
         c_in = [in_channels] + c_down[:-1]
         level: _Level | None = None
         for i in reversed(range(depth)):
-            level = _Level(c_in[i], c_down[i], c_skip[i], c_up[i], level, kernel_size, skip_kernel_size,
-                           upsample, negative_slope)
+            level = _Level(
+                c_in[i],
+                c_down[i],
+                c_skip[i],
+                c_up[i],
+                level,
+                kernel_size,
+                skip_kernel_size,
+                upsample,
+                negative_slope,
+            )
         assert level is not None
         self.body = level
         self.head = _Conv(c_up[0], out_channels, 1)
@@ -350,10 +385,14 @@ class WindowedVarianceStopping:
     early-minimum failure it targets).
     """
 
-    def __init__(self, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, warmup: int = 0) -> None:
+    def __init__(
+        self, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, warmup: int = 0
+    ) -> None:
         if window < 2 or patience < 1 or warmup < 0:
-            raise ValueError(f"window must be >= 2, patience >= 1 and warmup >= 0, got window={window}, "
-                             f"patience={patience}, warmup={warmup}")
+            raise ValueError(
+                f"window must be >= 2, patience >= 1 and warmup >= 0, got window={window}, "
+                f"patience={patience}, warmup={warmup}"
+            )
         self.window = int(window)
         self.patience = int(patience)
         self.warmup = int(warmup)
@@ -408,15 +447,27 @@ class PlateauVarianceStopping:
     fires, the fit runs to ``n_iter`` and the last estimate is returned.
     """
 
-    def __init__(self, n_iter: int, window: int = DEFAULT_WINDOW, patience: int = DEFAULT_PATIENCE, *,
-                 min_fraction: float = DEFAULT_MIN_FRACTION, plateau_tol: float = DEFAULT_PLATEAU_TOL,
-                 rise: float = DEFAULT_RISE, warmup: int = 0) -> None:
+    def __init__(
+        self,
+        n_iter: int,
+        window: int = DEFAULT_WINDOW,
+        patience: int = DEFAULT_PATIENCE,
+        *,
+        min_fraction: float = DEFAULT_MIN_FRACTION,
+        plateau_tol: float = DEFAULT_PLATEAU_TOL,
+        rise: float = DEFAULT_RISE,
+        warmup: int = 0,
+    ) -> None:
         if window < 2 or patience < 1 or n_iter < 1 or warmup < 0:
-            raise ValueError(f"window must be >= 2, patience >= 1, n_iter >= 1 and warmup >= 0, got "
-                             f"window={window}, patience={patience}, n_iter={n_iter}, warmup={warmup}")
+            raise ValueError(
+                f"window must be >= 2, patience >= 1, n_iter >= 1 and warmup >= 0, got "
+                f"window={window}, patience={patience}, n_iter={n_iter}, warmup={warmup}"
+            )
         if not (0.0 <= min_fraction <= 1.0 and plateau_tol >= 0.0 and rise >= 0.0):
-            raise ValueError(f"need 0 <= min_fraction <= 1, plateau_tol >= 0 and rise >= 0, got "
-                             f"{min_fraction}, {plateau_tol}, {rise}")
+            raise ValueError(
+                f"need 0 <= min_fraction <= 1, plateau_tol >= 0 and rise >= 0, got "
+                f"{min_fraction}, {plateau_tol}, {rise}"
+            )
         self._wmv = _WindowedVariance(window)
         self.window = int(window)
         self.patience = int(patience)
@@ -470,8 +521,10 @@ class PlateauVarianceStopping:
     def reason(self) -> str:
         if not self.should_stop:
             return ""
-        return (f"wmv-plateau: no new variance minimum for {self.patience} steps and a rise of "
-                f"{self.rise:.0%} above it (minimum at step {self.best_step})")
+        return (
+            f"wmv-plateau: no new variance minimum for {self.patience} steps and a rise of "
+            f"{self.rise:.0%} above it (minimum at step {self.best_step})"
+        )
 
 
 class DiscrepancyStopping:
@@ -493,8 +546,9 @@ class DiscrepancyStopping:
         self.step += 1
         if not self.should_stop and 2.0 * loss <= self.threshold:
             self.should_stop = True
-            self.reason = (f"discrepancy: ||Ax-y||^2 = {2.0 * loss:.4g} <= tau^2 sigma^2 m = "
-                           f"{self.threshold:.4g}")
+            self.reason = (
+                f"discrepancy: ||Ax-y||^2 = {2.0 * loss:.4g} <= tau^2 sigma^2 m = {self.threshold:.4g}"
+            )
             return True
         return False
 
@@ -547,7 +601,7 @@ class DIPTrace:
         d["variance"] = [None if math.isnan(v) else v for v in self.variance]  # strict JSON has no NaN
         d["psnr_returned"] = self.psnr_returned
         best = self.best_psnr
-        d["best_step"], d["best_psnr"] = (best if best is not None else (None, None))
+        d["best_step"], d["best_psnr"] = best if best is not None else (None, None)
         return d
 
 
@@ -567,9 +621,18 @@ class DIPResult:
             w.writerow(["image", "step", "loss", "residual", "variance", "psnr", "psnr_ema", "returned"])
             for i, t in enumerate(self.traces):
                 for k in range(t.n_steps):
-                    w.writerow([i, k, t.loss[k], t.residual[k], t.variance[k],
-                                t.psnr[k] if t.psnr else "", t.psnr_ema[k] if t.psnr_ema else "",
-                                int(k == t.returned_step)])
+                    w.writerow(
+                        [
+                            i,
+                            k,
+                            t.loss[k],
+                            t.residual[k],
+                            t.variance[k],
+                            t.psnr[k] if t.psnr else "",
+                            t.psnr_ema[k] if t.psnr_ema else "",
+                            int(k == t.returned_step),
+                        ]
+                    )
             text = buf.getvalue()
         else:
             text = json.dumps({"method": "dip", "traces": [t.to_dict() for t in self.traces]}, indent=1)
@@ -670,8 +733,17 @@ def fit_dip(
         warnings.warn("fit_dip: tv_weight is deprecated, use lam", DeprecationWarning, stacklevel=2)
         lam = tv_weight
     stopping, output, output_activation = _check_options(
-        op, y, n_iter=n_iter, stopping=stopping, noise_std=noise_std, input_noise=input_noise, ema=ema,
-        output=output, output_activation=output_activation, x_true=x_true)
+        op,
+        y,
+        n_iter=n_iter,
+        stopping=stopping,
+        noise_std=noise_std,
+        input_noise=input_noise,
+        ema=ema,
+        output=output,
+        output_activation=output_activation,
+        x_true=x_true,
+    )
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     spatial = tuple(op.in_shape[-2:])
     extra = math.prod(op.in_shape[:-2])
@@ -679,18 +751,39 @@ def fit_dip(
     if network is None:
         cap = max_depth(spatial)
         if depth > cap:
-            warnings.warn(f"DIP: image size {spatial} allows at most {cap} levels; using {cap} instead of {depth}",
-                          stacklevel=2)
+            warnings.warn(
+                f"DIP: image size {spatial} allows at most {cap} levels; using {cap} instead of {depth}",
+                stacklevel=2,
+            )
             depth = cap
     else:
         input_depth = int(getattr(network, "in_channels", input_depth))
-    settings = dict(n_iter=n_iter, lr=lr, depth=depth, channels=channels, skip_channels=skip_channels,
-                    input_depth=input_depth, upsample=upsample, input_noise=input_noise, input_scale=input_scale,
-                    perturbation=perturbation, ema=ema, output=output, output_activation=output_activation,
-                    lam=lam, stopping=stopping, window=window, patience=patience, warmup=warmup,
-                    min_fraction=min_fraction, plateau_tol=plateau_tol, rise=rise,
-                    noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
-                    tau=tau, network=type(network).__name__ if network is not None else "Hourglass")
+    settings = dict(
+        n_iter=n_iter,
+        lr=lr,
+        depth=depth,
+        channels=channels,
+        skip_channels=skip_channels,
+        input_depth=input_depth,
+        upsample=upsample,
+        input_noise=input_noise,
+        input_scale=input_scale,
+        perturbation=perturbation,
+        ema=ema,
+        output=output,
+        output_activation=output_activation,
+        lam=lam,
+        stopping=stopping,
+        window=window,
+        patience=patience,
+        warmup=warmup,
+        min_fraction=min_fraction,
+        plateau_tol=plateau_tol,
+        rise=rise,
+        noise_std=None if noise_std is None else torch.as_tensor(noise_std).reshape(-1).tolist(),
+        tau=tau,
+        network=type(network).__name__ if network is not None else "Hourglass",
+    )
     b, c = y.shape[:2]
     thresholds = _discrepancy_thresholds(op, noise_std, tau, b, c) if stopping == "discrepancy" else None
 
@@ -698,8 +791,15 @@ def fit_dip(
         if stopping == "wmv":
             return WindowedVarianceStopping(window, patience, warmup)
         if stopping == "wmv-plateau":
-            return PlateauVarianceStopping(n_iter, window, patience, min_fraction=min_fraction,
-                                           plateau_tol=plateau_tol, rise=rise, warmup=warmup)
+            return PlateauVarianceStopping(
+                n_iter,
+                window,
+                patience,
+                min_fraction=min_fraction,
+                plateau_tol=plateau_tol,
+                rise=rise,
+                warmup=warmup,
+            )
         if stopping == "discrepancy":
             assert thresholds is not None
             return DiscrepancyStopping(thresholds[i])
@@ -708,13 +808,34 @@ def fit_dip(
     def make_network() -> nn.Module:
         if network is not None:
             return copy.deepcopy(network)
-        return Hourglass(input_depth, out_channels, depth=depth, channels=channels, skip_channels=skip_channels,
-                         upsample=upsample, output_activation=output_activation, generator=generator)
+        return Hourglass(
+            input_depth,
+            out_channels,
+            depth=depth,
+            channels=channels,
+            skip_channels=skip_channels,
+            upsample=upsample,
+            output_activation=output_activation,
+            generator=generator,
+        )
 
-    fit = _Fit(op, out_channels=out_channels, input_depth=input_depth, input_noise=input_noise,
-               input_scale=input_scale, perturbation=perturbation, lr=lr, ema=ema, output=output,
-               lam=lam, n_iter=n_iter, window=window, run_to_end=run_to_end, callback=callback,
-               generator=generator)
+    fit = _Fit(
+        op,
+        out_channels=out_channels,
+        input_depth=input_depth,
+        input_noise=input_noise,
+        input_scale=input_scale,
+        perturbation=perturbation,
+        lr=lr,
+        ema=ema,
+        output=output,
+        lam=lam,
+        n_iter=n_iter,
+        window=window,
+        run_to_end=run_to_end,
+        callback=callback,
+        generator=generator,
+    )
     flat_y = y.reshape(b * c, 1, *op.out_shape)
     flat_true = x_true.reshape(b * c, 1, *op.in_shape) if x_true is not None else None
     estimates, traces = [], []
@@ -729,21 +850,37 @@ def fit_dip(
     return result
 
 
-def _check_options(op: LinearOperator, y: Tensor, *, n_iter: int, stopping: str, noise_std: float | Tensor | None,
-                   input_noise: str, ema: float, output: str, output_activation: str | None,
-                   x_true: Tensor | None) -> tuple[str, str, str | None]:
+def _check_options(
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    n_iter: int,
+    stopping: str,
+    noise_std: float | Tensor | None,
+    input_noise: str,
+    ema: float,
+    output: str,
+    output_activation: str | None,
+    x_true: Tensor | None,
+) -> tuple[str, str, str | None]:
     """Validate fit_dip's options; returns (stopping, output, output_activation) with aliases resolved."""
     if y.dim() != len(op.out_shape) + 2:
-        raise ValueError(f"y must have shape (B, C, {', '.join(map(str, op.out_shape))}), got {tuple(y.shape)}")
+        raise ValueError(
+            f"y must have shape (B, C, {', '.join(map(str, op.out_shape))}), got {tuple(y.shape)}"
+        )
     if len(op.in_shape) < 2:
         raise ValueError(f"DIP needs an image domain with at least 2 axes (H, W), got in_shape {op.in_shape}")
     stopping = "wmv" if stopping == "eswmv" else stopping
     if stopping not in ("wmv-plateau", "wmv", "discrepancy", "none"):
-        raise ValueError(f"stopping must be 'wmv-plateau', 'eswmv' (alias 'wmv'), 'discrepancy' or 'none', "
-                         f"got {stopping!r}")
+        raise ValueError(
+            f"stopping must be 'wmv-plateau', 'eswmv' (alias 'wmv'), 'discrepancy' or 'none', "
+            f"got {stopping!r}"
+        )
     if stopping == "discrepancy" and noise_std is None:
-        raise ValueError("stopping='discrepancy' needs noise_std= (the noise standard deviation per real "
-                         "measurement value, a number or one per batch element)")
+        raise ValueError(
+            "stopping='discrepancy' needs noise_std= (the noise standard deviation per real "
+            "measurement value, a number or one per batch element)"
+        )
     if input_noise not in ("uniform", "gaussian"):
         raise ValueError(f"input_noise must be 'uniform' or 'gaussian', got {input_noise!r}")
     if not 0.0 <= ema < 1.0:
@@ -761,8 +898,9 @@ def _check_options(op: LinearOperator, y: Tensor, *, n_iter: int, stopping: str,
     return stopping, output, output_activation
 
 
-def _discrepancy_thresholds(op: LinearOperator, noise_std: float | Tensor | None, tau: float, b: int,
-                            c: int) -> list[float]:
+def _discrepancy_thresholds(
+    op: LinearOperator, noise_std: float | Tensor | None, tau: float, b: int, c: int
+) -> list[float]:
     """Morozov's ``tau^2 sigma^2 m`` per image (``m``: real measurement values in the range of A)."""
     std = torch.as_tensor(noise_std, dtype=torch.float64).detach().cpu().reshape(-1)
     if std.numel() == 1:
@@ -776,10 +914,25 @@ def _discrepancy_thresholds(op: LinearOperator, noise_std: float | Tensor | None
 class _Fit:
     """The fitting loop of one image: Adam on the network weights, EMA of the outputs, a stopping rule."""
 
-    def __init__(self, op: LinearOperator, *, out_channels: int, input_depth: int, input_noise: str,
-                 input_scale: float, perturbation: float, lr: float, ema: float, output: str, lam: float,
-                 n_iter: int, window: int, run_to_end: bool, callback: Callable | None,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        op: LinearOperator,
+        *,
+        out_channels: int,
+        input_depth: int,
+        input_noise: str,
+        input_scale: float,
+        perturbation: float,
+        lr: float,
+        ema: float,
+        output: str,
+        lam: float,
+        n_iter: int,
+        window: int,
+        run_to_end: bool,
+        callback: Callable | None,
+        generator: torch.Generator,
+    ) -> None:
         self.op = op
         self.out_channels, self.input_depth = out_channels, input_depth
         self.input_noise, self.input_scale, self.perturbation = input_noise, input_scale, perturbation
@@ -793,16 +946,19 @@ class _Fit:
     def to_image(self, out: Tensor) -> Tensor:
         """(1, out_channels, H, W) -> (1, 1, *in_shape); complex images are pairs of channels."""
         if out.shape[1] != self.out_channels:
-            raise ValueError(f"DIP: the network must output {self.out_channels} channels for in_shape "
-                             f"{self.op.in_shape} ({'complex' if self.op.in_complex else 'real'}), "
-                             f"got {out.shape[1]}")
+            raise ValueError(
+                f"DIP: the network must output {self.out_channels} channels for in_shape "
+                f"{self.op.in_shape} ({'complex' if self.op.in_complex else 'real'}), "
+                f"got {out.shape[1]}"
+            )
         if self.op.in_complex:
             out = out.reshape(1, self.extra, 2, *self.spatial).permute(0, 1, 3, 4, 2).contiguous()
             out = torch.view_as_complex(out)  # (1, extra, H, W)
         return out.reshape(1, 1, *self.op.in_shape)
 
-    def run(self, i: int, net: nn.Module, rule: StoppingRule, y: Tensor, truth: Tensor | None,
-            trace: DIPTrace) -> Tensor:
+    def run(
+        self, i: int, net: nn.Module, rule: StoppingRule, y: Tensor, truth: Tensor | None, trace: DIPTrace
+    ) -> Tensor:
         op, device, real_dtype, gen = self.op, self.op.device, self.op.real_dtype, self.generator
         fmt = torch.channels_last
         net = net.to(device=device, dtype=real_dtype, memory_format=fmt)
@@ -810,7 +966,9 @@ class _Fit:
         draw = torch.rand if self.input_noise == "uniform" else torch.randn
         z = (draw(shape, generator=gen, dtype=real_dtype) * self.input_scale).to(device, memory_format=fmt)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        monitor = rule if hasattr(rule, "variance") else _VarianceMonitor(self.window)  # the trace records the variance
+        monitor = (
+            rule if hasattr(rule, "variance") else _VarianceMonitor(self.window)
+        )  # the trace records the variance
         y_norm = float(y.abs().pow(2).sum().sqrt()) or 1.0
         data_range = float(truth.abs().max()) if truth is not None else 1.0
         avg: Tensor | None = None
@@ -850,8 +1008,12 @@ class _Fit:
                     kept, trace.returned_step = current.clone(), k
                 if self.callback is not None:
                     # residual as a (1,) tensor, like the classical solvers' callbacks
-                    info = {"image": i, "loss": trace.loss[-1], "variance": trace.variance[-1],
-                            "residual": torch.tensor([trace.residual[-1]])}
+                    info = {
+                        "image": i,
+                        "loss": trace.loss[-1],
+                        "variance": trace.variance[-1],
+                        "residual": torch.tensor([trace.residual[-1]]),
+                    }
                     if truth is not None:
                         info["psnr"] = trace.psnr_ema[-1] if self.output == "ema" else trace.psnr[-1]
                     self.callback(k, current, info)

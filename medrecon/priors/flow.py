@@ -30,11 +30,13 @@ must be divisible by ``2 ** n_levels`` (28x28 MNIST works unpadded with 2 levels
 Complex images (MRI): the flow models real images (magnitudes); the ``flow`` method feeds
 ``G(z)`` to a complex operator as a complex image with zero imaginary part (``op.in_complex``).
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +101,10 @@ class _CouplingNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, hidden: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+            nn.Conv2d(in_channels, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(),
         )
         self.out = nn.Conv2d(hidden, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -119,8 +123,9 @@ class AffineCoupling(nn.Module):
     (RealNVP's bounded scale). Identity at initialisation.
     """
 
-    def __init__(self, channels: int, hidden: int, mask: Literal["checkerboard", "channel"],
-                 parity: int) -> None:
+    def __init__(
+        self, channels: int, hidden: int, mask: Literal["checkerboard", "channel"], parity: int
+    ) -> None:
         super().__init__()
         if mask not in ("checkerboard", "channel"):
             raise ValueError(f"mask must be 'checkerboard' or 'channel', got {mask!r}")
@@ -212,8 +217,12 @@ class InvConv1x1(nn.Module):
     Initialised with a random rotation (from ``generator``; the global RNG when None).
     """
 
-    def __init__(self, channels: int, parametrization: Literal["lu", "plain"] = "lu",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        parametrization: Literal["lu", "plain"] = "lu",
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if parametrization not in ("lu", "plain"):
             raise ValueError(f"parametrization must be 'lu' or 'plain', got {parametrization!r}")
@@ -361,9 +370,16 @@ class MultiScaleFlow(nn.Module):
             raise ValueError(f"preprocess must be 'logit' or 'none', got {preprocess!r}")
         self.hparams = dict(
             image_size=list(image_size) if not isinstance(image_size, int) else int(image_size),
-            in_channels=int(in_channels), n_levels=int(n_levels), n_checker=int(n_checker),
-            n_channel=int(n_channel), hidden=int(hidden), actnorm=bool(actnorm), inv_conv=inv_conv,
-            preprocess=preprocess, alpha=float(alpha), seed=int(seed),
+            in_channels=int(in_channels),
+            n_levels=int(n_levels),
+            n_checker=int(n_checker),
+            n_channel=int(n_channel),
+            hidden=int(hidden),
+            actnorm=bool(actnorm),
+            inv_conv=inv_conv,
+            preprocess=preprocess,
+            alpha=float(alpha),
+            seed=int(seed),
         )
         self.image_shape = (int(in_channels), h, w)
         self.image_size = h  # the height (what ``medrecon train`` reads to build the dataset)
@@ -467,12 +483,18 @@ class MultiScaleFlow(nn.Module):
             nll = nll - self.preprocess.logdet_at_output(u)
         return nll
 
-    def sample_latent(self, n: int, *, generator: torch.Generator | None = None,
-                      temperature: float = 1.0) -> Tensor:
+    def sample_latent(
+        self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
         """n draws from N(0, temperature^2 I): ``(n, D)`` on the model's device."""
         p = next(self.parameters())
-        z = torch.randn(n, *self.latent_shape, generator=generator, dtype=p.dtype,
-                        device=generator.device if generator is not None else p.device)
+        z = torch.randn(
+            n,
+            *self.latent_shape,
+            generator=generator,
+            dtype=p.dtype,
+            device=generator.device if generator is not None else p.device,
+        )
         return (temperature * z).to(p.device)
 
     @torch.no_grad()

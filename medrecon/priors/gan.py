@@ -9,6 +9,7 @@
 * ``yeh_prior_term``: the discriminator's estimate of ``-log p_data`` used by the ``gan-d`` method.
 * ``load_gan(weights)``: a trained model from its file.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,8 +93,12 @@ class DCGANPrior(nn.Module):
         if r1_gamma < 0 or r1_every < 1:
             raise ValueError(f"need r1_gamma >= 0 and r1_every >= 1, got {r1_gamma}, {r1_every}")
         self.hparams = dict(
-            image_size=int(image_size), latent_dim=int(latent_dim), channels=channels, d_channels=d_channels,
-            in_channels=int(in_channels), r1_gamma=float(r1_gamma),
+            image_size=int(image_size),
+            latent_dim=int(latent_dim),
+            channels=channels,
+            d_channels=d_channels,
+            in_channels=int(in_channels),
+            r1_gamma=float(r1_gamma),
             r1_every=int(r1_every),
         )
         self.image_size, self.latent_dim = int(image_size), int(latent_dim)
@@ -109,8 +114,11 @@ class DCGANPrior(nn.Module):
         self.g_fc = nn.Sequential(nn.Linear(latent_dim, n_fc, bias=False), nn.BatchNorm1d(n_fc), nn.ReLU())
         g, prev = [], channels[-1]
         for c in reversed(channels[:-1]):
-            g += [nn.ConvTranspose2d(prev, c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
-                  nn.ReLU()]
+            g += [
+                nn.ConvTranspose2d(prev, c, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(),
+            ]
             prev = c
         g += [nn.ConvTranspose2d(prev, in_channels, 4, stride=2, padding=1)]
         self.g_conv = nn.Sequential(*g)
@@ -265,8 +273,9 @@ def load_gan(weights: str | os.PathLike, *, device: torch.device | str = "cpu") 
     return load_frozen(weights, DCGANPrior, device=device)  # type: ignore[return-value]
 
 
-_MOVED = {name: "medrecon.methods.gan"
-          for name in ("reconstruct_csgm", "reconstruct_gan_d", "blend_measured")}
+_MOVED = {
+    name: "medrecon.methods.gan" for name in ("reconstruct_csgm", "reconstruct_gan_d", "blend_measured")
+}
 
 
 def __getattr__(name: str):  # the methods and blending moved to medrecon.methods.gan

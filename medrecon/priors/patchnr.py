@@ -21,6 +21,7 @@ halves; the coupling networks are fully connected (the paper's subnetworks), not
 Training goes through ``medrecon train`` with the flow's ``flow_step`` / ``flow_eval`` (NLL of
 uniformly dequantised patches), on patch datasets from :mod:`medrecon.data.datasets`.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,10 @@ class _PointwiseMLP(nn.Module):
     def __init__(self, in_features: int, out_features: int, hidden: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_features, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
         self.out = nn.Linear(hidden, out_features)
         nn.init.zeros_(self.out.weight)
@@ -85,18 +88,34 @@ class PatchFlow(nn.Module):
     ((3, 16), True)
     """
 
-    def __init__(self, *, patch_size: int = 6, n_couplings: int = 5, hidden: int = 128, actnorm: bool = True,
-                 inv_conv: str = "lu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        patch_size: int = 6,
+        n_couplings: int = 5,
+        hidden: int = 128,
+        actnorm: bool = True,
+        inv_conv: str = "lu",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         p = int(patch_size)
         if p < 1 or (p * p) % 2:
-            raise ValueError(f"patch_size must be a positive even number (p*p is split in halves), got {patch_size}")
+            raise ValueError(
+                f"patch_size must be a positive even number (p*p is split in halves), got {patch_size}"
+            )
         if n_couplings < 1:
             raise ValueError(f"n_couplings must be >= 1, got {n_couplings}")
         if inv_conv not in ("lu", "plain", "none"):
             raise ValueError(f"inv_conv must be 'lu', 'plain' or 'none', got {inv_conv!r}")
-        self.hparams = {"patch_size": p, "n_couplings": int(n_couplings), "hidden": int(hidden),
-                        "actnorm": bool(actnorm), "inv_conv": inv_conv, "seed": int(seed)}
+        self.hparams = {
+            "patch_size": p,
+            "n_couplings": int(n_couplings),
+            "hidden": int(hidden),
+            "actnorm": bool(actnorm),
+            "inv_conv": inv_conv,
+            "seed": int(seed),
+        }
         self.patch_size = self.image_size = p
         d = p * p
         self.latent_shape = (d,)
@@ -128,7 +147,9 @@ class PatchFlow(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """q = f^{-1}(z): ``(N, p p) -> (N, 1, p, p)``."""
         if z.dim() != 2 or z.shape[1] != self.latent_shape[0]:
-            raise ValueError(f"PatchFlow expects latents of shape (N, {self.latent_shape[0]}), got {tuple(z.shape)}")
+            raise ValueError(
+                f"PatchFlow expects latents of shape (N, {self.latent_shape[0]}), got {tuple(z.shape)}"
+            )
         h = z.reshape(z.shape[0], -1, 1, 1)
         for layer in reversed(self.layers):
             h = layer.inverse(h)
@@ -147,14 +168,20 @@ class PatchFlow(nn.Module):
     def sample(self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
         """n patches f^{-1}(z), z ~ N(0, temperature^2 I): ``(n, 1, p, p)``."""
         ref = next(self.parameters())
-        z = torch.randn(n, *self.latent_shape, generator=generator, dtype=ref.dtype,
-                        device=generator.device if generator is not None else ref.device)
+        z = torch.randn(
+            n,
+            *self.latent_shape,
+            generator=generator,
+            dtype=ref.dtype,
+            device=generator.device if generator is not None else ref.device,
+        )
         return self.decode(temperature * z.to(ref.device))
 
 
 # =========================================================================== patches and regulariser
-def image_patches(x: Tensor, patch_size: int, *, n_patches: int | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
+def image_patches(
+    x: Tensor, patch_size: int, *, n_patches: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Overlapping ``p x p`` patches (stride 1): ``(B, 1, H, W) -> (B, N, 1, p, p)``, differentiable in x.
 
     ``n_patches=None``: all ``N = (H - p + 1)(W - p + 1)``; else a random subset of that many
@@ -180,15 +207,21 @@ def image_patches(x: Tensor, patch_size: int, *, n_patches: int | None = None,
             raise ValueError(f"n_patches must be >= 1 or None, got {n_patches}")
         gdev = generator.device if generator is not None else dev
         corners = torch.randperm(total, generator=generator, device=gdev)[:n_patches].to(dev)
-    top_left = (corners // nw) * w + corners % nw                                # (N,) flat index
+    top_left = (corners // nw) * w + corners % nw  # (N,) flat index
     offsets = (torch.arange(p, device=dev)[:, None] * w + torch.arange(p, device=dev)[None, :]).reshape(-1)
-    index = top_left[:, None] + offsets[None, :]                                  # (N, p p)
+    index = top_left[:, None] + offsets[None, :]  # (N, p p)
     flat = x.reshape(b, h * w)
     return flat[:, index].reshape(b, -1, 1, p, p)
 
 
-def patch_nll(flow: PatchFlow, x: Tensor, *, n_patches: int | None = None,
-              generator: torch.Generator | None = None, chunk: int = 65536) -> Tensor:
+def patch_nll(
+    flow: PatchFlow,
+    x: Tensor,
+    *,
+    n_patches: int | None = None,
+    generator: torch.Generator | None = None,
+    chunk: int = 65536,
+) -> Tensor:
     """R(x): the mean -log p of the image's (sampled) patches, per image: ``(B, 1, H, W) -> (B,)``.
 
     ``chunk`` caps the patches sent through the flow at once (memory), without changing the value.

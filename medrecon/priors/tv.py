@@ -3,6 +3,7 @@
 ``TV(x) = sum_{c,i,j} sqrt(|(d_0 x)_{c,i,j}|^2 + |(d_1 x)_{c,i,j}|^2 + eps^2)`` with the forward differences
 of :class:`medrecon.operators.gradient.FiniteDifference2D` (Neumann boundary) [Rudin, Osher, Fatemi 1992].
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ and its decoder G regularises a reconstruction by the distance of x to the range
   (negative ELBO: Bernoulli (BCE) or Gaussian (MSE) likelihood + beta * KL).
 * ``load_vae(weights)``: a trained model from its file.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,8 +81,14 @@ class ConvVAE(nn.Module):
         if loss not in ("bce", "mse"):
             raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
         self.hparams = dict(
-            image_size=int(image_size), latent_dim=int(latent_dim), channels=channels, hidden=int(hidden),
-            in_channels=int(in_channels), loss=loss, beta=float(beta), sigma=float(sigma),
+            image_size=int(image_size),
+            latent_dim=int(latent_dim),
+            channels=channels,
+            hidden=int(hidden),
+            in_channels=int(in_channels),
+            loss=loss,
+            beta=float(beta),
+            sigma=float(sigma),
         )
         self.image_size, self.latent_dim = int(image_size), int(latent_dim)
         self.in_channels = int(in_channels)
@@ -98,18 +105,26 @@ class ConvVAE(nn.Module):
         self.to_mu = nn.Linear(hidden, latent_dim)
         self.to_logvar = nn.Linear(hidden, latent_dim)
         self.decoder_fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, prev * s * s), nn.LeakyReLU(0.2),
+            nn.Linear(latent_dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, prev * s * s),
+            nn.LeakyReLU(0.2),
         )
         dec = []
         for c in reversed(channels[:-1]):
-            dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, c, 3, padding=1),
-                    nn.LeakyReLU(0.2)]
+            dec += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(prev, c, 3, padding=1),
+                nn.LeakyReLU(0.2),
+            ]
             prev = c
         last = max(8, prev // 2)  # the full-resolution stage is the costly one: keep it narrow
-        dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(prev, last, 3, padding=1),
-                nn.LeakyReLU(0.2),
-                nn.Conv2d(last, in_channels, 3, padding=1)]
+        dec += [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(prev, last, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(last, in_channels, 3, padding=1),
+        ]
         self.decoder_conv = nn.Sequential(*dec)
 
     # ---------------------------------------------------------------- GenerativePrior
@@ -187,8 +202,11 @@ def vae_step(model: nn.Module, batch, ctx) -> dict[str, float]:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return {"loss": float(loss.detach()), "recon": float(rec.mean().detach()),
-            "kl": float(kl.mean().detach())}
+    return {
+        "loss": float(loss.detach()),
+        "recon": float(rec.mean().detach()),
+        "kl": float(kl.mean().detach()),
+    }
 
 
 @torch.no_grad()
@@ -200,8 +218,12 @@ def vae_eval(model: nn.Module, batch, ctx) -> dict[str, float]:
     out = model(x, sample=False)
     rec, kl = vae.elbo_terms(x, out)
     mse = (torch.sigmoid(out["logits"]) - x).pow(2).reshape(x.shape[0], -1).mean(1)
-    return {"loss": float((rec + vae.beta * kl).mean()), "recon": float(rec.mean()), "kl": float(kl.mean()),
-            "mse": float(mse.mean())}
+    return {
+        "loss": float((rec + vae.beta * kl).mean()),
+        "recon": float(rec.mean()),
+        "kl": float(kl.mean()),
+        "mse": float(mse.mean()),
+    }
 
 
 # -------------------------------------------------------------------- loading

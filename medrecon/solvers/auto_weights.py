@@ -44,6 +44,7 @@ be a number (relative to ``||A||^2``, as documented by each method) or one of
 How far each rule lands from the best swept weight is measured by ``benchmarks/auto_weights.py``
 (``benchmarks/results/auto_weights.json``).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,14 @@ from torch import Tensor
 from medrecon.operators.base import LinearOperator
 from medrecon.solvers.weights import _resolve_lam, discrepancy_weight
 
-__all__ = ["AUTO_RULES", "CALIBRATION", "LEARNED_PRIOR_RULES", "noise_rule_weight", "per_element",
-           "resolve_learned_weight"]
+__all__ = [
+    "AUTO_RULES",
+    "CALIBRATION",
+    "LEARNED_PRIOR_RULES",
+    "noise_rule_weight",
+    "per_element",
+    "resolve_learned_weight",
+]
 
 #: Names ``lam`` may take in the learned-prior methods besides a number.
 AUTO_RULES: tuple[str, ...] = ("noise", "discrepancy", "sweep")
@@ -64,7 +71,12 @@ AUTO_RULES: tuple[str, ...] = ("noise", "discrepancy", "sweep")
 #: Method -> (factor c, counts pixels): ``lam = c sigma^2 / ||A||^2`` (times D pixels for flow MAP; divided
 #: by mu for vae-soft, see :func:`noise_rule_weight`).
 LEARNED_PRIOR_RULES: dict[str, float] = {
-    "vae-range": 1.0, "csgm": 1.0, "flow-latent": 1.0, "gan-d": 2.0, "flow-map": 2.0, "vae-soft": 1.0,
+    "vae-range": 1.0,
+    "csgm": 1.0,
+    "flow-latent": 1.0,
+    "gan-d": 2.0,
+    "flow-map": 2.0,
+    "vae-soft": 1.0,
 }
 
 #: Factor on the MAP weight in ``lam="noise"``, chosen on training images (see the module doc); 1 if absent.
@@ -87,16 +99,29 @@ def _std(noise_std: float | Tensor | None, b: int, name: str, rule: str) -> Tens
         std = torch.full((0,), math.nan, dtype=torch.float64)
     if std.numel() == 1:
         std = std.expand(b)
-    if (isinstance(noise_std, bool) or std.shape != (b,) or not bool(torch.isfinite(std).all())
-            or not bool((std > 0).all())):
-        raise ValueError(f"{name}: noise_std must be a finite number > 0 (or {b} of them, one per batch "
-                         f"element), got {noise_std!r}")
+    if (
+        isinstance(noise_std, bool)
+        or std.shape != (b,)
+        or not bool(torch.isfinite(std).all())
+        or not bool((std > 0).all())
+    ):
+        raise ValueError(
+            f"{name}: noise_std must be a finite number > 0 (or {b} of them, one per batch "
+            f"element), got {noise_std!r}"
+        )
     return std
 
 
-def noise_rule_weight(method: str, op: LinearOperator, noise_std: float | Tensor, *, batch: int = 1,
-                      n_pixels: int | None = None, mu: float | None = None,
-                      calibrated: bool = True) -> Tensor:
+def noise_rule_weight(
+    method: str,
+    op: LinearOperator,
+    noise_std: float | Tensor,
+    *,
+    batch: int = 1,
+    n_pixels: int | None = None,
+    mu: float | None = None,
+    calibrated: bool = True,
+) -> Tensor:
     """``lam (B,)`` float64 of ``lam="noise"``: the MAP weight (module doc's table) times ``CALIBRATION``.
 
     ``method``: a key of :data:`LEARNED_PRIOR_RULES`; ``n_pixels``: D (``flow-map``); ``mu``: vae-soft's
@@ -118,8 +143,9 @@ def noise_rule_weight(method: str, op: LinearOperator, noise_std: float | Tensor
         lam = lam * n_pixels
     if method == "vae-soft":
         if mu is None or not mu > 0:
-            raise ValueError(f"vae-soft: the noise rule needs mu > 0 (lam = sigma^2 / (mu ||A||^2)), "
-                             f"got mu={mu}")
+            raise ValueError(
+                f"vae-soft: the noise rule needs mu > 0 (lam = sigma^2 / (mu ||A||^2)), got mu={mu}"
+            )
         lam = lam / mu
     return lam
 
@@ -166,14 +192,26 @@ def resolve_learned_weight(
         std = _std(noise_std, b, name, "discrepancy")
         start = noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu)
         start = float(torch.exp(torch.log(start).mean()).clamp(*_BRACKET))
-        _, x = discrepancy_weight(solve, op, y, noise_std=std, tau=tau, rtol=_RTOL, max_solves=_MAX_SOLVES,
-                                  bracket=_BRACKET, start=start)
+        _, x = discrepancy_weight(
+            solve,
+            op,
+            y,
+            noise_std=std,
+            tau=tau,
+            rtol=_RTOL,
+            max_solves=_MAX_SOLVES,
+            bracket=_BRACKET,
+            start=start,
+        )
         return x
     if isinstance(lam, str) and lam not in AUTO_RULES:
-        raise ValueError(f"{name}: lam must be a number >= 0 or one of {', '.join(map(repr, AUTO_RULES))}, "
-                         f"got {lam!r}")
-    if not isinstance(lam, str) and (isinstance(lam, bool) or not isinstance(lam, (int, float))
-                                     or not math.isfinite(lam) or lam < 0):
-        raise ValueError(f"{name}: lam must be a number >= 0 or one of {', '.join(map(repr, AUTO_RULES))}, "
-                         f"got {lam!r}")
+        raise ValueError(
+            f"{name}: lam must be a number >= 0 or one of {', '.join(map(repr, AUTO_RULES))}, got {lam!r}"
+        )
+    if not isinstance(lam, str) and (
+        isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0
+    ):
+        raise ValueError(
+            f"{name}: lam must be a number >= 0 or one of {', '.join(map(repr, AUTO_RULES))}, got {lam!r}"
+        )
     return _resolve_lam(lam, name, solve, op, y, noise_std, tau, x_true, grid)

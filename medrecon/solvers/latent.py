@@ -21,10 +21,11 @@ final objective is returned for each measurement. A GAN prior passes its generat
 ``decode`` and its own ``z0`` (random draws, ``medrecon.methods.gan``); nothing here knows the
 model's class. Real generators work with complex operators (MRI): G(z) is cast to ``op.in_dtype``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -211,6 +212,8 @@ def soft_range_solve(
         raise ValueError("n_iter must be at least 1")
     o, xb, zb = _pick_best(obj, r, b, x, z.detach())
     return LatentResult(
-        x=xb, z=zb, objective=o,
+        x=xb,
+        z=zb,
+        objective=o,
         info={"n_iter": converged_at or n_iter, "converged": converged_at is not None, "restarts": r},
     )

@@ -16,6 +16,7 @@ iterate and a dict of per-batch diagnostics (tensors of shape ``(B,)``: ``"objec
 returns ``True`` stops the solver (the current iterate is returned). Solvers also stop by their
 own ``tol`` rule, stated in each docstring.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,7 +69,9 @@ def _batch_weight(lam: float | Tensor, y: Tensor) -> Tensor:
     if lam_b.numel() == 1:
         lam_b = lam_b.expand(y.shape[0])
     if lam_b.shape != (y.shape[0],):
-        raise ValueError(f"lam must be a number or a tensor of shape ({y.shape[0]},), got shape {tuple(lam_b.shape)}")
+        raise ValueError(
+            f"lam must be a number or a tensor of shape ({y.shape[0]},), got shape {tuple(lam_b.shape)}"
+        )
     if bool((lam_b < 0).any()) or not bool(torch.isfinite(lam_b).all()):
         raise ValueError(f"lam must be finite and >= 0, got {lam}")
     return lam_b
@@ -159,7 +162,7 @@ def least_squares(
     s = op.adjoint(r) - _expand(lam_b, x) * x
     p = s.clone()
     gamma = _bdot(s, s)
-    threshold = (tol ** 2) * gamma
+    threshold = (tol**2) * gamma
     for k in range(n_iter):
         active = gamma > threshold
         if not bool(active.any()):
@@ -176,7 +179,7 @@ def least_squares(
         gamma = gamma_new
         res = _bnorm(r)
         info = {
-            "objective": 0.5 * res ** 2 + 0.5 * lam_b * _bdot(x, x),
+            "objective": 0.5 * res**2 + 0.5 * lam_b * _bdot(x, x),
             "residual": res,
             "normal_residual": gamma.clamp_min(0).sqrt(),
         }
@@ -342,7 +345,9 @@ def pdhg_tv(
         if adaptive:
             up = primal_res > _DELTA * dual_res  # primal lags: larger primal steps
             down = dual_res > _DELTA * primal_res
-            factor = torch.where(up, 1.0 / (1.0 - alpha), torch.where(down, 1.0 - alpha, torch.ones_like(alpha)))
+            factor = torch.where(
+                up, 1.0 / (1.0 - alpha), torch.where(down, 1.0 - alpha, torch.ones_like(alpha))
+            )
             tau, sigma = tau * factor, sigma / factor
             alpha = torch.where(up | down, alpha * _ETA, alpha)
         change = _safe_div(_bnorm(dx), _bnorm(x_new))
@@ -351,8 +356,13 @@ def pdhg_tv(
         if callback is not None:
             res = _bnorm(ax - y)
             tv_x = _abs2(_apply_grad(grad, x)).sum(dim=2).sqrt().flatten(1).sum(1)  # TV(x), (B,)
-            info = {"objective": 0.5 * res ** 2 + lam_b * tv_x, "residual": res, "change": change,
-                    "step_ratio": sigma / tau, "pd_residual": pd_res}
+            info = {
+                "objective": 0.5 * res**2 + lam_b * tv_x,
+                "residual": res,
+                "change": change,
+                "step_ratio": sigma / tau,
+                "pd_residual": pd_res,
+            }
             if _stop_requested(callback, k, x, info):
                 break
         if k > 0 and bool(((change <= tol) | (pd_res <= residual_tol)).all()):
@@ -401,7 +411,11 @@ def minimize(
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     is_complex = x0.is_complex()
-    param = (torch.view_as_real(x0.detach()) if is_complex else x0.detach()).clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    param = (
+        (torch.view_as_real(x0.detach()) if is_complex else x0.detach())
+        .clone(memory_format=torch.contiguous_format)
+        .requires_grad_(True)
+    )
 
     def current() -> Tensor:
         return torch.view_as_complex(param) if is_complex else param

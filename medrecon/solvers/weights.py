@@ -16,6 +16,7 @@ Weights are **relative to the operator's squared norm** (see :mod:`medrecon.meth
 Each function takes ``solve(lam (B,), x0) -> x`` (or a method ``fn(op, y, *, lam)``) and knows nothing
 about the method behind it.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,14 @@ class SweepResult:
     x: Tensor
 
 
-def sweep_weight(op: LinearOperator, y: Tensor, method: Callable, x_true: Tensor,
-                 grid: Sequence[float] | None = None, **options) -> SweepResult:
+def sweep_weight(
+    op: LinearOperator,
+    y: Tensor,
+    method: Callable,
+    x_true: Tensor,
+    grid: Sequence[float] | None = None,
+    **options,
+) -> SweepResult:
     """The weight of ``grid`` (relative, see the module doc) with the smallest MSE against ``x_true``, per element.
 
     ``method`` is a function ``fn(op, y, *, lam, ...)`` (``medrecon.methods.sweep_weight`` also takes a
@@ -73,7 +80,11 @@ def sweep_weight(op: LinearOperator, y: Tensor, method: Callable, x_true: Tensor
         err = _error(x, x_true).to(torch.float64)
         errors.append(err)
         better = err < best_err
-        best_x = x.clone() if best_x is None else torch.where(better.reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
+        best_x = (
+            x.clone()
+            if best_x is None
+            else torch.where(better.reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
+        )
         best_err = torch.minimum(best_err, err)
     errors_t = torch.stack(errors)  # (G, B)
     lam_t = torch.tensor(grid, dtype=torch.float64, device=y.device)[errors_t.argmin(0)]
@@ -125,7 +136,9 @@ def discrepancy_weight(
     if std.numel() == 1:
         std = std.expand(b)
     if std.shape != (b,) or not bool((std > 0).all()):
-        raise ValueError(f"lam='discrepancy' needs noise_std > 0 (a number or one per batch element), got {noise_std}")
+        raise ValueError(
+            f"lam='discrepancy' needs noise_std > 0 (a number or one per batch element), got {noise_std}"
+        )
     if not 0 < bracket[0] <= start <= bracket[1]:
         raise ValueError(f"need 0 < bracket[0] <= start <= bracket[1], got bracket={bracket}, start={start}")
     target = tau * std * math.sqrt(_n_measurements(op, y))  # (B,)
@@ -150,8 +163,11 @@ def discrepancy_weight(
         better = gap < best_gap
         best_gap = torch.where(better, gap, best_gap)
         best_lam = torch.where(better, lam, best_lam)
-        best_x = x.clone() if best_x is None else torch.where(
-            better.to(x.device).reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
+        best_x = (
+            x.clone()
+            if best_x is None
+            else torch.where(better.to(x.device).reshape(-1, *([1] * (x.dim() - 1))), x, best_x)
+        )
         f = torch.log(res.clamp_min(1e-300)) - torch.log(target)
         below = f < 0  # residual too small: lam must grow
         at_end = (below & (cur >= log_max)) | (~below & (cur <= log_min))
@@ -168,7 +184,9 @@ def discrepancy_weight(
         bracketed = ~torch.isnan(lo) & ~torch.isnan(hi)
         falsi = lo - f_lo * (hi - lo) / (f_hi - f_lo)
         slope = (f - f_prev) / (cur - prev)
-        slope = torch.where(torch.isfinite(slope) & (slope > 0), slope, torch.full_like(slope, _ASSUMED_SLOPE))
+        slope = torch.where(
+            torch.isfinite(slope) & (slope > 0), slope, torch.full_like(slope, _ASSUMED_SLOPE)
+        )
         newton = cur - (f / slope).clamp(-decade, decade)
         new = torch.where(bracketed, falsi, newton).clamp(log_min, log_max)
         prev, f_prev = cur, f
@@ -177,14 +195,23 @@ def discrepancy_weight(
         warnings.warn(
             f"discrepancy principle: residual only within {float(best_gap.max()):.1%} of the target "
             f"(rtol {rtol}); the noise level may not fit the data or the bracket",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
     return best_lam, best_x
 
 
-def _resolve_lam(lam: _Lam, name: str, solve: Callable[[Tensor, Tensor | None], Tensor], op: LinearOperator,
-                 y: Tensor, noise_std: float | Tensor | None, tau: float, x_true: Tensor | None,
-                 grid: Sequence[float] | None) -> Tensor:
+def _resolve_lam(
+    lam: _Lam,
+    name: str,
+    solve: Callable[[Tensor, Tensor | None], Tensor],
+    op: LinearOperator,
+    y: Tensor,
+    noise_std: float | Tensor | None,
+    tau: float,
+    x_true: Tensor | None,
+    grid: Sequence[float] | None,
+) -> Tensor:
     """Run ``solve`` with the weight that ``lam`` names and return x."""
     if isinstance(lam, str):
         if lam == "discrepancy":
@@ -195,8 +222,13 @@ def _resolve_lam(lam: _Lam, name: str, solve: Callable[[Tensor, Tensor | None], 
         if lam == "sweep":
             if x_true is None:
                 raise ValueError(f"{name}: lam='sweep' needs x_true= (a ground truth)")
-            result = sweep_weight(op, y, lambda o, yy, *, lam: solve(
-                torch.full((y.shape[0],), lam, dtype=torch.float64), None), x_true, grid)
+            result = sweep_weight(
+                op,
+                y,
+                lambda o, yy, *, lam: solve(torch.full((y.shape[0],), lam, dtype=torch.float64), None),
+                x_true,
+                grid,
+            )
             return result.x
         raise ValueError(f"{name}: lam must be a number, 'discrepancy' or 'sweep', got {lam!r}")
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:

@@ -8,6 +8,7 @@ True
 >>> sorted(check_operator(op))[:3]
 ['adjoint', 'adjoint_of_adjoint', 'deepcopy']
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,9 @@ def random_output(op: LinearOperator, batch: int = 2, generator: torch.Generator
     return _randn((batch, 1, *op.out_shape), op.out_dtype, op.device, generator)
 
 
-def check_adjoint(op: LinearOperator, *, batch: int = 2, rtol: float | None = None,
-                  generator: torch.Generator | None = None) -> float:
+def check_adjoint(
+    op: LinearOperator, *, batch: int = 2, rtol: float | None = None, generator: torch.Generator | None = None
+) -> float:
     """The dot-product test: |<Ax, y> - <x, A^H y>| / (||Ax|| ||y||) for random x, y.
 
     Returns the relative error. With ``rtol`` given, raises AssertionError when it is larger.
@@ -65,9 +67,16 @@ def check_adjoint(op: LinearOperator, *, batch: int = 2, rtol: float | None = No
     return err
 
 
-def check_backward(op: LinearOperator, *, batch: int = 1, generator: torch.Generator | None = None,
-                   eps: float = 1e-6, atol: float = 1e-7, rtol: float = 1e-5,
-                   fast_mode: bool = False) -> bool:
+def check_backward(
+    op: LinearOperator,
+    *,
+    batch: int = 1,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-6,
+    atol: float = 1e-7,
+    rtol: float = 1e-5,
+    fast_mode: bool = False,
+) -> bool:
     """``torch.autograd.gradcheck`` of ``op`` and ``op.adjoint`` in float64 on a copy of ``op``.
 
     Raises (gradcheck's own error) when autograd's backward disagrees with finite differences.
@@ -109,8 +118,9 @@ def _expect_rejected(op: LinearOperator, fn, t: Tensor, what: str) -> None:
     except OperatorInputError:
         return
     except Exception as exc:  # noqa: BLE001 - any other error is a failure of the check
-        raise _fail(op, "bad input",
-                    f"{what} raised {type(exc).__name__}, not OperatorInputError: {exc}") from exc
+        raise _fail(
+            op, "bad input", f"{what} raised {type(exc).__name__}, not OperatorInputError: {exc}"
+        ) from exc
     raise _fail(op, "bad input", f"{what} was accepted; it must raise OperatorInputError")
 
 
@@ -122,11 +132,13 @@ def _bad_inputs(op: LinearOperator, t: Tensor, shape: tuple[int, ...]) -> dict[s
     realness = t.real.clone() if t.is_complex() else t.to(complex_dtype_of(t.dtype))
     nan = t.clone()
     nan.view(-1)[0] = float("nan")
-    return {f"shape {tuple(wrong_shape.shape)} (expected (B, C, *{shape}))": wrong_shape,
-            f"shape {tuple(t[0].shape)} (no batch axis)": t[0],
-            f"dtype {wrong_dtype.dtype} (expected {t.dtype})": wrong_dtype,
-            f"dtype {realness.dtype} (expected {t.dtype})": realness,
-            "an input with NaN": nan}
+    return {
+        f"shape {tuple(wrong_shape.shape)} (expected (B, C, *{shape}))": wrong_shape,
+        f"shape {tuple(t[0].shape)} (no batch axis)": t[0],
+        f"dtype {wrong_dtype.dtype} (expected {t.dtype})": wrong_dtype,
+        f"dtype {realness.dtype} (expected {t.dtype})": realness,
+        "an input with NaN": nan,
+    }
 
 
 def _dense(op: LinearOperator) -> Tensor:
@@ -137,8 +149,14 @@ def _dense(op: LinearOperator) -> Tensor:
         return op(eye).reshape(n, -1).T
 
 
-def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: bool = False,
-                   dense_max: int = 1024, generator: torch.Generator | None = None) -> dict[str, float]:
+def check_operator(
+    op: LinearOperator,
+    *,
+    rtol: float | None = None,
+    backward: bool = False,
+    dense_max: int = 1024,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
     """Every property a ``LinearOperator`` must have; raises AssertionError naming the first that fails.
 
     The checks (ODL's ``OperatorTest`` and deepinv's ``test_physics`` in one call):
@@ -178,14 +196,22 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         ax, ahy = op(x), op.adjoint(y)
         # A.H.H is A, A.H is A^H: the wrappers call the same kernels, so the values are equal
         hh, h = op.H.H, op.H
-        if (hh.in_shape, hh.out_shape, h.in_shape, h.out_shape) != (op.in_shape, op.out_shape, op.out_shape,
-                                                                    op.in_shape):
+        if (hh.in_shape, hh.out_shape, h.in_shape, h.out_shape) != (
+            op.in_shape,
+            op.out_shape,
+            op.out_shape,
+            op.in_shape,
+        ):
             raise _fail(op, "adjoint_of_adjoint", "A.H / A.H.H have the wrong shapes")
-        errors["adjoint_of_adjoint"] = max(_relative(hh(x), ax), _relative(h(y), ahy),
-                                           _relative(hh.adjoint(y), ahy))
+        errors["adjoint_of_adjoint"] = max(
+            _relative(hh(x), ax), _relative(h(y), ahy), _relative(hh.adjoint(y), ahy)
+        )
         if errors["adjoint_of_adjoint"] > rtol:
-            raise _fail(op, "adjoint_of_adjoint", f"A.H.H x != A x or A.H y != A^H y "
-                        f"(relative error {errors['adjoint_of_adjoint']:.3e})")
+            raise _fail(
+                op,
+                "adjoint_of_adjoint",
+                f"A.H.H x != A x or A.H y != A^H y (relative error {errors['adjoint_of_adjoint']:.3e})",
+            )
 
         # linearity
         x2 = random_input(op, 2, generator)
@@ -195,15 +221,19 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         scale = abs(a) * float(ax.norm()) + abs(b) * float(op(x2).norm())
         errors["linearity"] = float((lhs - rhs).norm()) / scale if scale > 0 else float((lhs - rhs).norm())
         if errors["linearity"] > rtol:
-            raise _fail(op, "linearity",
-                        f"A(a x1 + b x2) != a A x1 + b A x2 (relative error {errors['linearity']:.3e})")
+            raise _fail(
+                op,
+                "linearity",
+                f"A(a x1 + b x2) != a A x1 + b A x2 (relative error {errors['linearity']:.3e})",
+            )
 
         # deepcopy: same values, independent moves
         clone = copy.deepcopy(op)
         errors["deepcopy"] = max(_relative(clone(x), ax), _relative(clone.adjoint(y), ahy))
         if errors["deepcopy"] > rtol:
-            raise _fail(op, "deepcopy",
-                        f"a deep copy gives other values (relative error {errors['deepcopy']:.3e})")
+            raise _fail(
+                op, "deepcopy", f"a deep copy gives other values (relative error {errors['deepcopy']:.3e})"
+            )
 
         # dtype round trip: float32 <-> float64 (complex64 <-> complex128)
         other = torch.float32 if op.real_dtype == torch.float64 else torch.float64
@@ -211,8 +241,10 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         if op.real_dtype != dtype_before or moved.real_dtype != other:
             raise _fail(op, "dtype", f"moving a deep copy to {other} changed the original, or did not move")
         other_complex = complex_dtype_of(other)
-        for name, got, want in (("in_dtype", moved.in_dtype, other_complex if op.in_complex else other),
-                                ("out_dtype", moved.out_dtype, other_complex if op.out_complex else other)):
+        for name, got, want in (
+            ("in_dtype", moved.in_dtype, other_complex if op.in_complex else other),
+            ("out_dtype", moved.out_dtype, other_complex if op.out_complex else other),
+        ):
             if got != want:
                 raise _fail(op, "dtype", f"after .to({other}) {name} is {got}, expected {want}")
         x_other, y_other = x.to(moved.in_dtype), y.to(moved.out_dtype)
@@ -220,11 +252,16 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         if ax_other.dtype != moved.out_dtype or ahy_other.dtype != moved.in_dtype:
             raise _fail(op, "dtype", f"after .to({other}) outputs are {ax_other.dtype} / {ahy_other.dtype}")
         back = moved.to(op.real_dtype)
-        errors["dtype"] = max(_relative(ax_other.to(ax.dtype), ax), _relative(ahy_other.to(ahy.dtype), ahy),
-                              _relative(back(x), ax), _relative(back.adjoint(y), ahy))
+        errors["dtype"] = max(
+            _relative(ax_other.to(ax.dtype), ax),
+            _relative(ahy_other.to(ahy.dtype), ahy),
+            _relative(back(x), ax),
+            _relative(back.adjoint(y), ahy),
+        )
         if errors["dtype"] > max(rtol, _FLOAT32_RTOL):
-            raise _fail(op, "dtype",
-                        f"float32 and float64 copies disagree (relative error {errors['dtype']:.3e})")
+            raise _fail(
+                op, "dtype", f"float32 and float64 copies disagree (relative error {errors['dtype']:.3e})"
+            )
 
     # bad input, for the operator and its adjoint
     for what, bad in _bad_inputs(op, x, op.in_shape).items():
@@ -236,17 +273,24 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
     with torch.no_grad():
         support = op.measurement_support()
         if support.dtype != torch.bool or tuple(support.shape) != op.out_shape:
-            raise _fail(op, "support", f"measurement_support() is {support.dtype} {tuple(support.shape)}, "
-                        f"expected torch.bool {op.out_shape}")
+            raise _fail(
+                op,
+                "support",
+                f"measurement_support() is {support.dtype} {tuple(support.shape)}, "
+                f"expected torch.bool {op.out_shape}",
+            )
         count = int(support.sum()) * (2 if op.out_complex else 1)
         if op.n_measurements() != count:
-            raise _fail(op, "support",
-                        f"n_measurements() is {op.n_measurements()}, the support holds {count}")
+            raise _fail(
+                op, "support", f"n_measurements() is {op.n_measurements()}, the support holds {count}"
+            )
         direct = op.direct(y)
         if tuple(direct.shape) != tuple(x.shape) or not bool(torch.isfinite(direct).all()):
-            raise _fail(op, "support",
-                        f"direct(y) has shape {tuple(direct.shape)} (expected {tuple(x.shape)}) "
-                        "or non-finite values")
+            raise _fail(
+                op,
+                "support",
+                f"direct(y) has shape {tuple(direct.shape)} (expected {tuple(x.shape)}) or non-finite values",
+            )
     errors["support"] = 0.0
 
     # norm against the dense matrix, where that is cheap
@@ -255,8 +299,9 @@ def check_operator(op: LinearOperator, *, rtol: float | None = None, backward: b
         estimate = op.norm()
         errors["norm"] = abs(estimate - sigma) / sigma if sigma > 0 else estimate
         if errors["norm"] > max(_NORM_RTOL, rtol):  # an inexact adjoint (rtol) also shifts the estimate
-            raise _fail(op, "norm",
-                        f"op.norm() = {estimate:.6g} but the largest singular value is {sigma:.6g}")
+            raise _fail(
+                op, "norm", f"op.norm() = {estimate:.6g} but the largest singular value is {sigma:.6g}"
+            )
 
     if backward:
         try:

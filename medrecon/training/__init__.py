@@ -4,10 +4,20 @@
 >>> FitConfig(epochs=2).batch_size
 64
 """
+
 from .fit import CHECKPOINT_NAME, FitConfig, FitResult, StepContext, epoch_order, fit, resolve_device
 
-__all__ = ["fit", "FitConfig", "FitResult", "StepContext", "epoch_order", "resolve_device", "CHECKPOINT_NAME",
-           "train_from_config", "export_weights"]
+__all__ = [
+    "fit",
+    "FitConfig",
+    "FitResult",
+    "StepContext",
+    "epoch_order",
+    "resolve_device",
+    "CHECKPOINT_NAME",
+    "train_from_config",
+    "export_weights",
+]
 
 
 def __getattr__(name: str):

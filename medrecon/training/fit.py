@@ -54,6 +54,7 @@ Extension points:
 * ``callbacks``: ``cb(ctx, metrics)`` after every step (e.g. schedulers, EMA of weights).
 * The model must expose ``hparams`` (see ``medrecon.priors.base``) so checkpoints can be checked.
 """
+
 from __future__ import annotations
 
 import csv
@@ -219,7 +220,9 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     >>> step_seed(0, 0, 5) == step_seed(0, 0, 5) != step_seed(0, 1, 5)
     True
     """
-    digest = hashlib.blake2b(f"medrecon-fit/{int(seed)}/{int(rank)}/{int(step)}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(
+        f"medrecon-fit/{int(seed)}/{int(rank)}/{int(step)}".encode(), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
@@ -231,7 +234,9 @@ def _is_collective_failure(exc: BaseException) -> bool:
     if dist_error is not None and isinstance(exc, dist_error):
         return True
     text = str(exc)
-    return any(s in text for s in ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timed out"))
+    return any(
+        s in text for s in ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timed out")
+    )
 
 
 def _broadcast_state(model: nn.Module) -> None:
@@ -272,8 +277,13 @@ def _rng_state(generator: torch.Generator) -> dict:
     state = {
         "generator": generator.get_state(),
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": _plain(random.getstate()),
     }
     if torch.cuda.is_available():
@@ -325,8 +335,15 @@ class _CSVLog:
             w.writerow(row)
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizers: dict, ctx: StepContext, batch_in_epoch: int,
-                     config: Any, metrics: dict) -> None:
+def _save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizers: dict,
+    ctx: StepContext,
+    batch_in_epoch: int,
+    config: Any,
+    metrics: dict,
+) -> None:
     """Everything a resume needs, in global units: ``step`` (optimizer steps), ``epoch``,
     ``batch_in_epoch`` (global batches done in this epoch; ``samples_in_epoch`` = that times the
     global batch), so any number of processes can continue it."""
@@ -353,8 +370,13 @@ def _evaluate(model: nn.Module, eval_fn: Callable, val_data: Dataset, ctx: StepC
     # every rank evaluates the whole validation set with the same noise (so rank 0's log equals a
     # single-process run's); the generator is re-seeded as for a step of rank 0, offset by a constant.
     ctx.generator.manual_seed(step_seed(ctx.cfg.seed, -1, ctx.step))
-    loader = DataLoader(val_data, batch_size=ctx.cfg.batch_size, shuffle=False, collate_fn=collate_fn,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        val_data,
+        batch_size=ctx.cfg.batch_size,
+        shuffle=False,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(0),
+    )
     sums: dict[str, float] = {}
     count = 0
     was_training = model.training
@@ -407,8 +429,10 @@ def fit(
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} of world_size {world_size}: expected 0 <= rank < world_size")
     if cfg.batch_size % world_size:
-        raise ValueError(f"train.batch_size={cfg.batch_size} is the global batch: it must be divisible by the "
-                         f"number of processes ({world_size})")
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} is the global batch: it must be divisible by the "
+            f"number of processes ({world_size})"
+        )
     local_batch = cfg.batch_size // world_size
     device = resolve_device(cfg.device)
     if world_size > 1 and device.type == "cuda" and device.index is None:
@@ -419,8 +443,16 @@ def fit(
         optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
     optimizers = dict(optimizers)
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed) * 7919 + rank)
-    ctx = StepContext(step=0, epoch=0, optimizers=optimizers, generator=generator, device=device, cfg=cfg,
-                      rank=rank, world_size=world_size)
+    ctx = StepContext(
+        step=0,
+        epoch=0,
+        optimizers=optimizers,
+        generator=generator,
+        device=device,
+        cfg=cfg,
+        rank=rank,
+        world_size=world_size,
+    )
     start_batch = 0
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
@@ -460,7 +492,9 @@ def fit(
     # global batches per epoch (each rank's shard gives at least this many local batches)
     steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
     if steps_per_epoch == 0:
-        raise ValueError(f"dataset of {n} items gives no batch of size {cfg.batch_size} (drop_last={cfg.drop_last})")
+        raise ValueError(
+            f"dataset of {n} items gives no batch of size {cfg.batch_size} (drop_last={cfg.drop_last})"
+        )
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
@@ -482,20 +516,30 @@ def fit(
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() != world_size:
-            raise ValueError(f"world_size={world_size} needs an initialised process group of that size "
-                             "(medrecon.distributed.init_from_env() under torchrun)")
+            raise ValueError(
+                f"world_size={world_size} needs an initialised process group of that size "
+                "(medrecon.distributed.init_from_env() under torchrun)"
+            )
         if cfg.sync_batchnorm and device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # shares the parameters with model
         from torch.nn.parallel import DistributedDataParallel
 
         # Several optimizers (GAN): a step's backward may leave some parameters without gradients.
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                      find_unused_parameters=len(optimizers) > 1)
+        net = DistributedDataParallel(
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=len(optimizers) > 1,
+        )
 
     from tqdm.auto import tqdm
 
-    pbar = tqdm(total=total, initial=min(ctx.step, total), disable=not cfg.progress or rank != 0,
-                desc="train", dynamic_ncols=True)
+    pbar = tqdm(
+        total=total,
+        initial=min(ctx.step, total),
+        disable=not cfg.progress or rank != 0,
+        desc="train",
+        dynamic_ncols=True,
+    )
     running: dict[str, float] = {}
     n_running = 0
     last_train: dict[str, float] = resumed_metrics if resume_file is not None else {}
@@ -521,7 +565,12 @@ def fit(
             dist.all_reduce(sums)
             running = dict(zip(keys, (sums / world_size).tolist()))
         last_train = {k: v / n_running for k, v in running.items()}
-        row = {"step": ctx.step, "epoch": ctx.epoch, "time_s": round(time.perf_counter() - t_start, 3), **last_train}
+        row = {
+            "step": ctx.step,
+            "epoch": ctx.epoch,
+            "time_s": round(time.perf_counter() - t_start, 3),
+            **last_train,
+        }
         history.append(row)
         if train_log is not None:
             train_log.write(row)
@@ -552,14 +601,18 @@ def fit(
         stop.__enter__()
         while ctx.epoch < cfg.epochs and ctx.step < total:
             order = epoch_order(n, cfg.seed, ctx.epoch, rank, world_size)
-            batches = [order[i: i + local_batch].tolist() for i in range(0, len(order), local_batch)]
+            batches = [order[i : i + local_batch].tolist() for i in range(0, len(order), local_batch)]
             if cfg.drop_last:
                 batches = [b for b in batches if len(b) == local_batch]
             batches = batches[:steps_per_epoch]  # global batches only (padding never completes one)
             # The loader's own generator (worker base seeds) keeps the global RNG untouched.
-            loader = DataLoader(data, batch_sampler=batches[batch_in_epoch:], num_workers=cfg.num_workers,
-                                collate_fn=collate_fn or default_collate,
-                                generator=torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + ctx.epoch))
+            loader = DataLoader(
+                data,
+                batch_sampler=batches[batch_in_epoch:],
+                num_workers=cfg.num_workers,
+                collate_fn=collate_fn or default_collate,
+                generator=torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + ctx.epoch),
+            )
             for batch in loader:
                 if ctx.step >= total:
                     break
@@ -602,12 +655,18 @@ def fit(
         save()
     except RuntimeError as exc:
         if world_size > 1 and _is_collective_failure(exc):
-            last = read_checkpoint(ckpt_path)["step"] if ckpt_path is not None and ckpt_path.is_file() else None
+            last = (
+                read_checkpoint(ckpt_path)["step"] if ckpt_path is not None and ckpt_path.is_file() else None
+            )
             raise RuntimeError(
                 f"rank {rank}/{world_size}: a collective failed after step {ctx.step} - another process died, "
                 f"hung past the timeout or lost its network ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}). "
-                + (f"The last checkpoint ({ckpt_path}, step {last}) is intact: relaunch with --resume "
-                   "(any number of processes)." if last is not None else "No checkpoint was written yet.")
+                + (
+                    f"The last checkpoint ({ckpt_path}, step {last}) is intact: relaunch with --resume "
+                    "(any number of processes)."
+                    if last is not None
+                    else "No checkpoint was written yet."
+                )
             ) from exc
         raise
     except TrainingInterrupted:
@@ -625,6 +684,12 @@ def fit(
             writer.close()
     if val_data is not None and eval_fn is not None and not last_val:
         last_val = _evaluate(model, eval_fn, val_data, ctx, collate_fn or default_collate)
-    return FitResult(step=ctx.step, epoch=ctx.epoch, train_metrics=last_train, val_metrics=last_val,
-                     checkpoint=ckpt_path if ckpt_path is not None and rank == 0 else None,
-                     seconds=time.perf_counter() - t_start, history=history)
+    return FitResult(
+        step=ctx.step,
+        epoch=ctx.epoch,
+        train_metrics=last_train,
+        val_metrics=last_val,
+        checkpoint=ckpt_path if ckpt_path is not None and rank == 0 else None,
+        seconds=time.perf_counter() - t_start,
+        history=history,
+    )

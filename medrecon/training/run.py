@@ -24,6 +24,7 @@ Extension point: ``MODELS`` maps ``model.name`` to ``("module:Class", "module:st
 "module:eval_fn")`` (and optionally a fourth entry ``"module:make_optimizers"`` returning the
 optimizer dict, e.g. a GAN's two Adams). Flow and GAN priors add their line here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,13 +57,28 @@ __all__ = [
 
 #: model.name -> (model class, step_fn, eval_fn[, make_optimizers]) as "module:attr" strings.
 MODELS: dict[str, tuple[str, ...]] = {
-    "conv_vae": ("medrecon.priors.vae:ConvVAE", "medrecon.priors.vae:vae_step", "medrecon.priors.vae:vae_eval"),
-    "dcgan": ("medrecon.priors.gan:DCGANPrior", "medrecon.priors.gan:gan_step", "medrecon.priors.gan:gan_eval",
-              "medrecon.priors.gan:make_optimizers"),
-    "flow": ("medrecon.priors.flow:MultiScaleFlow", "medrecon.priors.flow:flow_step", "medrecon.priors.flow:flow_eval"),
+    "conv_vae": (
+        "medrecon.priors.vae:ConvVAE",
+        "medrecon.priors.vae:vae_step",
+        "medrecon.priors.vae:vae_eval",
+    ),
+    "dcgan": (
+        "medrecon.priors.gan:DCGANPrior",
+        "medrecon.priors.gan:gan_step",
+        "medrecon.priors.gan:gan_eval",
+        "medrecon.priors.gan:make_optimizers",
+    ),
+    "flow": (
+        "medrecon.priors.flow:MultiScaleFlow",
+        "medrecon.priors.flow:flow_step",
+        "medrecon.priors.flow:flow_eval",
+    ),
     # PatchNR: a flow on patches, trained by the flow's step (data: ct_patches / mri_patches)
-    "patchnr": ("medrecon.priors.patchnr:PatchFlow", "medrecon.priors.flow:flow_step",
-                "medrecon.priors.flow:flow_eval"),
+    "patchnr": (
+        "medrecon.priors.patchnr:PatchFlow",
+        "medrecon.priors.flow:flow_step",
+        "medrecon.priors.flow:flow_eval",
+    ),
 }
 
 
@@ -91,7 +107,9 @@ class DataConfig:
         from medrecon.data.datasets import DATASETS
 
         if self.name not in DATASETS:
-            raise ConfigError(f"config key 'data.name': unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
+            raise ConfigError(
+                f"config key 'data.name': unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}"
+            )
         for key in ("n", "val_n"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -196,7 +214,9 @@ def weights_path(cfg: TrainRunConfig, out: Path) -> Path | None:
     return p if p.is_absolute() else out / p
 
 
-def _check_before_training(cfg: TrainRunConfig, out: Path, resume: bool, replace_weights: bool) -> Path | None:
+def _check_before_training(
+    cfg: TrainRunConfig, out: Path, resume: bool, replace_weights: bool
+) -> Path | None:
     """Every refusal a run can meet, raised before the run writes anything (ConfigError)."""
     import math
 
@@ -204,8 +224,13 @@ def _check_before_training(cfg: TrainRunConfig, out: Path, resume: bool, replace
     from medrecon.training.fit import CHECKPOINT_NAME
 
     t = cfg.train
-    for key, low in (("epochs", 1), ("batch_size", 1), ("log_every", 1), ("checkpoint_every", 0),
-                     ("num_workers", 0)):
+    for key, low in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("log_every", 1),
+        ("checkpoint_every", 0),
+        ("num_workers", 0),
+    ):
         if getattr(t, key) < low:
             raise ConfigError(f"config key 'train.{key}' must be >= {low}, got {getattr(t, key)}")
     if t.max_steps is not None and t.max_steps < 1:
@@ -214,7 +239,9 @@ def _check_before_training(cfg: TrainRunConfig, out: Path, resume: bool, replace
         raise ConfigError(f"config key 'train.lr' must be a finite number > 0, got {t.lr}")
     check_device(t.device, "train.device")
     if cfg.model.name not in MODELS:
-        raise ConfigError(f"config key 'model.name': unknown model {cfg.model.name!r}; valid: {', '.join(MODELS)}")
+        raise ConfigError(
+            f"config key 'model.name': unknown model {cfg.model.name!r}; valid: {', '.join(MODELS)}"
+        )
     size = cfg.model.params.get("image_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 4):
         raise ConfigError(f"config key 'model.params.image_size' must be an integer >= 4, got {size!r}")
@@ -225,23 +252,33 @@ def _check_before_training(cfg: TrainRunConfig, out: Path, resume: bool, replace
     ckpt = out / CHECKPOINT_NAME
     if resume:
         if not ckpt.is_file():
-            raise ConfigError(f"nothing to resume: no checkpoint at {ckpt} (start a new run without --resume)")
+            raise ConfigError(
+                f"nothing to resume: no checkpoint at {ckpt} (start a new run without --resume)"
+            )
     elif out.exists():
         if not out.is_dir():
             raise ConfigError(f"run folder {out} exists and is not a folder; choose another --out")
         if any(out.iterdir()):
             what = "holds a checkpoint" if ckpt.exists() else "is not empty"
-            raise ConfigError(f"run folder {out} already exists and {what}: pass --resume to continue that run, "
-                              "or choose another --out")
+            raise ConfigError(
+                f"run folder {out} already exists and {what}: pass --resume to continue that run, "
+                "or choose another --out"
+            )
     weights = weights_path(cfg, out)
-    own = resume and weights is not None and out.resolve() in weights.resolve().parents  # the run's own export
+    own = (
+        resume and weights is not None and out.resolve() in weights.resolve().parents
+    )  # the run's own export
     if weights is not None and weights.exists() and not replace_weights and not own:
-        raise ConfigError(f"weights file {weights} exists: pass --replace-weights to replace it, or set "
-                          "output.weights to a new file")
+        raise ConfigError(
+            f"weights file {weights} exists: pass --replace-weights to replace it, or set "
+            "output.weights to a new file"
+        )
     return weights
 
 
-def _train(cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path | None, resume, state) -> int:
+def _train(
+    cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path | None, resume, state
+) -> int:
     from medrecon import distributed
     from medrecon.config import ConfigError
     from medrecon.data.datasets import make_dataset
@@ -254,16 +291,24 @@ def _train(cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path
     try:
         model = build_model(cfg.model)
         image_size = int(getattr(model, "image_size", cfg.model.params.get("image_size", 0)))
-        train_data = make_dataset(cfg.data.name, "train", image_size, n=cfg.data.n, seed=cfg.data.seed,
-                                  root=cfg.data.root)
-        val_data = make_dataset(cfg.data.name, "val", image_size,
-                                n=cfg.data.val_n if cfg.data.name == "ellipses" else None,
-                                seed=cfg.data.seed, root=cfg.data.root)
+        train_data = make_dataset(
+            cfg.data.name, "train", image_size, n=cfg.data.n, seed=cfg.data.seed, root=cfg.data.root
+        )
+        val_data = make_dataset(
+            cfg.data.name,
+            "val",
+            image_size,
+            n=cfg.data.val_n if cfg.data.name == "ellipses" else None,
+            seed=cfg.data.seed,
+            root=cfg.data.root,
+        )
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(" ".join(str(exc).split())) from None
     if len(train_data) < cfg.train.batch_size and cfg.train.drop_last:
-        raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} is more than the "
-                          f"{len(train_data)} training items (drop_last would leave no batch)")
+        raise ConfigError(
+            f"config key 'train.batch_size': {cfg.train.batch_size} is more than the "
+            f"{len(train_data)} training items (drop_last would leave no batch)"
+        )
     step_fn, eval_fn = _resolve(entry[1]), _resolve(entry[2])
     optimizers = None
     if len(entry) > 3:
@@ -271,10 +316,18 @@ def _train(cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path
         optimizers = _resolve(entry[3])(model, cfg.train)
 
     resolved = dataclasses.asdict(cfg)
-    run_info = {"config": resolved, "config_path": str(config_path) if not isinstance(config_path, dict) else None,
-                "overrides": list(overrides), "seed": cfg.train.seed, "git": git_revision(), "resume": bool(resume),
-                "torch": torch.__version__, "argv": sys.argv, "world_size": state.world_size,
-                "backend": state.backend}
+    run_info = {
+        "config": resolved,
+        "config_path": str(config_path) if not isinstance(config_path, dict) else None,
+        "overrides": list(overrides),
+        "seed": cfg.train.seed,
+        "git": git_revision(),
+        "resume": bool(resume),
+        "torch": torch.__version__,
+        "argv": sys.argv,
+        "world_size": state.world_size,
+        "backend": state.backend,
+    }
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.json", json.dumps(run_info, indent=2, default=str))
@@ -282,23 +335,52 @@ def _train(cfg: TrainRunConfig, config_path, overrides, out: Path, weights: Path
 
     if main_rank:
         n_val = len(val_data) if val_data is not None else 0
-        print(f"training {cfg.model.name} on {cfg.data.name} ({len(train_data)} train / {n_val} val items), "
-              f"{sum(p.numel() for p in model.parameters())} parameters, run folder {out}, "
-              f"{state.world_size} process(es)", file=sys.stderr, flush=True)
+        print(
+            f"training {cfg.model.name} on {cfg.data.name} ({len(train_data)} train / {n_val} val items), "
+            f"{sum(p.numel() for p in model.parameters())} parameters, run folder {out}, "
+            f"{state.world_size} process(es)",
+            file=sys.stderr,
+            flush=True,
+        )
     t0 = time.perf_counter()
-    result: FitResult = fit(model, step_fn, train_data, cfg.train, optimizers=optimizers, out_dir=out,
-                            resume=resume, val_data=val_data, eval_fn=eval_fn, config=resolved,
-                            rank=state.rank, world_size=state.world_size)
+    result: FitResult = fit(
+        model,
+        step_fn,
+        train_data,
+        cfg.train,
+        optimizers=optimizers,
+        out_dir=out,
+        resume=resume,
+        val_data=val_data,
+        eval_fn=eval_fn,
+        config=resolved,
+        rank=state.rank,
+        world_size=state.world_size,
+    )
     if not main_rank:
         return 0
     seconds = time.perf_counter() - t0
-    summary = {"steps": result.step, "epochs": result.epoch, "seconds": round(seconds, 1),
-               "train": result.train_metrics, "val": result.val_metrics}
+    summary = {
+        "steps": result.step,
+        "epochs": result.epoch,
+        "seconds": round(seconds, 1),
+        "train": result.train_metrics,
+        "val": result.val_metrics,
+    }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if weights is not None:
-        path = export_weights(model, weights, metadata={
-            "config": resolved, "config_path": run_info["config_path"], "overrides": list(overrides),
-            "seed": cfg.train.seed, "git": run_info["git"], **summary})
+        path = export_weights(
+            model,
+            weights,
+            metadata={
+                "config": resolved,
+                "config_path": run_info["config_path"],
+                "overrides": list(overrides),
+                "seed": cfg.train.seed,
+                "git": run_info["git"],
+                **summary,
+            },
+        )
         print(f"weights written to {path}", file=sys.stderr)
     print(json.dumps(summary), file=sys.stderr)
     return 0

@@ -68,11 +68,23 @@ ramp ``1``; shepp-logan ``sinc(f / 2s)``; cosine ``cos(pi f / 2s)``; hann ``cos^
 3D cone beam (``ConeBeamCT``) runs ASTRA's CUDA FP3D/BP3D only; its constructor checks for a GPU
 before any ASTRA 3D call (ASTRA 3D terminates the process on a machine without one).
 """
+
 from .backends import BACKENDS, AstraBackend, Backend, MatrixBackend, OdlBackend
 from .cone import ConeBeamCT
 from .fbp import FBP_FILTERS
 from .matrix_cache import MATRIX_AUTO_MAX_BYTES, ct_cache_dir
 from .parallel_fan import FanBeamCT, ParallelBeamCT
 
-__all__ = ["ParallelBeamCT", "FanBeamCT", "ConeBeamCT", "MATRIX_AUTO_MAX_BYTES", "FBP_FILTERS",
-           "ct_cache_dir", "Backend", "MatrixBackend", "AstraBackend", "OdlBackend", "BACKENDS"]
+__all__ = [
+    "ParallelBeamCT",
+    "FanBeamCT",
+    "ConeBeamCT",
+    "MATRIX_AUTO_MAX_BYTES",
+    "FBP_FILTERS",
+    "ct_cache_dir",
+    "Backend",
+    "MatrixBackend",
+    "AstraBackend",
+    "OdlBackend",
+    "BACKENDS",
+]

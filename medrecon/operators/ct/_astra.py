@@ -1,4 +1,5 @@
 """ASTRA, imported lazily, and one FP/BP pair on linked buffers shared by the 2D and 3D operators."""
+
 from __future__ import annotations
 
 import threading

@@ -10,6 +10,7 @@ the operator's ``.to(device, dtype)``; ASTRA and ODL state is created lazily and
 * :class:`AstraBackend` (``"astra"``): ASTRA's 2D CPU projectors (or CUDA with ``projector="cuda"``).
 * :class:`OdlBackend` (``"odl"``): ``odl.applications.tomo.RayTransform(impl="astra_cpu")``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,11 +53,16 @@ class MatrixBackend(Backend):
         super().__init__(geometry, projector)
         w = load_system_matrix(geometry, projector)
         wt = w.T.tocsr()
-        index = torch.int32 if max(w.nnz, *w.shape) < 2 ** 31 - 1 else torch.int64
+        index = torch.int32 if max(w.nnz, *w.shape) < 2**31 - 1 else torch.int64
         for name, m in (("w", w), ("wt", wt)):
-            register_csr(self, name, torch.from_numpy(m.indptr.astype(np.int64)).to(index),
-                         torch.from_numpy(m.indices.astype(np.int64)).to(index),
-                         torch.from_numpy(m.data.astype(np.float32)).to(dtype), persistent=False)
+            register_csr(
+                self,
+                name,
+                torch.from_numpy(m.indptr.astype(np.int64)).to(index),
+                torch.from_numpy(m.indices.astype(np.int64)).to(index),
+                torch.from_numpy(m.data.astype(np.float32)).to(dtype),
+                persistent=False,
+            )
         self.matrix_shape = tuple(int(s) for s in w.shape)
 
     def system_matrix(self) -> Tensor:
@@ -105,8 +111,10 @@ class OdlBackend(Backend):
         super().__init__(geometry, projector)
         self.order = np.argsort(geometry.angles, kind="stable")
         if np.any(np.diff(geometry.angles[self.order]) <= 0) or geometry.angles.size < 2:
-            raise ValueError("backend='odl' needs at least 2 distinct angles (ODL partitions need strictly "
-                             "increasing angles); use backend='astra' or 'matrix'")
+            raise ValueError(
+                "backend='odl' needs at least 2 distinct angles (ODL partitions need strictly "
+                "increasing angles); use backend='astra' or 'matrix'"
+            )
         self.inverse_order = np.argsort(self.order)
         self._ray = None
 
@@ -132,8 +140,9 @@ class OdlBackend(Backend):
         if g.kind == "parallel":
             geom = tomo.Parallel2dGeometry(apart, dpart)
         else:
-            geom = tomo.FanBeamGeometry(apart, dpart, src_radius=g.source_radius,
-                                        det_radius=g.detector_radius)
+            geom = tomo.FanBeamGeometry(
+                apart, dpart, src_radius=g.source_radius, det_radius=g.detector_radius
+            )
         self._ray = tomo.RayTransform(space, geom, impl="astra_cpu")
         return self._ray
 

@@ -1,8 +1,9 @@
 """3D circular cone beam through ASTRA's CUDA projectors (GPU only)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,8 +23,14 @@ class _ConeGeometry:
     three_d = True
     proj_axes = (1, 0, 2)
 
-    def __init__(self, vol_shape: tuple[int, int, int], angles: np.ndarray, detector_shape: tuple[int, int],
-                 source_radius: float, detector_radius: float) -> None:
+    def __init__(
+        self,
+        vol_shape: tuple[int, int, int],
+        angles: np.ndarray,
+        detector_shape: tuple[int, int],
+        source_radius: float,
+        detector_radius: float,
+    ) -> None:
         self.vol_shape = vol_shape
         self.angles = angles
         self.proj_shape = (int(angles.size), *detector_shape)
@@ -36,8 +43,16 @@ class _ConeGeometry:
 
     def proj_geom(self):
         _, rows, cols = self.proj_shape
-        return astra().create_proj_geom("cone", self.magnification, self.magnification, rows, cols,
-                                        self.angles, self.source_radius, self.detector_radius)
+        return astra().create_proj_geom(
+            "cone",
+            self.magnification,
+            self.magnification,
+            rows,
+            cols,
+            self.angles,
+            self.source_radius,
+            self.detector_radius,
+        )
 
 
 class ConeBeamCT(LinearOperator):
@@ -55,9 +70,17 @@ class ConeBeamCT(LinearOperator):
     a GPU (exit 136) instead of raising.
     """
 
-    def __init__(self, volume_shape: Sequence[int], n_angles: int, *, source_radius: float,
-                 detector_radius: float, angles: Sequence[float] | np.ndarray | Tensor | None = None,
-                 detector_shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        volume_shape: Sequence[int],
+        n_angles: int,
+        *,
+        source_radius: float,
+        detector_radius: float,
+        angles: Sequence[float] | np.ndarray | Tensor | None = None,
+        detector_shape: Sequence[int] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         if len(tuple(volume_shape)) != 3:
             raise ValueError(f"volume_shape must be (D, H, W), got {volume_shape!r}")
         d, h, w = (positive_int(s, "volume_shape entries") for s in volume_shape)
@@ -66,16 +89,20 @@ class ConeBeamCT(LinearOperator):
         r_d = positive_float(detector_radius, "detector_radius")
         radius = 0.5 * math.sqrt(h * h + w * w + d * d)
         if r_s <= radius:
-            raise ValueError(f"source_radius must exceed the radius of the sphere around the volume "
-                             f"({radius:.3f} voxels); got {r_s}")
+            raise ValueError(
+                f"source_radius must exceed the radius of the sphere around the volume "
+                f"({radius:.3f} voxels); got {r_s}"
+            )
         if detector_shape is None:
             half = r_s * math.tan(math.asin(radius / r_s))
             detector_shape = (2 * math.ceil(half) + 1, 2 * math.ceil(half) + 1)
         rows, cols = (positive_int(s, "detector_shape entries") for s in detector_shape)
         # The GPU check comes before any ASTRA 3D call (see the class docstring).
         if not cuda_available():
-            raise RuntimeError("ConeBeamCT needs a CUDA GPU and a CUDA build of ASTRA (3D projection runs on "
-                               "the GPU only); none was found")
+            raise RuntimeError(
+                "ConeBeamCT needs a CUDA GPU and a CUDA build of ASTRA (3D projection runs on "
+                "the GPU only); none was found"
+            )
         super().__init__((d, h, w), (theta.size, rows, cols), dtype=dtype)
         self._geometry = _ConeGeometry((d, h, w), theta, (rows, cols), r_s, r_d)
         self.angles = theta

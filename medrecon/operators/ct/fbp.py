@@ -2,6 +2,7 @@
 
 See ``medrecon.operators.ct`` (section FBP) for the formulas and their sources.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,11 @@ def ramp_filter(y: Tensor, spacing: float, filter: str, frequency_scaling: float
     """Ramp-filter ``y`` (..., n_det) along the last axis: ``spacing * (h * y)`` with zero padding."""
     if filter not in FBP_FILTERS:
         raise ValueError(f"filter must be one of {', '.join(FBP_FILTERS)}, got {filter!r}")
-    if isinstance(frequency_scaling, bool) or not isinstance(frequency_scaling, numbers.Real) \
-            or not 0 < float(frequency_scaling) <= 1:
+    if (
+        isinstance(frequency_scaling, bool)
+        or not isinstance(frequency_scaling, numbers.Real)
+        or not 0 < float(frequency_scaling) <= 1
+    ):
         raise ValueError(f"frequency_scaling must be in (0, 1], got {frequency_scaling!r}")
     s = float(frequency_scaling)
     n_det = y.shape[-1]
@@ -70,7 +74,7 @@ def fan_fbp(op: FanBeamCT, y: Tensor, filter: str, frequency_scaling: float) -> 
     a = g.detector_spacing * r_s / (r_s + g.detector_radius)  # bin width at the rotation centre
     dtype, device = y.dtype, y.device
     s = (torch.arange(n_det, dtype=dtype, device=device) - (n_det - 1) / 2) * a
-    q = y.reshape(b * c, n_angles, n_det) * (r_s / torch.sqrt(r_s ** 2 + s ** 2))
+    q = y.reshape(b * c, n_angles, n_det) * (r_s / torch.sqrt(r_s**2 + s**2))
     q = 0.5 * ramp_filter(q, a, filter, frequency_scaling)  # (M, n_angles, n_det)
     n = op.image_size
     coord = torch.arange(n, dtype=dtype, device=device) - (n - 1) / 2
@@ -82,7 +86,7 @@ def fan_fbp(op: FanBeamCT, y: Tensor, filter: str, frequency_scaling: float) -> 
     out = torch.zeros(m, n * n, dtype=dtype, device=device)
     chunk = max(1, (1 << 22) // max(1, m * n * n))
     for j0 in range(0, n_angles, chunk):
-        th = theta[j0:j0 + chunk, None]  # (k, 1)
+        th = theta[j0 : j0 + chunk, None]  # (k, 1)
         cos, sin = torch.cos(th), torch.sin(th)
         along = r_s - px * sin + py * cos  # R_s + <p, e_c>, e_c = (-sin, cos): source -> detector
         pos = r_s * (px * cos + py * sin) / along  # detector coordinate at the centre, (k, N*N)
@@ -92,11 +96,13 @@ def fan_fbp(op: FanBeamCT, y: Tensor, filter: str, frequency_scaling: float) -> 
         frac = (idx - i0).clamp(0, 1)
         i0 = i0.long()
         i1 = (i0 + 1).clamp(max=n_det - 1)
-        wgt = torch.where(valid, (r_s / along).pow(2), torch.zeros_like(along)) * weights[j0:j0 + chunk, None]
+        wgt = (
+            torch.where(valid, (r_s / along).pow(2), torch.zeros_like(along)) * weights[j0 : j0 + chunk, None]
+        )
         k = th.shape[0]
         # flat indices into q[:, j0:j0+k, :] viewed as (M, k * n_det): one contiguous index_select
         base = (torch.arange(k, device=device) * n_det)[:, None]
-        qc = q[:, j0:j0 + k, :].reshape(m, k * n_det)
+        qc = q[:, j0 : j0 + k, :].reshape(m, k * n_det)
         v0 = qc.index_select(1, (base + i0).reshape(-1)).reshape(m, k, n * n)
         v1 = qc.index_select(1, (base + i1).reshape(-1)).reshape(m, k, n * n)
         out = out + (v0 * ((1 - frac) * wgt) + v1 * (frac * wgt)).sum(dim=1)

@@ -2,6 +2,7 @@
 
 The convention (pixel units, angles, detector, values) is documented in ``medrecon.operators.ct``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,12 @@ def positive_int(value, name: str, minimum: int = 1) -> int:
 
 def positive_float(value, name: str) -> float:
     """``value`` as a finite float ``> 0``; a ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
-            or float(value) <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or float(value) <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -75,8 +80,16 @@ class Geometry2D:
     three_d = False
     proj_axes = (0, 1)  # ASTRA's sinogram layout is ours: (angles, detectors)
 
-    def __init__(self, kind: str, image_size: int, angles: np.ndarray, n_detectors: int,
-                 detector_spacing: float, source_radius: float = 0.0, detector_radius: float = 0.0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        image_size: int,
+        angles: np.ndarray,
+        n_detectors: int,
+        detector_spacing: float,
+        source_radius: float = 0.0,
+        detector_radius: float = 0.0,
+    ) -> None:
         self.kind = kind
         self.image_size = image_size
         self.angles = angles
@@ -100,17 +113,27 @@ class Geometry2D:
         a = astra()
         if self.kind == "parallel":
             return a.create_proj_geom("parallel", self.detector_spacing, self.n_detectors, self.angles)
-        return a.create_proj_geom("fanflat", self.detector_spacing, self.n_detectors, self.angles,
-                                  self.source_radius, self.detector_radius)
+        return a.create_proj_geom(
+            "fanflat",
+            self.detector_spacing,
+            self.n_detectors,
+            self.angles,
+            self.source_radius,
+            self.detector_radius,
+        )
 
     def key(self, projector: str) -> str:
         """A sha256 naming this geometry, kernel, matrix format and ASTRA version (the cache key)."""
         desc = {
-            "format": MATRIX_FORMAT_VERSION, "kind": self.kind, "image_size": self.image_size,
-            "angles": [float.hex(float(a)) for a in self.angles], "n_detectors": self.n_detectors,
+            "format": MATRIX_FORMAT_VERSION,
+            "kind": self.kind,
+            "image_size": self.image_size,
+            "angles": [float.hex(float(a)) for a in self.angles],
+            "n_detectors": self.n_detectors,
             "detector_spacing": float.hex(self.detector_spacing),
             "source_radius": float.hex(self.source_radius),
-            "detector_radius": float.hex(self.detector_radius), "projector": projector,
+            "detector_radius": float.hex(self.detector_radius),
+            "projector": projector,
             "astra": str(getattr(astra(), "__version__", "?")),
         }
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()

@@ -4,6 +4,7 @@ A matrix is ASTRA's own (``astra.projector.matrix``) for one geometry and kernel
 (float32 values, int32 indices, int64 row pointers), written atomically and loaded without pickle.
 An unreadable or stale file is rebuilt, never trusted.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,13 @@ from .geometry import Geometry2D
 MATRIX_AUTO_MAX_BYTES = 1 << 30
 # Measured nonzeros per (angle * pixel) of ASTRA's matrices (128x128, 30 angles), for the "auto"
 # memory estimate; +5% margin.
-_NNZ_PER_ANGLE_PIXEL = {"line": 1.33, "linear": 1.9, "strip": 3.35,
-                        "line_fanflat": 1.38, "strip_fanflat": 2.45}
+_NNZ_PER_ANGLE_PIXEL = {
+    "line": 1.33,
+    "linear": 1.9,
+    "strip": 3.35,
+    "line_fanflat": 1.38,
+    "strip_fanflat": 2.45,
+}
 
 
 def ct_cache_dir() -> Path:
@@ -42,8 +48,8 @@ def matrix_auto_max_bytes() -> int:
 def matrix_nbytes_estimate(geometry: Geometry2D, projector: str) -> int:
     """Estimated memory of the system matrix and its transpose (float32 values, int32 indices)."""
     n_angles, n = int(geometry.angles.size), geometry.image_size
-    nnz = _NNZ_PER_ANGLE_PIXEL.get(projector, 3.5) * n_angles * n ** 2
-    rows = n_angles * geometry.n_detectors + n ** 2
+    nnz = _NNZ_PER_ANGLE_PIXEL.get(projector, 3.5) * n_angles * n**2
+    rows = n_angles * geometry.n_detectors + n**2
     return int(nnz * 2 * (4 + 4) + 8 * rows)
 
 
@@ -75,7 +81,7 @@ def load_system_matrix(geometry: Geometry2D, projector: str):
     import scipy.sparse  # noqa: PLC0415
 
     path = ct_cache_dir() / f"{geometry.key(projector)}.npz"
-    shape = (int(geometry.angles.size) * geometry.n_detectors, geometry.image_size ** 2)
+    shape = (int(geometry.angles.size) * geometry.n_detectors, geometry.image_size**2)
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -87,6 +93,11 @@ def load_system_matrix(geometry: Geometry2D, projector: str):
     w = build_system_matrix(geometry, projector)
     w.sum_duplicates()
     w.sort_indices()
-    _atomic_savez(path, data=w.data.astype(np.float32), indices=w.indices.astype(np.int32),
-                  indptr=w.indptr.astype(np.int64), shape=np.asarray(w.shape, dtype=np.int64))
+    _atomic_savez(
+        path,
+        data=w.data.astype(np.float32),
+        indices=w.indices.astype(np.int32),
+        indptr=w.indptr.astype(np.int64),
+        shape=np.asarray(w.shape, dtype=np.int64),
+    )
     return w

@@ -2,10 +2,11 @@
 
 Geometry, scaling, backends and FBP: see ``medrecon.operators.ct``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,8 +38,10 @@ class _Tomography2D(LinearOperator):
             raise ValueError(f"backend must be one of {', '.join(_BACKEND_NAMES)}, got {backend!r}")
         projector = self._default_projector if projector is None else projector
         if projector not in self._projectors:
-            raise ValueError(f"projector must be one of {', '.join(self._projectors)} for "
-                             f"{type(self).__name__}, got {projector!r}")
+            raise ValueError(
+                f"projector must be one of {', '.join(self._projectors)} for "
+                f"{type(self).__name__}, got {projector!r}"
+            )
         if projector == "cuda":
             if backend == "auto":
                 backend = "astra"
@@ -54,8 +57,11 @@ class _Tomography2D(LinearOperator):
             backend = "matrix" if self.matrix_nbytes_estimate() <= matrix_auto_max_bytes() else "astra"
         self.backend = backend
         self._backend = BACKENDS[backend](geometry, projector, dtype)
-        self.register_buffer("_angle_weights", torch.from_numpy(angle_weights(geometry.angles, self._period))
-                             .to(dtype), persistent=False)
+        self.register_buffer(
+            "_angle_weights",
+            torch.from_numpy(angle_weights(geometry.angles, self._period)).to(dtype),
+            persistent=False,
+        )
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -81,8 +87,10 @@ class _Tomography2D(LinearOperator):
         return self._geometry.detector_spacing
 
     def extra_repr(self) -> str:
-        return (f"image_size={self.image_size}, n_angles={self.n_angles}, n_detectors={self.n_detectors}, "
-                f"backend={self.backend!r}, projector={self.projector!r}, dtype={self.real_dtype}")
+        return (
+            f"image_size={self.image_size}, n_angles={self.n_angles}, n_detectors={self.n_detectors}, "
+            f"backend={self.backend!r}, projector={self.projector!r}, dtype={self.real_dtype}"
+        )
 
     def matrix_nbytes_estimate(self) -> int:
         """Estimated memory of the system matrix and its transpose (float32 values, int32 indices)."""
@@ -128,10 +136,17 @@ class ParallelBeamCT(_Tomography2D):
     (torch.Size([1, 1, 4, 13]), 9.0)
     """
 
-    def __init__(self, image_size: int, n_angles: int, *,
-                 angles: Sequence[float] | np.ndarray | Tensor | None = None, n_detectors: int | None = None,
-                 backend: str = "auto", projector: str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        n_angles: int,
+        *,
+        angles: Sequence[float] | np.ndarray | Tensor | None = None,
+        n_detectors: int | None = None,
+        backend: str = "auto",
+        projector: str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         image_size = positive_int(image_size, "image_size")
         theta = make_angles(n_angles, angles, math.pi)
         if n_detectors is None:
@@ -168,19 +183,30 @@ class FanBeamCT(_Tomography2D):
     _default_projector = "line_fanflat"
     _projectors = _FAN_PROJECTORS
 
-    def __init__(self, image_size: int, n_angles: int, *, source_radius: float, detector_radius: float,
-                 angles: Sequence[float] | np.ndarray | Tensor | None = None, n_detectors: int | None = None,
-                 backend: str = "auto", projector: str | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        n_angles: int,
+        *,
+        source_radius: float,
+        detector_radius: float,
+        angles: Sequence[float] | np.ndarray | Tensor | None = None,
+        n_detectors: int | None = None,
+        backend: str = "auto",
+        projector: str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         image_size = positive_int(image_size, "image_size")
         theta = make_angles(n_angles, angles, 2 * math.pi)
         r_s = positive_float(source_radius, "source_radius")
         r_d = positive_float(detector_radius, "detector_radius")
         radius = image_size / math.sqrt(2)  # circle circumscribing the image
         if r_s <= radius:
-            raise ValueError(f"source_radius must exceed the radius of the circle circumscribing the image "
-                             f"(image_size / sqrt(2) = {radius:.3f} pixels) so the source lies outside the "
-                             f"object; got {r_s}")
+            raise ValueError(
+                f"source_radius must exceed the radius of the circle circumscribing the image "
+                f"(image_size / sqrt(2) = {radius:.3f} pixels) so the source lies outside the "
+                f"object; got {r_s}"
+            )
         magnification = (r_s + r_d) / r_s
         if n_detectors is None:
             # rays through the circumscribed circle hit the centre-scaled detector within R_s tan(asin(r/R_s))
