@@ -59,22 +59,10 @@ VAL_TV_MRI = (1e-3, 3e-3)
 
 
 def _load_problem(config: str, overrides: list[str], names: tuple[str, ...] | None):
-    from medrecon.data.images import load_images
-    from medrecon.experiment import build_operator, load_experiment_config, simulate
+    from medrecon.experiment import build_operator, load_config_images, load_experiment_config, simulate
 
     cfg = load_experiment_config(REPO / config, overrides)
-    imgs = []
-    for spec in cfg.images:
-        imgs += load_images(
-            spec.kind,
-            cfg.image_size,
-            path=spec.path,
-            name=spec.name,
-            n=spec.n,
-            seed=spec.seed,
-            slices=spec.slices,
-            window=spec.window,
-        )
+    imgs = [(r.name, r.image) for r in load_config_images(cfg)]
     op = build_operator(cfg.operator, cfg.image_size, seed=cfg.seed)
     truth = torch.from_numpy(np.stack([im for _, im in imgs]))[:, None].float()
     x_in = truth.to(op.in_dtype)

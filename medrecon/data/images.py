@@ -338,7 +338,7 @@ def load_image_records(
     source = resolve_path(path) if path and kind not in ("shepp_logan", "ellipses", *REAL_KINDS) else None
     out = []
     raw = _raw_images(kind, path=path, name=name, n=n, seed=seed, slices=slices, size=size, split=split)
-    for _j, (label, img) in enumerate(raw):
+    for label, img in raw:
         h, w = img.shape
         if min(h, w) < MIN_IMAGE_SIZE:
             raise ImageLoadError(

@@ -47,7 +47,7 @@ range of ``A`` (all sinogram entries for CT; the sampled k-space entries for MRI
 
 from __future__ import annotations
 
-from .build import build_operator, image_seed, simulate
+from .build import build_operator, image_seed, load_config_images, simulate
 from .config import (
     CTOperatorSpec,
     ExperimentConfig,
@@ -72,6 +72,7 @@ __all__ = [
     "OperatorSpec",
     "OutputExistsError",
     "build_operator",
+    "load_config_images",
     "check_output_dir",
     "image_seed",
     "load_experiment_config",

@@ -12,6 +12,7 @@ __all__ = [
     "build_operator",
     "check_resources",
     "image_seed",
+    "load_config_images",
     "memory_estimate",
     "simulate",
     "simulate_poisson_log",
@@ -24,6 +25,28 @@ def torch_dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def load_config_images(cfg: ExperimentConfig, notes: list[str] | None = None) -> list:
+    """The ``ImageRecord`` list of every ``images:`` entry of ``cfg`` at ``cfg.image_size``, in order;
+    what the image rule changed is appended to ``notes`` (see :mod:`medrecon.data.images`)."""
+    from ..data.images import load_image_records
+
+    records = []
+    for spec in cfg.images:
+        records += load_image_records(
+            spec.kind,
+            cfg.image_size,
+            path=spec.path,
+            name=spec.name,
+            n=spec.n,
+            seed=spec.seed,
+            slices=spec.slices,
+            window=spec.window,
+            split=spec.split,
+            notes=notes,
+        )
+    return records
 
 
 def build_operator(spec: CTOperatorSpec | MRIOperatorSpec, size: int, *, seed: int):

@@ -13,7 +13,15 @@ import numpy as np
 
 from ..config import dump_config
 from ..utils_io import git_revision
-from .build import build_operator, check_resources, image_seed, simulate, simulate_poisson_log, torch_dtype
+from .build import (
+    build_operator,
+    check_resources,
+    image_seed,
+    load_config_images,
+    simulate,
+    simulate_poisson_log,
+    torch_dtype,
+)
 from .config import (
     ExperimentConfig,
     ExperimentError,
@@ -196,7 +204,7 @@ def _agree(error: BaseException | None, payload: Any = None) -> list[Any]:
     gathered = distributed.all_gather_objects((sent, payload))
     if error is not None:
         raise error
-    for _r, (err, _) in enumerate(gathered):
+    for err, _ in gathered:
         if err is not None:
             raise err
     return [p for _, p in gathered]
@@ -208,7 +216,6 @@ def _run(
     import torch
 
     from .. import distributed, metrics
-    from ..data.images import load_image_records
     from ..methods import get_method
     from ..utils_io import atomic_save_npy, atomic_write_text
 
@@ -229,20 +236,8 @@ def _run(
         check_resources(cfg)
         check_output_dir(out_dir, overwrite)
         torch.manual_seed(cfg.seed)  # the CLI seeds once, from the config (methods get their own generators)
-        records, notes = [], []
-        for spec in cfg.images:
-            records += load_image_records(
-                spec.kind,
-                cfg.image_size,
-                path=spec.path,
-                name=spec.name,
-                n=spec.n,
-                seed=spec.seed,
-                slices=spec.slices,
-                window=spec.window,
-                split=spec.split,
-                notes=notes,
-            )
+        notes: list[str] = []
+        records = load_config_images(cfg, notes)
         measured = load_measured(cfg, notes) if cfg.measured is not None else None
         if measured is not None:  # a file's own measurements: records carry the targets (or None)
             records = measured.records
