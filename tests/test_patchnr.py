@@ -209,3 +209,31 @@ def test_patch_dataset_cuts_real_windows(rng):
         src = windows[0] if i < 21 else windows[1]
         q = ds[i][0]
         assert any(bool((src == s).all((1, 2)).any()) for s in symmetries(q)), i
+
+
+def test_tv_start(rng):
+    # init="tv": the start is the tv method's image (discrepancy principle with noise_std, TV_INIT_LAM
+    # without); with a vanishing step the result is that start. A bad init and x0 + init are refused.
+    from medrecon.methods.patchnr import TV_INIT_LAM
+
+    flow = _gaussian_patch_flow(0.5, 0.2)
+    d = 0.5 + torch.rand(8, 7, generator=rng, dtype=torch.float64)
+    op = DiagonalOperator(d)
+    x_true = torch.rand(2, 1, 8, 7, generator=rng, dtype=torch.float64)
+    sigma = 0.05
+    y = op(x_true) + sigma * torch.randn(x_true.shape, generator=rng, dtype=torch.float64)
+    opts = dict(weights=flow, lam=0.01, n_iter=1, lr=1e-12, tv_iter=50)
+    for extra, tv_opts in (
+        ({"noise_std": sigma}, {"lam": "discrepancy", "noise_std": sigma}),
+        ({}, {"lam": TV_INIT_LAM}),
+    ):
+        x_tv = reconstruct(op, y, "tv", n_iter=50, **tv_opts)
+        x = reconstruct(op, y, "patchnr", init="tv", **opts, **extra)
+        assert torch.allclose(x, x_tv, atol=1e-9)
+        assert not torch.allclose(x, op.direct(y), atol=1e-3)  # not the direct start
+    x_direct = reconstruct(op, y, "patchnr", **opts)
+    assert torch.allclose(x_direct, op.direct(y), atol=1e-9)
+    with pytest.raises(ValueError, match="init"):
+        reconstruct(op, y, "patchnr", init="fbp", **opts)
+    with pytest.raises(ValueError, match="x0= or init"):
+        reconstruct(op, y, "patchnr", init="tv", x0=op.direct(y), **opts)
