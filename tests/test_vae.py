@@ -109,9 +109,18 @@ def test_soft_range_with_identity_and_small_lam_keeps_the_data(tmp_path, rng):
     torch.testing.assert_close(x_small, y, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("size", sorted(DEFAULT_WEIGHTS))
-def test_bundled_weights_load_and_have_cards(size):
-    path = REPO / DEFAULT_WEIGHTS[size]
+def _bundled(defaults):
+    """(size, path) for every bundled file of a DEFAULT_WEIGHTS table (sizes with one file per modality too)."""
+    return [
+        (size, p)
+        for size, v in sorted(defaults.items())
+        for p in (v.values() if isinstance(v, dict) else [v])
+    ]
+
+
+@pytest.mark.parametrize("size,rel", _bundled(DEFAULT_WEIGHTS))
+def test_bundled_weights_load_and_have_cards(size, rel):
+    path = REPO / rel
     vae = load_vae(path)
     assert vae.image_size == size
     assert path.stat().st_size < 5_000_000

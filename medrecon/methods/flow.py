@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights
+from medrecon.priors.base import image_size_of, load_weights, modality_of
 from medrecon.priors.flow import DEFAULT_WEIGHTS, MultiScaleFlow
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image
@@ -94,6 +94,7 @@ def reconstruct_flow(
         defaults=DEFAULT_WEIGHTS,
         kind="flow",
         device=op.device,
+        modality=modality_of(op),
     )
     real = op.real_dtype
     flow = flow.to(dtype=real)

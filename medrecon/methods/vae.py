@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights
+from medrecon.priors.base import image_size_of, load_weights, modality_of
 from medrecon.priors.vae import DEFAULT_WEIGHTS, ConvVAE
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
@@ -54,7 +54,13 @@ __all__ = ["reconstruct_range", "reconstruct_soft"]
 def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
     h, w = image_size_of(op, y, "VAE")
     vae = load_weights(
-        weights, ConvVAE, image_shape=(1, h, w), defaults=DEFAULT_WEIGHTS, kind="VAE", device=op.device
+        weights,
+        ConvVAE,
+        image_shape=(1, h, w),
+        defaults=DEFAULT_WEIGHTS,
+        kind="VAE",
+        device=op.device,
+        modality=modality_of(op),
     )
     x_init = initial_image(op, y).to(op.real_dtype if not op.in_complex else torch.float32)
     vae = vae.to(dtype=x_init.dtype)

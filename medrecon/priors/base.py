@@ -36,6 +36,8 @@ from torch import Tensor, nn
 __all__ = [
     "load_weights",
     "resolve_weights",
+    "bundled_sizes",
+    "modality_of",
     "image_size_of",
     "load_frozen",
     "GenerativePrior",
@@ -192,24 +194,49 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_weights(
-    weights: str | os.PathLike | None, image_size: int, defaults: Mapping[int, str | os.PathLike], kind: str
+    weights: str | os.PathLike | None,
+    image_size: int,
+    defaults: Mapping[int, str | os.PathLike | Mapping[str, str | os.PathLike]],
+    kind: str,
+    *,
+    modality: str | None = None,
 ) -> Path:
-    """The weights file to load: ``weights``, or the bundled default for ``image_size``.
+    """The weights file to load: ``weights``, or the bundled default for ``image_size`` (and ``modality``).
 
+    ``defaults[image_size]`` is a path, or ``{modality: path}`` where one size has weights per modality
+    (``"ct"`` for real operators, ``"mri"`` for complex ones: :func:`modality_of`).
     Repository-relative paths (``data/weights/...``) work from any working directory.
     """
     if weights is None:
         if image_size not in defaults:
             raise ValueError(
                 f"no bundled {kind} weights for {image_size}x{image_size} images (bundled: "
-                f"{', '.join(f'{s}x{s}' for s in defaults)}); "
-                "pass weights=<path to a .pt from medrecon train>"
+                f"{bundled_sizes(defaults)}); pass weights=<path to a .pt from medrecon train>"
             )
         weights = defaults[image_size]
+        if isinstance(weights, Mapping):
+            if modality not in weights:
+                raise ValueError(
+                    f"no bundled {kind} weights for {modality or 'unknown'} images of {image_size}x{image_size} "
+                    f"(bundled: {bundled_sizes(defaults)}); pass weights=<path to a .pt from medrecon train>"
+                )
+            weights = weights[modality]
     p = Path(weights)
     if not p.is_absolute() and not p.exists() and (_REPO_ROOT / p).exists():
         p = _REPO_ROOT / p
     return p
+
+
+def bundled_sizes(defaults: Mapping) -> str:
+    """``"28x28, 64x64, 128x128 (ct, mri)"``: the sizes (and modalities) of a ``DEFAULT_WEIGHTS`` table."""
+    return ", ".join(
+        f"{s}x{s}" + (f" ({', '.join(v)})" if isinstance(v, Mapping) else "") for s, v in defaults.items()
+    )
+
+
+def modality_of(op) -> str:
+    """``"mri"`` for operators on complex images, ``"ct"`` otherwise: picks a bundled prior's weights."""
+    return "mri" if getattr(op, "in_complex", False) else "ct"
 
 
 def image_size_of(op, y: Tensor, kind: str) -> tuple[int, int]:
@@ -234,15 +261,16 @@ def load_weights(
     expected: type,
     *,
     image_shape: tuple[int, int, int],
-    defaults: Mapping[int, str | os.PathLike],
+    defaults: Mapping[int, str | os.PathLike | Mapping[str, str | os.PathLike]],
     kind: str,
     device: torch.device | str = "cpu",
+    modality: str | None = None,
 ) -> nn.Module:
     """The prior model for images ``(C, H, W) = image_shape``, from a path, a model, or the bundled default.
 
     ``weights``: a file from ``medrecon train`` (loaded frozen, class and tensor shapes checked), an
     instance of ``expected`` (a frozen copy in eval mode is used; the caller's model is left alone),
-    or None (``defaults[H]`` for square images).
+    or None (``defaults[H]`` for square images; ``defaults[H][modality]`` where a size has one per modality).
     The model's ``image_shape`` must equal ``image_shape``; else an error names both and the bundled sizes.
     """
     if isinstance(weights, nn.Module):
@@ -254,7 +282,7 @@ def load_weights(
         model = copy.deepcopy(weights).requires_grad_(False).eval().to(device)
         source = f"the given {type(weights).__name__}"
     elif weights is None or isinstance(weights, (str, os.PathLike)):
-        path = resolve_weights(weights, image_shape[1], defaults, kind)
+        path = resolve_weights(weights, image_shape[1], defaults, kind, modality=modality)
         model, source = load_frozen(path, expected, device=device), str(path)
     else:
         raise TypeError(
@@ -262,7 +290,7 @@ def load_weights(
         )
     found = tuple(int(v) for v in model.image_shape)
     if found != tuple(image_shape):
-        bundled = ", ".join(f"{k}x{k}" for k in defaults)
+        bundled = bundled_sizes(defaults)
         raise ValueError(
             f"the {kind} in {source} is for {'x'.join(map(str, found))} images but the operator's images are "
             f"{'x'.join(map(str, image_shape))}; use weights trained at that size (bundled: {bundled})"

@@ -67,6 +67,7 @@ _LOG_2PI = math.log(2 * math.pi)
 DEFAULT_WEIGHTS = {
     28: "data/weights/flow_mnist28.pt",
     64: "data/weights/flow_ellipses64.pt",
+    128: {"ct": "data/weights/flow_ct128.pt"},  # real CT (medrecon.data.real train split)
 }
 
 #: Number of quantisation levels assumed by dequantisation and bits/dim (8-bit images).

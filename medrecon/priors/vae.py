@@ -35,6 +35,7 @@ __all__ = [
 DEFAULT_WEIGHTS = {
     28: "data/weights/vae_mnist28.pt",
     64: "data/weights/vae_ellipses64.pt",
+    128: {"ct": "data/weights/vae_ct128.pt"},  # real CT (medrecon.data.real train split)
 }
 
 

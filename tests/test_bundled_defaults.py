@@ -1,0 +1,43 @@
+"""Bundled default weights: chosen by image size and, where a size has one file per modality, by the
+operator's kind (real -> CT, complex -> MRI); a missing entry is an error that names what is bundled."""
+
+from __future__ import annotations
+
+import pytest
+
+from medrecon.operators import Identity, ParallelBeamCT, SingleCoilMRI, make_mask
+from medrecon.priors.base import bundled_sizes, modality_of, resolve_weights
+from medrecon.priors.flow import DEFAULT_WEIGHTS as FLOW_DEFAULTS
+from medrecon.priors.vae import DEFAULT_WEIGHTS as VAE_DEFAULTS
+
+TABLE = {28: "a28.pt", 128: {"ct": "c128.pt", "mri": "m128.pt"}, 256: {"ct": "c256.pt"}}
+
+
+def test_modality_follows_the_operator_kind():
+    assert modality_of(ParallelBeamCT(8, 4)) == "ct"
+    assert modality_of(Identity((4, 4))) == "ct"
+    assert modality_of(SingleCoilMRI(make_mask("equispaced", (8, 8), 4, 0.25, seed=0))) == "mri"
+
+
+def test_resolve_picks_size_then_modality():
+    assert resolve_weights(None, 28, TABLE, "VAE", modality="mri").name == "a28.pt"
+    assert resolve_weights(None, 128, TABLE, "VAE", modality="ct").name == "c128.pt"
+    assert resolve_weights(None, 128, TABLE, "VAE", modality="mri").name == "m128.pt"
+    assert resolve_weights("mine.pt", 128, TABLE, "VAE", modality="mri").name == "mine.pt"
+
+
+def test_missing_default_names_what_is_bundled():
+    with pytest.raises(
+        ValueError, match=r"no bundled VAE weights for mri images of 256x256 .*256x256 \(ct\)"
+    ):
+        resolve_weights(None, 256, TABLE, "VAE", modality="mri")
+    with pytest.raises(ValueError, match="no bundled flow weights for 64x64 images"):
+        resolve_weights(None, 64, TABLE, "flow", modality="ct")
+    assert bundled_sizes(TABLE) == "28x28, 128x128 (ct, mri), 256x256 (ct)"
+
+
+@pytest.mark.parametrize("defaults", [VAE_DEFAULTS, FLOW_DEFAULTS], ids=["vae", "flow"])
+def test_real_ct_weights_are_the_128_default(defaults):
+    """A 128x128 CT problem needs no weights=: the real-CT prior trained by `medrecon train` is the default."""
+    path = resolve_weights(None, 128, defaults, "prior", modality="ct")
+    assert path.name.endswith("_ct128.pt") and path.is_file()
