@@ -53,8 +53,12 @@ def test_fastmri_full_sampling_reconstructs_the_files_target(tmp_path):
         "operator": {"modality": "mri", "mask": "equispaced", "acceleration": 1, "center_fraction": 1.0},
         "methods": [{"name": "zero-filled"}],
     }
-    rows = _run(cfg, tmp_path / "out")
+    lines: list[str] = []
+    rows = run_experiment(load_experiment_config(cfg), tmp_path / "out", progress=False, echo=lines.append)
     assert [r["image"] for r in rows] == ["file1_s0", "file1_s1"]
+    # the status line names the file's own image size and no simulated noise (not the config's image_size)
+    status = next(line for line in lines if line.startswith("m: 2 images"))
+    assert "images 40x32," in status and "noise level unknown" in status and "mean|Ax|" not in status
     for r in rows:
         assert r["psnr"] > 100 and r["nmse"] < 1e-10 and r["ssim"] > 0.999999
     # The leaderboard file is the file's target on its own scale (fastMRI's conventions).

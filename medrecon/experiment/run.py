@@ -314,10 +314,14 @@ def _run(
     x_in = truth.to(op.in_dtype).to(device)
     truth = truth.to(device)
     sigma = torch.tensor([sigma_all[i] for i in shard], dtype=truth.real.dtype)
+    noise = (
+        "the file's own measurements (noise level unknown)"
+        if measured is not None
+        else f"noise sigma = {cfg.operator.noise_level} x mean|Ax| (mean sigma {float(np.mean(sigma_list)):.3g})"
+    )
     echo(
-        f"{cfg.name}: {len(names)} images {cfg.image_size}x{cfg.image_size}, operator {type(op).__name__} "
-        f"{op.in_shape}->{op.out_shape}, noise sigma = {cfg.operator.noise_level} x mean|Ax| "
-        f"(mean sigma {float(np.mean(sigma_list)):.3g}), seed {cfg.seed}"
+        f"{cfg.name}: {len(names)} images {'x'.join(map(str, op.in_shape[-2:]))}, operator {type(op).__name__} "
+        f"{op.in_shape}->{op.out_shape}, {noise}, seed {cfg.seed}"
         + (f", {world} processes" if world > 1 else "")
     )
 
