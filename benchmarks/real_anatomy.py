@@ -42,12 +42,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from medrecon.data.lodopab import MU_MAX, PHOTONS_PER_BIN, poisson_log_noise
 from medrecon.data.real import load_corpus
 from medrecon.experiment.build import simulate
 from medrecon.methods import reconstruct
 from medrecon.metrics import psnr, ssim
-from medrecon.operators import ParallelBeamCT, SingleCoilMRI, make_mask
+from medrecon.operators import MultiCoilMRI, ParallelBeamCT, SingleCoilMRI, make_mask
+from medrecon.operators.coils import coil_maps
 from medrecon.utils_io import atomic_write_text, git_revision
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,25 +61,76 @@ NOISE_LEVEL = 0.01
 CT_SETTINGS = [("ct128_a30", "ct", 128, 30), ("ct128_a10", "ct", 128, 10)]
 CT256_SETTING = ("ct256_a60", "ct", 256, 60)
 MRI_SETTINGS = [("mri128_4x", "mri", 128, 4), ("mri128_8x", "mri", 128, 8)]
+#: Multi-coil MRI (``"mri-mc"``: ``MULTICOIL_COILS`` simulated coils, ``medrecon.operators.coils.coil_maps``)
+#: and LoDoPaB-style CT (``"ct-poisson"``: post-log Poisson counts, ``medrecon.data.lodopab``).
+EXTRA_SETTINGS = [
+    ("mri128mc_4x", "mri-mc", 128, 4),
+    ("mri128mc_8x", "mri-mc", 128, 8),
+    ("ct128_a30_poisson", "ct-poisson", 128, 30),
+]
+MULTICOIL_COILS = 8
+#: Settings without their own calibration use that of the nearest calibrated one.
+CALIBRATION_OF = {"mri128mc_4x": "mri128_4x", "mri128mc_8x": "mri128_8x", "ct128_a30_poisson": "ct128_a30"}
+ALL_SETTINGS = CT_SETTINGS + MRI_SETTINGS + EXTRA_SETTINGS
 
-#: Relative PatchNR weights tried by ``calibrate`` (on training slices).
+#: Relative PatchNR weights tried by ``calibrate`` (on training slices), per setting: MRI's noise
+#: (sigma ~ 1e-3 with ||A|| = 1) puts its weights lower than CT's (sigma ~ 0.2, ||A||^2 ~ 1e3).
 PATCHNR_GRID = (1e-7, 3e-7, 1e-6, 3e-6)
+PATCHNR_GRIDS = {
+    "ct128_a30": (3e-8, 1e-7, 3e-7, 1e-6),
+    "ct128_a10": (1e-7, 3e-7, 1e-6, 3e-6),
+    "mri128_4x": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6),
+    "mri128_8x": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6),
+}
+#: PatchNR starting images tried by ``calibrate`` (``init=`` of the method).
+PATCHNR_INITS = ("direct", "tv")
+
+
+def _corpus(modality: str) -> str:
+    """The image corpus of a modality (``medrecon.data.real.load_corpus``): ``"ct"`` or ``"mri"``."""
+    return modality.split("-")[0]
 
 
 def _operator(modality: str, size: int, param: int):
-    if modality == "ct":
+    """``"ct"``/``"ct-poisson"``: parallel beam, ``param`` angles; ``"mri"``: single-coil, ``"mri-mc"``:
+    ``MULTICOIL_COILS`` coils, ``param``-fold equispaced Cartesian mask."""
+    if _corpus(modality) == "ct":
         return ParallelBeamCT(size, param)
     center = {4: 0.08, 8: 0.04}[param]
-    return SingleCoilMRI(make_mask("equispaced", (size, size), param, center, seed=0))
+    mask = make_mask("equispaced", (size, size), param, center, seed=0)
+    if modality == "mri-mc":
+        return MultiCoilMRI(mask, coil_maps((size, size), MULTICOIL_COILS))
+    return SingleCoilMRI(mask)
 
 
-def _measure(op, x: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """y = A x + n per image, the noise of each image seeded by its id (order-independent)."""
+def poisson_sigma(y: torch.Tensor, size: int) -> torch.Tensor:
+    """The std of LoDoPaB's post-log noise from the measurements alone (no ground truth): ``Var y_j ~
+    exp(s y_j) / (N0 s^2)`` (``medrecon.data.lodopab.poisson_log_noise``; ``s = mu_max`` times the pixel
+    side), rms over the bins, ``(B,)``. ``y`` is first averaged over 5 neighbouring detector bins: the
+    noise in ``exp(s y_j)`` would bias the mean upwards (on 4 validation slices at 30 angles the estimate
+    is 0.8-1.6 times the realised rms, which starved bins make erratic)."""
+    s = MU_MAX * 0.26 / size  # LoDoPaB's image side 0.26 m
+    smooth = F.avg_pool1d(y.double().reshape(-1, 1, y.shape[-1]), 5, 1, 2, count_include_pad=False)
+    var = torch.exp(s * smooth.reshape(y.shape)).flatten(1).mean(1) / (PHOTONS_PER_BIN * s**2)
+    return var.sqrt().to(y.dtype)
+
+
+def _measure(
+    op, x: torch.Tensor, ids: list[str], modality: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = A x + n per image, the noise of each image seeded by its id (order-independent): 1 % Gaussian
+    (``simulate``), or for ``modality="ct-poisson"`` LoDoPaB's Poisson model (``PHOTONS_PER_BIN``
+    photons, image side 0.26 m) with sigma from :func:`poisson_sigma` (no ground truth)."""
     xs = x.to(op.in_dtype) if op.in_complex else x
     ys, sig = [], []
     for i, name in enumerate(ids):
         g = torch.Generator().manual_seed(zlib.crc32(f"real_anatomy/{name}".encode()))
-        y, s = simulate(op, xs[i : i + 1], NOISE_LEVEL, g)
+        if modality == "ct-poisson":
+            with torch.no_grad():
+                y = poisson_log_noise(op(xs[i : i + 1]), pixel_size_m=0.26 / xs.shape[-1], generator=g)
+            s = poisson_sigma(y, xs.shape[-1])
+        else:
+            y, s = simulate(op, xs[i : i + 1], NOISE_LEVEL, g)
         ys.append(y)
         sig.append(s)
     return torch.cat(ys), torch.cat(sig)
@@ -96,21 +150,25 @@ def _scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[fl
 
 def _patchnr_options(args, size: int = 128, **extra) -> dict:
     """PatchNR options; the patches per step grow with the image area (the same coverage at 256 px)."""
-    return dict(n_iter=args.n_iter, n_patches=args.n_patches * (size // 128) ** 2, lr=args.lr, **extra)
+    opts = dict(n_iter=args.n_iter, n_patches=args.n_patches * (size // 128) ** 2, lr=args.lr, **extra)
+    if opts.get("init") == "tv":
+        opts["tv_iter"] = args.tv_iter  # the start is the tv-discrepancy row's image
+    return opts
 
 
 def _methods(setting: str, size: int, cal: dict, args) -> list[tuple[str, str, dict]]:
-    """The compared methods; PatchNR's weight is the one chosen on training slices for this setting
-    (settings without a calibration, e.g. 256 px, use the 128 px 30-angle weight: lam is relative)."""
-    lam = (
-        cal["patchnr"][setting]["lam"] if setting in cal.get("patchnr", {}) else cal["patchnr"]["default_lam"]
-    )
+    """The compared methods; PatchNR's start and weight are those chosen on training slices for this
+    setting (``CALIBRATION_OF``: the nearest calibrated setting; others, e.g. 256 px, use the 128 px
+    30-angle weight: lam is relative). ``patchnr-noise``: the same start, ``lam="noise"``."""
+    c = cal["patchnr"].get(CALIBRATION_OF.get(setting, setting))
+    lam = c["lam"] if c else cal["patchnr"]["default_lam"]
+    init = c.get("init", "direct") if c else "direct"
     direct = ("direct", "fbp", {}) if setting.startswith("ct") else ("direct", "zero-filled", {})
     methods = [
         direct,
         ("tv-discrepancy", "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}),
-        ("patchnr", "patchnr", _patchnr_options(args, size, lam=lam)),
-        ("patchnr-noise", "patchnr", _patchnr_options(args, size, lam="noise")),
+        ("patchnr", "patchnr", _patchnr_options(args, size, lam=lam, init=init)),
+        ("patchnr-noise", "patchnr", _patchnr_options(args, size, lam="noise", init=init)),
     ]
     return [m for m in methods if not args.methods or m[0] in args.methods or m[0] == "direct"]
 
@@ -132,50 +190,144 @@ def _summary(values: list[float]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ calibrate
-def calibrate(args) -> int:
-    """Best PatchNR weight per setting on TRAIN-split slices, and the noise-rule constant c."""
-    settings = CT_SETTINGS + ([CT256_SETTING] if args.ct256 else []) + (MRI_SETTINGS if args.mri else [])
-    out: dict = {
-        "what": "PatchNR weights chosen on TRAIN-split slices (never validation)",
-        "n_slices": args.n_cal,
-        "grid": list(PATCHNR_GRID),
-        "noise_level": NOISE_LEVEL,
-        "options": _patchnr_options(args),
-        "load_avg": os.getloadavg(),
-        "patchnr": {},
+def _cached_rows(args, name: str, ids: list[str]) -> dict:
+    """Sweep rows of an earlier calibration of this setting with the same slices and options,
+    by ``(init, lam)`` (rows written before the ``init`` option started from ``direct``)."""
+    path = Path(args.calibration)
+    if args.fresh or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    entry = old.get("patchnr", {}).get(name)
+    if not isinstance(entry, dict) or entry.get("ids") != ids or old.get("options") != _patchnr_options(args):
+        return {}
+    return {(r.get("init", "direct"), r["lam"]): r for r in entry["sweep"]}
+
+
+def _fit_noise_c(entries: list[dict]) -> dict:
+    """The noise rule's constant c (lam_i = c sigma_i^2 / ||A||^2) that maximises the mean PSNR over the
+    slices of the given settings, each at its chosen init: the PSNR of slice i at lam_i is interpolated
+    linearly in log lam between the swept weights (held constant beyond the grid)."""
+    cs = np.exp(np.linspace(np.log(1e-3), np.log(1.0), 61))
+    score = np.zeros(len(cs))
+    n = 0
+    for e in entries:
+        rows = sorted((r for r in e["sweep"] if r["init"] == e["init"]), key=lambda r: r["lam"])
+        grid = np.log([r["lam"] for r in rows])
+        table = np.asarray([r["psnr_each"] for r in rows])  # (n_lam, n_slices)
+        for i, s in enumerate(e["sigma"]):
+            lam_i = np.log(cs * s**2 / e["norm_squared"])
+            score += np.interp(lam_i, grid, table[:, i])
+            n += 1
+    k = int(np.argmax(score))
+    return {
+        "c": float(cs[k]),
+        "mean_psnr": float(score[k] / n),
+        "c_grid": cs.tolist(),
+        "psnr": (score / n).tolist(),
     }
+
+
+def calibrate(args) -> int:
+    """Per setting, on TRAIN-split slices only: PatchNR's start (``init``) and weight from a sweep, TV's
+    PSNR for reference, and the noise rule's constant c per modality (``medrecon.methods.patchnr.NOISE_RULE_C``).
+
+    Rows of an earlier calibration with the same slices and options are reused (``--fresh``: rerun).
+    The ``tv`` start is the TV-discrepancy image (what ``init="tv"`` computes), passed as ``x0`` so the
+    sweep solves TV once per setting.
+    """
+    settings = _settings(args, CT_SETTINGS + MRI_SETTINGS + ([CT256_SETTING] if args.ct256 else []))
+    path = Path(args.calibration)
+    out: dict = json.loads(path.read_text()) if path.is_file() and not args.fresh else {}
+    if out.get("options") != _patchnr_options(args) or out.get("n_slices") != args.n_cal:
+        out = {}
+    out.update(
+        {
+            "what": "PatchNR starts and weights chosen on TRAIN-split slices (never validation)",
+            "n_slices": args.n_cal,
+            "grids": {k: list(v) for k, v in PATCHNR_GRIDS.items()},
+            "inits": list(PATCHNR_INITS),
+            "noise_level": NOISE_LEVEL,
+            "options": _patchnr_options(args),
+            "command": " ".join(sys.argv),
+            "git": git_revision(),
+        }
+    )
+    out.setdefault("patchnr", {})
+    out.pop("grid", None)
     for name, modality, size, param in settings:
-        corpus = load_corpus(modality, "train", size=size, slices=args.n_cal)
+        corpus = load_corpus(_corpus(modality), "train", size=size, slices=args.n_cal)
         x = corpus.images
         op = _operator(modality, size, param)
-        y, sigma = _measure(op, x, corpus.ids)
+        y, sigma = _measure(op, x, corpus.ids, modality)
+        cached = _cached_rows(args, name, corpus.ids)
+        load0 = os.getloadavg()[0]
+        x_tv, sec_tv = _run(op, y, "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}, sigma, 0)
+        tv_psnr = _scores(x, x_tv)[0]
+        print(f"[calibrate] {name} tv-discrepancy: PSNR {np.mean(tv_psnr):.2f} dB", flush=True)
         rows = []
-        for lam in PATCHNR_GRID:
-            xr, sec = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam), sigma, 0)
-            p, _ = _scores(x, xr)
-            rows.append({"lam": lam, "psnr": float(np.mean(p)), "psnr_each": p, "seconds": sec})
-            print(f"[calibrate] {name} lam={lam:g}: PSNR {np.mean(p):.2f} dB ({sec:.0f} s)", flush=True)
+        for init in PATCHNR_INITS:
+            for lam in PATCHNR_GRIDS.get(name, PATCHNR_GRID):
+                if (init, lam) in cached:
+                    rows.append({"init": init, **cached[(init, lam)]})
+                    continue
+                start = {} if init == "direct" else {"x0": _real(x_tv)}
+                load0 = os.getloadavg()[0]
+                xr, sec = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam, **start), sigma, 0)
+                p, _ = _scores(x, xr)
+                rows.append(
+                    {
+                        "init": init,
+                        "lam": lam,
+                        "psnr": float(np.mean(p)),
+                        "psnr_each": p,
+                        "seconds": sec,
+                        "load_avg_1min": load0,
+                    }
+                )
+                print(
+                    f"[calibrate] {name} init={init} lam={lam:g}: PSNR {np.mean(p):.2f} dB "
+                    f"({sec:.0f} s, load {load0:.1f})",
+                    flush=True,
+                )
         best = max(rows, key=lambda r: r["psnr"])
-        # c of lam = c sigma^2 / ||A||^2 that the best weight corresponds to (the noise rule uses 1/p^2)
-        c = best["lam"] * float(op.norm_squared()) / float(sigma.median()) ** 2
         out["patchnr"][name] = {
+            "init": best["init"],
             "lam": best["lam"],
-            "c": c,
+            "psnr": best["psnr"],
+            # c of lam = c sigma^2 / ||A||^2 that the best weight is at the median slice's noise
+            "c": best["lam"] * float(op.norm_squared()) / float(sigma.median()) ** 2,
+            "tv_discrepancy": {"psnr": float(np.mean(tv_psnr)), "psnr_each": tv_psnr, "seconds": sec_tv},
             "sweep": rows,
             "ids": corpus.ids,
             "sigma": sigma.tolist(),
             "norm_squared": float(op.norm_squared()),
         }
-    out["patchnr"]["default_lam"] = out["patchnr"]["ct128_a30"]["lam"]
+        out["load_avg"] = os.getloadavg()
+        atomic_write_text(path, json.dumps(out, indent=1))  # after each setting: a partial run is kept
+    if "ct128_a30" in out["patchnr"]:
+        out["patchnr"]["default_lam"] = out["patchnr"]["ct128_a30"]["lam"]
+    out["noise_rule"] = {
+        modality: _fit_noise_c([e for k, e in out["patchnr"].items() if k.startswith(f"{modality}128")])
+        for modality in ("ct", "mri")
+        if any(k.startswith(f"{modality}128") for k in out["patchnr"])
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.calibration, json.dumps(out, indent=1))
+    atomic_write_text(path, json.dumps(out, indent=1))
+    summary = {
+        k: (v["init"], v["lam"], round(v["psnr"], 2), round(v["tv_discrepancy"]["psnr"], 2))
+        for k, v in out["patchnr"].items()
+        if isinstance(v, dict)
+    }
     print(
-        json.dumps(
-            {k: (v["lam"], round(v["c"], 3)) if isinstance(v, dict) else v for k, v in out["patchnr"].items()}
-        ),
+        json.dumps(summary),
+        json.dumps({k: round(v["c"], 4) for k, v in out["noise_rule"].items()}),
         flush=True,
     )
     return 0
+
+
+def _settings(args, settings: list[tuple]) -> list[tuple]:
+    return [s for s in settings if s[0] in args.only] if args.only else settings
 
 
 # ------------------------------------------------------------------------------------------ evaluate
@@ -184,16 +336,17 @@ def evaluate(args) -> int:
     cal = json.loads(Path(args.calibration).read_text()) if Path(args.calibration).is_file() else None
     if cal is None:
         raise SystemExit(f"no calibration at {args.calibration}: run `python {sys.argv[0]} calibrate` first")
-    settings = CT_SETTINGS + ([CT256_SETTING] if args.ct256 else []) + (MRI_SETTINGS if args.mri else [])
-    if args.only:
-        settings = [s for s in settings if s[0] in args.only]
+    settings = _settings(args, ALL_SETTINGS + [CT256_SETTING])
+    if not args.only:
+        settings = CT_SETTINGS + MRI_SETTINGS + (EXTRA_SETTINGS if args.extra else [])
+        settings += [CT256_SETTING] if args.ct256 else []
     out = Path(args.out)
     for name, modality, size, param in settings:
         n_val = args.n_val if size == 128 else args.n_val_256
-        corpus = load_corpus(modality, "validation", size=size, slices=n_val)
+        corpus = load_corpus(_corpus(modality), "validation", size=size, slices=n_val)
         x = corpus.images
         op = _operator(modality, size, param)
-        y, sigma = _measure(op, x, corpus.ids)
+        y, sigma = _measure(op, x, corpus.ids, modality)
         entry = {
             "modality": modality,
             "size": size,
@@ -201,6 +354,7 @@ def evaluate(args) -> int:
             "ids": corpus.ids,
             "n": len(corpus.ids),
             "sigma_mean": float(sigma.mean()),
+            "noise": "poisson" if modality == "ct-poisson" else f"gaussian {NOISE_LEVEL:g} mean |Ax|",
             "command": " ".join(sys.argv),
             "git": git_revision(),
             "torch": torch.__version__,
@@ -242,10 +396,17 @@ def evaluate(args) -> int:
         if args.oracle and "patchnr" in entry["methods"]:
             # best weight per slice of a small sweep against the ground truth: measures the gap only
             lam0 = entry["methods"]["patchnr"]["options"]["lam"]
+            init = entry["methods"]["patchnr"]["options"].get("init", "direct")
+            # the tv start is the tv-discrepancy row's image (what init="tv" computes), solved once
+            start = (
+                {"x0": recon["tv-discrepancy"]}
+                if init == "tv" and "tv-discrepancy" in recon
+                else {"init": init}
+            )
             best = np.asarray(entry["methods"]["patchnr"]["psnr_each"])
             best_lam = np.full(len(best), lam0)
             for f in (1 / 3, 3.0):
-                xr, _ = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam0 * f), sigma, 0)
+                xr, _ = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam0 * f, **start), sigma, 0)
                 p = np.asarray(_scores(x, xr)[0])
                 best_lam = np.where(p > best, lam0 * f, best_lam)
                 best = np.maximum(best, p)
@@ -256,6 +417,7 @@ def evaluate(args) -> int:
             }
             entry["oracle"] = {
                 "grid_factors": [1 / 3, 1, 3],
+                "init": init,
                 "psnr": _summary(best.tolist()),
                 "best_lam_each": best_lam.tolist(),
                 "gap_db": gaps,
@@ -289,13 +451,36 @@ def diagnose(args) -> int:
 
 
 def report(args) -> int:
-    """Merge the per-setting files into ``<out>.json``, the table ``<out>.md`` and the figure ``<out>.png``."""
+    """Merge the per-setting files into ``<out>.json``, the table ``<out>.md`` and the figure ``<out>.png``.
+
+    The methods of ``<out>_extra_<setting>.json`` / ``.npz`` (same format, written by
+    ``benchmarks/real_anatomy_generative.py``: the VAE, flow, DIP-TV rows) are merged into their
+    setting, when present and on the same slices.
+    """
     out = Path(args.out)
-    settings = {}
-    for name, *_ in CT_SETTINGS + [CT256_SETTING] + MRI_SETTINGS:
+    settings, arrays = {}, {}
+    for name, *_ in ALL_SETTINGS + [CT256_SETTING]:
         f = out.with_name(f"{out.stem}_{name}.json")
-        if f.is_file():
-            settings[name] = json.loads(f.read_text())
+        if not f.is_file():
+            continue
+        settings[name] = json.loads(f.read_text())
+        npz = np.load(out.with_name(f"{out.stem}_{name}.npz"))
+        arrays[name] = {k: npz[k] for k in npz.files}
+        extra = out.with_name(f"{out.stem}_extra_{name}.json")
+        if not extra.is_file():
+            continue
+        more = json.loads(extra.read_text())
+        if more.get("ids") != settings[name]["ids"]:
+            print(f"[report] {extra.name}: other slices than {f.name}, not merged", flush=True)
+            continue
+        more_npz = out.with_name(f"{out.stem}_extra_{name}.npz")
+        more_arrays = np.load(more_npz) if more_npz.is_file() else None
+        for label, m in more["methods"].items():
+            if label in settings[name]["methods"]:
+                continue  # the same row (direct, tv) from the other script: keep this script's
+            settings[name]["methods"][label] = {**m, "source": extra.name}
+            if more_arrays is not None and label in more_arrays.files:
+                arrays[name][label] = more_arrays[label]
     if not settings:
         raise SystemExit(f"no per-setting results next to {out}: run `evaluate` first")
     results = {"noise_level": NOISE_LEVEL, "calibration": str(args.calibration), "settings": settings}
@@ -303,10 +488,9 @@ def report(args) -> int:
     _table(results, out.with_suffix(".md"))
     rows = {}
     for name, entry in settings.items():
-        arrays = np.load(out.with_name(f"{out.stem}_{name}.npz"))
         rows[name] = (
-            torch.from_numpy(arrays["truth"]),
-            {lab: torch.from_numpy(arrays[lab]) for lab in entry["methods"]},
+            torch.from_numpy(arrays[name]["truth"]),
+            {lab: torch.from_numpy(arrays[name][lab]) for lab in entry["methods"] if lab in arrays[name]},
             entry["figure_slice"],
         )
     if not args.no_figure:
@@ -315,17 +499,23 @@ def report(args) -> int:
 
 
 def _table(results: dict, path: Path) -> None:
-    lines = ["| setting | method | PSNR (dB) | SSIM | s / image |", "|---|---|---|---|---|"]
+    lines = [
+        "| setting | method | PSNR (dB) | SSIM | s / image (load) |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in results["settings"].items():
         for label, m in entry["methods"].items():
+            load = m.get("load_avg_1min")
+            load = f" ({load:.1f})" if load is not None else ""
             lines.append(
                 f"| {name} (n={entry['n']}) | {label} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
-                f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f} |"
+                f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f}{load} |"
             )
         if "oracle" in entry:
             o = entry["oracle"]
+            gaps = ", ".join(f"{k} {v:+.2f} dB" for k, v in o["gap_db"].items())
             lines.append(
-                f"| {name} (n={entry['n']}) | patchnr, oracle weight (x1/3, 1, 3 per slice) | "
+                f"| {name} (n={entry['n']}) | patchnr, oracle weight (x1/3, 1, 3 per slice; gap: {gaps}) | "
                 f"{o['psnr']['mean']:.2f} +/- {o['psnr']['std']:.2f} | | |"
             )
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -378,7 +568,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-3, help="PatchNR Adam step")
     ap.add_argument("--tv-iter", type=int, default=200, help="PDHG iterations per TV solve")
     ap.add_argument("--ct256", action="store_true", help="add the 256x256 CT setting")
-    ap.add_argument("--mri", action="store_true", help="add the MRI settings")
+    ap.add_argument("--mri", action="store_true", help="(kept for old commands: MRI settings always run)")
+    ap.add_argument("--extra", action="store_true", help="evaluate: add multi-coil MRI and Poisson CT")
     ap.add_argument(
         "--oracle", action="store_true", help="measure the gap to the best of a small weight sweep"
     )
@@ -386,6 +577,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="*", help="run only these methods (labels; 'direct' always runs)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 slices, 30 steps")
     ap.add_argument("--no-figure", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="calibrate: rerun every row (no reuse)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calibration", default=str(CALIBRATION))
     ap.add_argument("--out", default=str(RESULTS / "real_anatomy.json"))

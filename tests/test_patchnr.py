@@ -237,3 +237,18 @@ def test_tv_start(rng):
         reconstruct(op, y, "patchnr", init="fbp", **opts)
     with pytest.raises(ValueError, match="x0= or init"):
         reconstruct(op, y, "patchnr", init="tv", x0=op.direct(y), **opts)
+
+
+def test_noise_rule_constant(rng):
+    # lam="noise" with noise_c=c solves with lam = c sigma^2 / ||A||^2; given weights default to c = 1/p^2
+    flow = _gaussian_patch_flow(0.5, 0.2)
+    op = DiagonalOperator(torch.full((6, 5), 2.0, dtype=torch.float64))
+    y = torch.rand(1, 1, 6, 5, generator=rng, dtype=torch.float64)
+    sigma, opts = 0.1, dict(weights=flow, optimizer="lbfgs", n_iter=40)
+    x_c = reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_c=3.0, **opts)
+    assert torch.allclose(x_c, reconstruct(op, y, "patchnr", lam=3.0 * sigma**2 / 4, **opts), atol=1e-8)
+    x_p = reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, **opts)
+    assert torch.allclose(x_p, reconstruct(op, y, "patchnr", lam=sigma**2 / 16, **opts), atol=1e-8)
+    assert not torch.allclose(x_c, x_p, atol=1e-4)
+    with pytest.raises(ValueError, match="noise_c"):
+        reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_c=-1.0, **opts)

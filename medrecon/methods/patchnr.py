@@ -9,13 +9,16 @@ over the overlapping ``p x p`` patches ``P_i x`` of the image (a random subset p
 
 Weights without a ground truth, from the known noise std sigma of the measurements:
 
-* ``lam="noise"`` (:func:`noise_rule_weight`): ``lam = sigma^2 / (p^2 ||A||^2)``, no constant fitted.
-  This is the MAP estimate for Gaussian noise of std sigma and the patch-product prior
+* ``lam="noise"`` (:func:`noise_rule_weight`): ``lam = c sigma^2 / ||A||^2``. With ``c = 1/p^2`` this
+  is the MAP estimate for Gaussian noise of std sigma and the patch-product prior
   ``p(x) ~ prod_i p(P_i x)^(1/p^2)`` (each pixel lies in ``p^2`` patches, so the product counts it
   ``p^2`` times): ``1/2 ||Ax - y||^2 / sigma^2 + (1/p^2) sum_i -log p(P_i x)`` with the sum over all
   ``N ~ H W`` patches, i.e. ``sigma^2 N / (p^2 ||A||^2 H W) ~ sigma^2 / (p^2 ||A||^2)`` in the
-  relative scale above. ``benchmarks/real_anatomy.py`` measures it against weights swept on
-  training slices and against the best weight for the validation slices.
+  relative scale above. The product of overlapping patch densities is not a normalised image density,
+  so its best exponent is an empirical matter: for the bundled weights ``c`` is
+  :data:`NOISE_RULE_C` (CT / MRI), fitted on TRAINING-split slices by ``benchmarks/real_anatomy.py
+  calibrate``; other weights use ``1/p^2``; ``noise_c=`` overrides both. The benchmark measures the rule
+  against the best weight of a sweep on the validation slices (``evaluate --oracle``).
 * ``lam="discrepancy"``: Morozov's discrepancy principle (``medrecon.solvers.weights``), bisection on
   ``log lam`` with warm-started solves: several solves, so several times slower.
 """
@@ -37,7 +40,14 @@ from medrecon.solvers.variational import minimize
 
 from .registry import integer, number, one_of, optional, register_method, weight_or_rule
 
-__all__ = ["DEFAULT_LAM", "DEFAULT_N_PATCHES", "TV_INIT_LAM", "noise_rule_weight", "reconstruct_patchnr"]
+__all__ = [
+    "DEFAULT_LAM",
+    "DEFAULT_N_PATCHES",
+    "NOISE_RULE_C",
+    "TV_INIT_LAM",
+    "noise_rule_weight",
+    "reconstruct_patchnr",
+]
 
 #: Default relative weight: sweeps on 3 CT training-split slices at 128x128 with 1 % noise chose 1e-7 for
 #: 30 angles and 1e-6 for 10 angles; 3e-7 is within 0.1 dB / 0.5 dB of those
@@ -48,6 +58,12 @@ DEFAULT_LAM = 3e-7
 #: also samples a random subset. ``None``: every patch (deterministic; what L-BFGS always uses).
 DEFAULT_N_PATCHES = 1024
 
+
+#: ``c`` of ``lam="noise"`` (``lam = c sigma^2 / ||A||^2``) for the bundled weights, by image kind:
+#: fitted on 3 TRAINING-split slices per setting (CT: lung2/head at 10 and 30 angles; MRI: colin27 at 4x
+#: and 8x; 1 % noise, 450 Adam steps, each setting at its calibrated start) by ``python
+#: benchmarks/real_anatomy.py calibrate`` (``noise_rule`` in benchmarks/results/real_anatomy_calibration.json).
+NOISE_RULE_C = {"ct": None, "mri": None}
 
 #: Relative TV weight of ``init="tv"`` when no ``noise_std`` is given (with one, TV uses the discrepancy
 #: principle): the ``tv`` method's own default.
@@ -106,6 +122,7 @@ def _start_image(
         "n_patches": optional(integer(1)),
         "init": one_of("direct", "tv"),
         "tv_iter": integer(1),
+        "noise_c": optional(number(0.0, strict=True)),
     },
 )
 def reconstruct_patchnr(
@@ -115,6 +132,7 @@ def reconstruct_patchnr(
     weights: str | os.PathLike | PatchFlow | None = None,
     lam: float | Literal["noise", "discrepancy"] = DEFAULT_LAM,
     noise_std: float | Tensor | None = None,
+    noise_c: float | None = None,
     tau: float = 1.0,
     optimizer: Literal["adam", "lbfgs"] = "adam",
     n_iter: int = 450,
@@ -135,6 +153,8 @@ def reconstruct_patchnr(
             real operators, the MRI weights for complex ones.
         lam: relative weight, ``"noise"`` (``noise_rule_weight``) or ``"discrepancy"``; both rules need
             ``noise_std`` (``tau``: the discrepancy principle's safety factor).
+        noise_c: ``c`` of ``lam="noise"``; default :data:`NOISE_RULE_C` for the bundled weights
+            (fitted on training slices), ``1 / patch_size^2`` for others.
         optimizer: ``"adam"`` (lr default 5e-3, ``n_patches`` random patches per image and step; the
             last third of the steps at lr / 5) or ``"lbfgs"`` (lr default 1, every patch: L-BFGS needs
             a deterministic objective).
@@ -205,7 +225,10 @@ def reconstruct_patchnr(
         if noise_std is None:
             raise ValueError(f"patchnr: lam={lam!r} needs noise_std= (the std of the measurement noise)")
         if lam == "noise":
-            return solve(noise_rule_weight(op, noise_std, flow.patch_size).reshape(-1).expand(b), None)
+            if noise_c is None and weights is None:
+                noise_c = NOISE_RULE_C["mri" if op.in_complex else "ct"]
+            lam_t = noise_rule_weight(op, noise_std, flow.patch_size, c=noise_c)
+            return solve(lam_t.reshape(-1).expand(b), None)
         from medrecon.solvers.weights import discrepancy_weight
 
         _, x = discrepancy_weight(
