@@ -37,7 +37,39 @@ def test_missing_default_names_what_is_bundled():
 
 
 @pytest.mark.parametrize("defaults", [VAE_DEFAULTS, FLOW_DEFAULTS], ids=["vae", "flow"])
-def test_real_ct_weights_are_the_128_default(defaults):
-    """A 128x128 CT problem needs no weights=: the real-CT prior trained by `medrecon train` is the default."""
-    path = resolve_weights(None, 128, defaults, "prior", modality="ct")
-    assert path.name.endswith("_ct128.pt") and path.is_file()
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_real_anatomy_weights_are_the_128_defaults(defaults, modality):
+    """A 128x128 CT or MRI problem needs no weights=: the prior trained by `medrecon train` on that
+    modality's real train split is the default, with its card beside it."""
+    path = resolve_weights(None, 128, defaults, "prior", modality=modality)
+    assert path.name.endswith(f"_{modality}128.pt") and path.is_file()
+    assert path.with_suffix(".md").is_file()
+
+
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_methods_use_the_modalitys_default(modality):
+    """vae-range with no weights= on a 128x128 problem gives what weights=<that modality's file> gives."""
+    import torch
+
+    import medrecon
+
+    op = (
+        ParallelBeamCT(128, 4)
+        if modality == "ct"
+        else SingleCoilMRI(make_mask("equispaced", (128, 128), 4, 0.08, seed=0))
+    )
+    x = torch.zeros(1, 1, 128, 128)
+    x[..., 40:90, 30:100] = 0.5
+    y = op(x.to(op.in_dtype))
+    opts = dict(n_iter=2, restarts=1)
+    own = medrecon.reconstruct(op, y, "vae-range", generator=torch.Generator().manual_seed(0), **opts)
+    path = resolve_weights(None, 128, VAE_DEFAULTS, "VAE", modality=modality)
+    given = medrecon.reconstruct(
+        op, y, "vae-range", weights=str(path), generator=torch.Generator().manual_seed(0), **opts
+    )
+    other = resolve_weights(None, 128, VAE_DEFAULTS, "VAE", modality="mri" if modality == "ct" else "ct")
+    wrong = medrecon.reconstruct(
+        op, y, "vae-range", weights=str(other), generator=torch.Generator().manual_seed(0), **opts
+    )
+    torch.testing.assert_close(own, given)
+    assert not torch.allclose(own, wrong)

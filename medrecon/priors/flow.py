@@ -67,7 +67,8 @@ _LOG_2PI = math.log(2 * math.pi)
 DEFAULT_WEIGHTS = {
     28: "data/weights/flow_mnist28.pt",
     64: "data/weights/flow_ellipses64.pt",
-    128: {"ct": "data/weights/flow_ct128.pt"},  # real CT (medrecon.data.real train split)
+    # real CT / brain MRI slices (medrecon.data.real train splits); MRI: for complex operators
+    128: {"ct": "data/weights/flow_ct128.pt", "mri": "data/weights/flow_mri128.pt"},
 }
 
 #: Number of quantisation levels assumed by dequantisation and bits/dim (8-bit images).

@@ -35,7 +35,8 @@ __all__ = [
 DEFAULT_WEIGHTS = {
     28: "data/weights/vae_mnist28.pt",
     64: "data/weights/vae_ellipses64.pt",
-    128: {"ct": "data/weights/vae_ct128.pt"},  # real CT (medrecon.data.real train split)
+    # real CT / brain MRI slices (medrecon.data.real train splits); MRI: for complex operators
+    128: {"ct": "data/weights/vae_ct128.pt", "mri": "data/weights/vae_mri128.pt"},
 }
 
 
