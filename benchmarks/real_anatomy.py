@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py evaluate --oracle [--only ct128_a30]  # validation
     python benchmarks/real_anatomy.py report      # merge the settings: JSON, table, figure
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py diagnose  # 10 angles: PatchNR from FBP vs from TV (train slices)
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py diagnose-mri  # MRI: start and weights (train slices)
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate --quick   # smoke run (2 slices, 30 steps)
 
 Data (``medrecon.data.real``, fetched by ``make data``): CT validation = ``n_val`` slices spaced evenly
@@ -73,14 +74,17 @@ MULTICOIL_COILS = 8
 CALIBRATION_OF = {"mri128mc_4x": "mri128_4x", "mri128mc_8x": "mri128_8x", "ct128_a30_poisson": "ct128_a30"}
 ALL_SETTINGS = CT_SETTINGS + MRI_SETTINGS + EXTRA_SETTINGS
 
-#: Relative PatchNR weights tried by ``calibrate`` (on training slices), per setting: MRI's noise
-#: (sigma ~ 1e-3 with ||A|| = 1) puts its weights lower than CT's (sigma ~ 0.2, ||A||^2 ~ 1e3).
+#: Relative PatchNR weights tried by ``calibrate`` (on training slices), per setting and start
+#: (``init=`` of the method). MRI's noise (sigma ~ 1e-3 with ||A|| = 1) puts its weights lower than
+#: CT's (sigma ~ 0.2, ||A||^2 ~ 1e3). Kept small for the CPU budget (one sweep point is 3 slices x
+#: 450 Adam steps, 45-90 s on the shared machine): the tv start is swept around the best direct
+#: weight; MRI 8x sweeps only the tv start (at 4x the zero-filled start was 3-5 dB worse at every weight).
 PATCHNR_GRID = (1e-7, 3e-7, 1e-6, 3e-6)
 PATCHNR_GRIDS = {
-    "ct128_a30": (3e-8, 1e-7, 3e-7, 1e-6),
-    "ct128_a10": (1e-7, 3e-7, 1e-6, 3e-6),
-    "mri128_4x": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6),
-    "mri128_8x": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6),
+    "ct128_a30": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (1e-7, 3e-7)},
+    "ct128_a10": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (3e-7, 1e-6, 3e-6)},
+    "mri128_4x": {"direct": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6), "tv": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6)},
+    "mri128_8x": {"tv": (1e-7, 3e-7, 1e-6)},
 }
 #: PatchNR starting images tried by ``calibrate`` (``init=`` of the method).
 PATCHNR_INITS = ("direct", "tv")
@@ -207,11 +211,14 @@ def _fit_noise_c(entries: list[dict]) -> dict:
     """The noise rule's constant c (lam_i = c sigma_i^2 / ||A||^2) that maximises the mean PSNR over the
     slices of the given settings, each at its chosen init: the PSNR of slice i at lam_i is interpolated
     linearly in log lam between the swept weights (held constant beyond the grid)."""
-    cs = np.exp(np.linspace(np.log(1e-3), np.log(1.0), 61))
+    cs = np.exp(np.linspace(np.log(1e-4), np.log(10.0), 101))
     score = np.zeros(len(cs))
     n = 0
     for e in entries:
-        rows = sorted((r for r in e["sweep"] if r["init"] == e["init"]), key=lambda r: r["lam"])
+        rows = sorted(
+            (r for r in e["sweep"] if r.get("init", "direct") == e.get("init", "direct")),
+            key=lambda r: r["lam"],
+        )
         grid = np.log([r["lam"] for r in rows])
         table = np.asarray([r["psnr_each"] for r in rows])  # (n_lam, n_slices)
         for i, s in enumerate(e["sigma"]):
@@ -244,7 +251,7 @@ def calibrate(args) -> int:
         {
             "what": "PatchNR starts and weights chosen on TRAIN-split slices (never validation)",
             "n_slices": args.n_cal,
-            "grids": {k: list(v) for k, v in PATCHNR_GRIDS.items()},
+            "grids": {k: {i: list(g) for i, g in v.items()} for k, v in PATCHNR_GRIDS.items()},
             "inits": list(PATCHNR_INITS),
             "noise_level": NOISE_LEVEL,
             "options": _patchnr_options(args),
@@ -265,8 +272,9 @@ def calibrate(args) -> int:
         tv_psnr = _scores(x, x_tv)[0]
         print(f"[calibrate] {name} tv-discrepancy: PSNR {np.mean(tv_psnr):.2f} dB", flush=True)
         rows = []
+        grids = PATCHNR_GRIDS.get(name, {"direct": PATCHNR_GRID})
         for init in PATCHNR_INITS:
-            for lam in PATCHNR_GRIDS.get(name, PATCHNR_GRID):
+            for lam in grids.get(init, ()):
                 if (init, lam) in cached:
                     rows.append({"init": init, **cached[(init, lam)]})
                     continue
@@ -450,6 +458,52 @@ def diagnose(args) -> int:
     return 0
 
 
+def diagnose_mri(args) -> int:
+    """MRI on the calibration's TRAIN slices: where does PatchNR lose to TV?
+
+    At each MRI setting's calibrated weight: PatchNR from the zero-filled image and from the TV image
+    (the start, from the calibration's sweep), and with the bundled CT weights instead of the MRI
+    ones at the calibrated start (the MRI weights' training had a loss spike, see
+    data/weights/patchnr_mri.md: if the CT weights do as well, the MRI weights are not the limit).
+    """
+    cal = json.loads(Path(args.calibration).read_text())
+    out: dict = {"what": "PatchNR vs TV on MRI TRAIN slices (colin27): start and weights", "settings": {}}
+    for name, modality, size, param in _settings(args, MRI_SETTINGS):
+        c = cal["patchnr"][name]
+        corpus = load_corpus(_corpus(modality), "train", size=size, slices=args.n_cal)
+        x = corpus.images
+        op = _operator(modality, size, param)
+        y, sigma = _measure(op, x, corpus.ids, modality)
+        x_tv, _ = _run(op, y, "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}, sigma, 0)
+        start = {} if c["init"] == "direct" else {"x0": _real(x_tv)}
+        row = {
+            "ids": corpus.ids,
+            "lam": c["lam"],
+            "init": c["init"],
+            "tv": _scores(x, x_tv)[0],
+            "sweep_best_by_init": {
+                init: max((r for r in c["sweep"] if r["init"] == init), key=lambda r: r["psnr"])
+                for init in PATCHNR_INITS
+                if any(r["init"] == init for r in c["sweep"])
+            },
+        }
+        opts = _patchnr_options(args, size, lam=c["lam"], weights="data/weights/patchnr_ct.pt", **start)
+        load0 = os.getloadavg()[0]
+        x_ct, sec = _run(op, y, "patchnr", opts, sigma, 0)
+        row["patchnr_ct_weights"] = {"psnr_each": _scores(x, x_ct)[0], "seconds": sec, "load_avg_1min": load0}
+        out["settings"][name] = row
+        print(
+            f"[diagnose-mri] {name}: TV {np.mean(row['tv']):.2f}, "
+            + ", ".join(
+                f"{k} start {v['psnr']:.2f} (lam {v['lam']:g})" for k, v in row["sweep_best_by_init"].items()
+            )
+            + f", CT weights {np.mean(row['patchnr_ct_weights']['psnr_each']):.2f} dB",
+            flush=True,
+        )
+    atomic_write_text(Path(args.out).with_name("real_anatomy_diagnosis_mri.json"), json.dumps(out, indent=1))
+    return 0
+
+
 def report(args) -> int:
     """Merge the per-setting files into ``<out>.json``, the table ``<out>.md`` and the figure ``<out>.png``.
 
@@ -559,7 +613,7 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["calibrate", "evaluate", "diagnose", "report"])
+    ap.add_argument("command", choices=["calibrate", "evaluate", "diagnose", "diagnose-mri", "report"])
     ap.add_argument("--n-val", type=int, default=16, help="validation slices at 128 px (spaced evenly)")
     ap.add_argument("--n-val-256", type=int, default=4, help="validation slices of the 256 px setting")
     ap.add_argument("--n-cal", type=int, default=3, help="training slices used by calibrate")
@@ -589,9 +643,8 @@ def main(argv=None) -> int:
             args.out = str(RESULTS / "real_anatomy_quick.json")
         if args.command == "calibrate" and args.calibration == str(CALIBRATION):
             args.calibration = str(RESULTS / "real_anatomy_calibration_quick.json")
-    return {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}[
-        args.command
-    ](args)
+    commands = {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}
+    return {**commands, "diagnose-mri": diagnose_mri}[args.command](args)
 
 
 if __name__ == "__main__":
