@@ -40,7 +40,9 @@ data: $(STAMP)
 	$(PY) -m medrecon.data.real fetch
 
 bench: $(STAMP)
-	$(PY) benchmarks/ct_operators.py --threads 2
+	@choice="$$($(PY) -c 'from medrecon.runtime import choose_threads; c = choose_threads(); print(c.threads, c)')"; \
+	echo "ct_operators: using $${choice#* } (medrecon.runtime; MEDRECON_THREADS overrides)"; \
+	$(PY) benchmarks/ct_operators.py --threads $${choice%% *}
 	$(PY) benchmarks/mri_operators.py
 	$(PY) benchmarks/methods.py --images 2  # per-method s/image and PSNR, with deepinv when .venv-deepinv exists
 
