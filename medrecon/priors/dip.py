@@ -117,8 +117,14 @@ def max_depth(shape: Sequence[int]) -> int:
 
 
 def _cpu_channels_last(x: Tensor) -> bool:
-    """True for a CPU tensor in the channels-last layout (the fit's layout), where the fast paths apply."""
-    return x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    """True for a CPU tensor in the channels-last layout (the fit's layout), where the fast paths apply
+    (not under autocast: :class:`_ConvCL` keeps one dtype)."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 def _conv_weight_grad(x: Tensor, g: Tensor, k: int) -> Tensor:
