@@ -3,6 +3,8 @@
     python benchmarks/methods.py                                   # 64/128/256 px (DIP to 128), batch 1 and 8
     python benchmarks/methods.py --sizes 64 128 --dip-steps 300 --images 2   # a short run
     python benchmarks/methods.py --no-deepinv                      # without the deepinv peer
+    python benchmarks/methods.py --sizes 128 --batches 1 --methods dip dip-tv --images 1 --threads 2 \
+        --no-deepinv --out benchmarks/results/dip_idle_128.json     # DIP / DIP-TV on lung1:0, full default run
 
 Problem: parallel-beam CT with 30 angles, y = A x + n with sigma = 0.02 * mean |A x| (the noise model of
 ``configs/ct_sparse_angle_30.yaml``), on real chest-CT slices: ``medrecon.data.real.load_corpus("ct",
