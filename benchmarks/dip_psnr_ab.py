@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--methods", nargs="+", default=["dip", "dip-tv"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="+", default=None, help="only these slice ids, e.g. head:102")
     parser.add_argument("--option", action="append", default=[], help="extra fit_dip option key=value (JSON)")
     parser.add_argument("--out", type=Path, default=RESULTS / "dip_psnr_ab_128.json")
     args = parser.parse_args(argv)
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     y_all, _ = simulate(op, corpus.images, 0.02, torch.Generator().manual_seed(0))
     for method in args.methods:
         for i, image in enumerate(corpus.ids):
+            if args.only is not None and image not in args.only:
+                continue
             load = _load()
             res = module.fit_dip(
                 op, y_all[i : i + 1], lam=LAMS[method], x_true=corpus.images[i : i + 1], **options
