@@ -17,12 +17,16 @@ far the automatic weights are from the best one.
 Settings: parallel-beam CT at 128x128 with 10 and 30 angles over [0, pi) and 1 % Gaussian noise
 (``sigma = 0.01 mean |A x|`` per image, ``medrecon.experiment.build.simulate``, the noise of every
 image seeded by its id); one 256x256 CT setting (60 angles) shows the same PatchNR weights at
-another size. MRI (``--mri``): single-coil Cartesian, 4x and 8x equispaced masks with 8 % / 4 %
-centre, 1 % complex Gaussian noise.
+another size. MRI: single-coil Cartesian, 4x and 8x equispaced masks with 8 % / 4 % centre, 1 %
+complex Gaussian noise. ``--extra``: the same masks with 8 simulated coils (``mri128mc_*``,
+``coil_maps``), and CT at 30 angles with LoDoPaB's Poisson/log noise (4096 photons per bin, image side
+0.26 m; ``ct128_a30_poisson``, sigma for the discrepancy principle estimated from the measurements by
+:func:`poisson_sigma`); these use the calibration of the nearest setting (``CALIBRATION_OF``).
 
-Methods: FBP / zero-filled (``direct``), TV with the discrepancy principle, PatchNR with the weight
-chosen on training slices (``patchnr``) and with the noise rule (``patchnr-noise``,
-``lam="noise"``). Metrics per slice: PSNR and SSIM with data range 1 (images are in [0, 1]); mean
+Methods: FBP / zero-filled (``direct``), TV with the discrepancy principle, PatchNR with the start
+(``init``: FBP/zero-filled or the TV-discrepancy image) and weight chosen on training slices
+(``patchnr``), and with the same start and the noise rule (``patchnr-noise``, ``lam="noise"``, its
+constant fitted on training slices: ``medrecon.methods.patchnr.NOISE_RULE_C``). Metrics per slice: PSNR and SSIM with data range 1 (images are in [0, 1]); mean
 +/- std over the slices; seconds per image (wall clock of the batch / batch size, one thread).
 
 ``evaluate`` writes ``benchmarks/results/real_anatomy_<setting>.json`` (and ``.npz``, the figure's
@@ -561,8 +565,9 @@ def _table(results: dict, path: Path) -> None:
         for label, m in entry["methods"].items():
             load = m.get("load_avg_1min")
             load = f" ({load:.1f})" if load is not None else ""
+            n = f"; n={len(m['psnr_each'])}" if len(m["psnr_each"]) != entry["n"] else ""
             lines.append(
-                f"| {name} (n={entry['n']}) | {label} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
+                f"| {name} (n={entry['n']}) | {label}{n} | {m['psnr']['mean']:.2f} +/- {m['psnr']['std']:.2f} | "
                 f"{m['ssim']['mean']:.3f} +/- {m['ssim']['std']:.3f} | {m['seconds_per_image']:.1f}{load} |"
             )
         if "oracle" in entry:
@@ -593,11 +598,11 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
         bottom[0].axis("off")
         err_max = 0.2
         for c, (label, img) in enumerate(recon.items(), start=1):
-            p = results["settings"][name]["methods"][label]["psnr_each"][
-                results["settings"][name]["ids"].index(sid)
-            ]
+            m = results["settings"][name]["methods"][label]
+            ids = m.get("ids", results["settings"][name]["ids"])  # a method run on a subset names it
+            p = f"{m['psnr_each'][ids.index(sid)]:.2f} dB" if sid in ids else ""
             top[c].imshow(img.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
-            top[c].set_title(f"{label}\n{p:.2f} dB", fontsize=8)
+            top[c].set_title(f"{label}\n{p}", fontsize=8)
             im = bottom[c].imshow((img - gt).abs().numpy(), cmap="inferno", vmin=0, vmax=err_max)
             bottom[c].set_title("|error|", fontsize=8)
         for c in range(len(recon) + 1, n_methods + 1):  # fewer methods in this setting: blank cells
