@@ -28,6 +28,15 @@ Rows per method on the validation slices:
   slices spaced evenly over the validation slices, the figure's slice among them (it costs about 130 s
   per image with 2 threads); its row states its own ``n`` and ``ids``.
 
+The committed results were made by these commands, in this order, one process at a time (1 thread,
+load average 3-5 from other jobs on the 2-core machine; the top-level ``command`` of each JSON is the last
+merged run's): ``calibrate``; ``evaluate --only <setting> --methods vae-range vae-soft flow-latent
+flow-map --oracle vae-soft flow-map`` for ct128_a30 then ct128_a10; ``diagnose --n-diag 3``;
+``evaluate --only ct128_a30 --methods dip-tv --dip-slices 3``; ``evaluate --only ct128_a30 ct128_a10
+--methods vae-soft-discrepancy flow-map-discrepancy --disc-slices 3``; ``evaluate --only ct128_a10
+--methods dip-tv --dip-slices 3``. (The 30-angle oracle entries predate the ``best_each`` field, so the
+30-angle discrepancy rows have no oracle gap.)
+
 Writes ``results/real_anatomy_extra_<setting>.json`` (the format of ``real_anatomy.py``'s per-setting
 files; ``direct`` (FBP) is a top-level entry, not a method, so that a merge does not duplicate it) and
 ``.npz`` (the figure's slice: the median slice by FBP PSNR, the rule of ``real_anatomy.py``; arrays
