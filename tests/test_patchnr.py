@@ -252,3 +252,16 @@ def test_noise_rule_constant(rng):
     assert not torch.allclose(x_c, x_p, atol=1e-4)
     with pytest.raises(ValueError, match="noise_c"):
         reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_c=-1.0, **opts)
+
+
+def test_noise_rule_constant_of_bundled_weights():
+    from medrecon.methods.patchnr import NOISE_RULE_C, _default_noise_c
+
+    ct, mri = SimpleNamespace(in_complex=False), SimpleNamespace(in_complex=True)  # only the kind is read
+    assert (
+        _default_noise_c(None, ct) == NOISE_RULE_C["ct"]
+        and _default_noise_c(None, mri) == NOISE_RULE_C["mri"]
+    )
+    assert _default_noise_c("data/weights/patchnr_mri.pt", ct) == NOISE_RULE_C["mri"]  # the file decides
+    assert _default_noise_c("runs/x/my_patchnr.pt", ct) is None
+    assert _default_noise_c(_gaussian_patch_flow(0.5, 0.2), ct) is None

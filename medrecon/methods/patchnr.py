@@ -96,6 +96,19 @@ def _load(weights: str | os.PathLike | PatchFlow | None, op: LinearOperator) -> 
     return load_patchnr(resolve_weights(weights, 0, {0: DEFAULT_WEIGHTS[kind]}, "patchnr"), device=op.device)
 
 
+def _default_noise_c(weights, op: LinearOperator) -> float | None:
+    """:data:`NOISE_RULE_C` of the bundled weights in use (``weights`` None or a bundled file's name),
+    else None (``noise_rule_weight``'s ``1 / p^2``)."""
+    if weights is None:
+        return NOISE_RULE_C["mri" if op.in_complex else "ct"]
+    if isinstance(weights, (str, os.PathLike)):
+        name = os.path.basename(os.fspath(weights))
+        for kind, path in DEFAULT_WEIGHTS.items():
+            if name == os.path.basename(path):
+                return NOISE_RULE_C[kind]
+    return None
+
+
 def _start_image(
     op: LinearOperator, y: Tensor, init: str, noise_std: float | Tensor | None, tau: float, tv_iter: int
 ) -> Tensor:
@@ -155,7 +168,8 @@ def reconstruct_patchnr(
         lam: relative weight, ``"noise"`` (``noise_rule_weight``) or ``"discrepancy"``; both rules need
             ``noise_std`` (``tau``: the discrepancy principle's safety factor).
         noise_c: ``c`` of ``lam="noise"``; default :data:`NOISE_RULE_C` for the bundled weights
-            (fitted on training slices), ``1 / patch_size^2`` for others.
+            (None or a path to ``patchnr_ct.pt`` / ``patchnr_mri.pt``; fitted on training slices),
+            ``1 / patch_size^2`` for others.
         optimizer: ``"adam"`` (lr default 5e-3, ``n_patches`` random patches per image and step; the
             last third of the steps at lr / 5) or ``"lbfgs"`` (lr default 1, every patch: L-BFGS needs
             a deterministic objective).
@@ -226,8 +240,8 @@ def reconstruct_patchnr(
         if noise_std is None:
             raise ValueError(f"patchnr: lam={lam!r} needs noise_std= (the std of the measurement noise)")
         if lam == "noise":
-            if noise_c is None and weights is None:
-                noise_c = NOISE_RULE_C["mri" if op.in_complex else "ct"]
+            if noise_c is None:
+                noise_c = _default_noise_c(weights, op)
             lam_t = noise_rule_weight(op, noise_std, flow.patch_size, c=noise_c)
             return solve(lam_t.reshape(-1).expand(b), None)
         from medrecon.solvers.weights import discrepancy_weight
