@@ -9,7 +9,10 @@
 The settings, slices, operators and noise are those of ``benchmarks/real_anatomy.py`` (imported from it:
 ``CT_SETTINGS``, ``_operator``, ``_measure``, ``_scores``, ``NOISE_LEVEL``): 16 validation slices of the
 held-out subject lung1 at 128x128, parallel-beam CT with 30 and 10 angles, 1 % Gaussian noise seeded
-per slice id. Priors: ``data/weights/vae_ct128.pt`` and ``flow_ct128.pt`` (CT TRAIN split).
+per slice id. Priors: ``data/weights/vae_ct128.pt`` and ``flow_ct128.pt`` (CT TRAIN split). ``--mri`` adds
+``real_anatomy.py``'s single-coil MRI settings (4x, 8x; 16 MNI152 slices) with ``vae_mri128.pt`` and
+``flow_mri128.pt`` (MRI TRAIN split, Colin27): ``calibrate --mri --only mri128_4x mri128_8x --methods
+vae-soft flow-map``, then ``evaluate --mri --only mri128_4x`` (and ``mri128_8x``) ``--methods vae-soft flow-map``.
 
 Weights. Every learned-prior weight is a factor ``f`` on the method's MAP weight for the slice's own
 noise level (``medrecon.solvers.auto_weights.noise_rule_weight(..., calibrated=False)``: e.g.
@@ -59,6 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_anatomy import (  # noqa: E402  (the benchmark next to this one)
     CT_SETTINGS,
+    MRI_SETTINGS,
     NOISE_LEVEL,
     RESULTS,
     _measure,
@@ -68,11 +72,14 @@ from real_anatomy import (  # noqa: E402  (the benchmark next to this one)
 
 from medrecon.data.real import load_corpus  # noqa: E402
 from medrecon.methods import reconstruct  # noqa: E402
+from medrecon.priors.base import modality_of  # noqa: E402
 from medrecon.solvers.auto_weights import CALIBRATION, noise_rule_weight  # noqa: E402
 from medrecon.utils_io import atomic_write_text, git_revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-VAE, FLOW = ROOT / "data/weights/vae_ct128.pt", ROOT / "data/weights/flow_ct128.pt"
+#: The 128 px priors per modality (CT: lung2 + head train split; MRI: Colin27 train split).
+VAE = {m: ROOT / f"data/weights/vae_{m}128.pt" for m in ("ct", "mri")}
+FLOW = {m: ROOT / f"data/weights/flow_{m}128.pt" for m in ("ct", "mri")}
 PREFIX = "real_anatomy_extra"
 LEARNED = ("vae-range", "vae-soft", "flow-latent", "flow-map")
 #: Factors on the MAP weight tried by ``calibrate`` (training slices).
@@ -85,13 +92,15 @@ GRID = {
 ORACLE_FACTORS = (1 / 3, 3.0)
 
 
-def _family(label: str, args) -> tuple[str, dict]:
-    """(method, options without lam) of a learned-prior label (the noise-rule key is the label)."""
+def _family(label: str, args, op) -> tuple[str, dict]:
+    """(method, options without lam) of a learned-prior label (the noise-rule key is the label); the
+    weights of the operator's modality (``modality_of(op)``: complex operators get the MRI priors)."""
+    vae, flow = str(VAE[modality_of(op)]), str(FLOW[modality_of(op)])
     return {
-        "vae-range": ("vae-range", {"weights": str(VAE), "n_iter": args.n_iter, "restarts": 2}),
-        "vae-soft": ("vae-soft", {"weights": str(VAE), "n_iter": args.soft_iter}),
-        "flow-latent": ("flow", {"weights": str(FLOW), "mode": "latent", "n_iter": args.n_iter}),
-        "flow-map": ("flow", {"weights": str(FLOW), "mode": "map", "n_iter": args.n_iter}),
+        "vae-range": ("vae-range", {"weights": vae, "n_iter": args.n_iter, "restarts": 2}),
+        "vae-soft": ("vae-soft", {"weights": vae, "n_iter": args.soft_iter}),
+        "flow-latent": ("flow", {"weights": flow, "mode": "latent", "n_iter": args.n_iter}),
+        "flow-map": ("flow", {"weights": flow, "mode": "map", "n_iter": args.n_iter}),
     }[label]
 
 
@@ -120,7 +129,7 @@ def _solve(op, y, method: str, options: dict) -> tuple[torch.Tensor, float]:
 def _solve_factor(op, y, sigma, label: str, args, factor: float) -> tuple[torch.Tensor, float, list[float]]:
     """Each slice with the weight ``factor x`` its MAP weight (one solve per slice, as ``lam="noise"``
     does when the slices' sigmas differ)."""
-    method, options = _family(label, args)
+    method, options = _family(label, args, op)
     lam = (factor * _map_weight(label, op, sigma, options)).tolist()
     xs, sec = [], 0.0
     for i in range(y.shape[0]):
@@ -151,7 +160,7 @@ def _row(method: str, options: dict, p, s, sec: float, load0: float, **extra) ->
 
 
 def _settings(args):
-    settings = CT_SETTINGS
+    settings = CT_SETTINGS + (MRI_SETTINGS if args.mri else [])
     return [s for s in settings if not args.only or s[0] in args.only]
 
 
@@ -235,7 +244,8 @@ def evaluate(args) -> int:
         arrays = (
             dict(np.load(stem.with_suffix(".npz"))) if entry and stem.with_suffix(".npz").is_file() else {}
         )
-        x_fbp, _ = _solve(op, y, "fbp", {})
+        direct = "fbp" if modality == "ct" else "zero-filled"  # real_anatomy.py's direct row
+        x_fbp, _ = _solve(op, y, direct, {})
         p_fbp, s_fbp = _scores(x, x_fbp)
         k = int(np.argsort(p_fbp)[len(ids) // 2])  # the figure's slice: real_anatomy.py's rule
         entry.update(
@@ -251,7 +261,7 @@ def evaluate(args) -> int:
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "direct": {
-                    "method": "fbp",
+                    "method": direct,
                     "psnr": _summary(p_fbp),
                     "ssim": _summary(s_fbp),
                     "psnr_each": p_fbp,
@@ -274,7 +284,7 @@ def evaluate(args) -> int:
                 if dip:
                     method, options, extra = "dip-tv", dict(args.dip_options), {}
                 else:
-                    method, options = _family(label.removesuffix("-discrepancy"), args)
+                    method, options = _family(label.removesuffix("-discrepancy"), args, op)
                     options = dict(options, lam="discrepancy")
                     extra = {"weight": {"rule": "lam='discrepancy' (automatic, Morozov, tau 1)"}}
                 load0 = os.getloadavg()[0]
@@ -300,7 +310,7 @@ def evaluate(args) -> int:
                 print(f"[{name}] {label}: {np.mean(p):.2f} dB over n={len(sel)} ({sec / len(sel):.0f} s/img)")
                 save()
                 continue
-            method, options = _family(label, args)
+            method, options = _family(label, args, op)
             f_train = cal[name][label]["factor"] if name in cal and label in cal[name] else None
             f_auto = CALIBRATION.get(label, 1.0)
             runs: dict[float, list[float]] = {}
@@ -384,7 +394,7 @@ def _diagnose_slice(op, flow, x_true, y, x_tv, lam: float, n_iter: int) -> dict:
             nll = float(flow.neg_log_prob_preprocessed(u).sum()) / d
             return {"psnr": _scores(x_true, xi)[0][0], "J": float(objective(u)), "nll_per_pixel": nll}
 
-    opts = {"weights": str(FLOW), "mode": "map", "lam": lam}
+    opts = {"weights": str(FLOW[modality_of(op)]), "mode": "map", "lam": lam}
     out = {"tv": stats(x_tv), "truth": dict(stats(x_true), psnr=None)}
     for key, n in (("fbp_start", n_iter), ("fbp_start_4x", 4 * n_iter)):
         out[key] = stats(_solve(op, y, "flow", dict(opts, n_iter=n))[0])
@@ -417,7 +427,11 @@ def diagnose(args) -> int:
         op = _operator(modality, size, param)
         y, sigma = _measure(op, x, ids)
         flow = load_weights(
-            str(FLOW), MultiScaleFlow, image_shape=(1, size, size), defaults=DEFAULT_WEIGHTS, kind="flow"
+            str(FLOW["ct"]),
+            MultiScaleFlow,
+            image_shape=(1, size, size),
+            defaults=DEFAULT_WEIGHTS,
+            kind="flow",
         ).to(op.real_dtype)
         f = cal[name]["flow-map"]["factor"]
         lam = (f * _map_weight("flow-map", op, sigma, {})).tolist()
@@ -473,6 +487,11 @@ def main(argv=None) -> int:
         help="gap to the best of the auto weight x1/3, x1, x3 (these methods; all if none)",
     )
     ap.add_argument("--only", nargs="*", help="settings (e.g. ct128_a30)")
+    ap.add_argument(
+        "--mri",
+        action="store_true",
+        help="add the single-coil MRI settings (vae_mri128 / flow_mri128 priors)",
+    )
     ap.add_argument(
         "--methods",
         nargs="*",
