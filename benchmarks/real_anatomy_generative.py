@@ -23,7 +23,7 @@ Rows per method on the validation slices:
 
 * ``<method>``: the factor chosen on training slices;
 * ``<method>-noise``: the automatic weight of the library, ``lam="noise"`` with ``noise_std`` (the MAP
-  weight times ``CALIBRATION``, the documented rule of :mod:`medrecon.solvers.auto_weights`);
+  weight times ``calibration_factor`` (per prior file: 1 for the real-CT 128 priors), the documented rule of :mod:`medrecon.solvers.auto_weights`);
 * ``--oracle``: the auto factor x1/3 and x3 on the validation slices; the best per slice of all the
   weights run (the train factor, the auto factor, x1/3, x3) against the ground truth measures only the
   gap of each row to the best weight (``oracle`` in the JSON); nothing is chosen from it.
@@ -73,7 +73,7 @@ from real_anatomy import (  # noqa: E402  (the benchmark next to this one)
 from medrecon.data.real import load_corpus  # noqa: E402
 from medrecon.methods import reconstruct  # noqa: E402
 from medrecon.priors.base import modality_of  # noqa: E402
-from medrecon.solvers.auto_weights import CALIBRATION, noise_rule_weight  # noqa: E402
+from medrecon.solvers.auto_weights import calibration_factor, noise_rule_weight  # noqa: E402
 from medrecon.utils_io import atomic_write_text, git_revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,7 +312,7 @@ def evaluate(args) -> int:
                 continue
             method, options = _family(label, args, op)
             f_train = cal[name][label]["factor"] if name in cal and label in cal[name] else None
-            f_auto = CALIBRATION.get(label, 1.0)
+            f_auto = calibration_factor(label, options.get("weights"))  # the library's factor for this file
             runs: dict[float, list[float]] = {}
             load0 = os.getloadavg()[0]
             xr, sec = _solve(op, y, method, dict(options, lam="noise", noise_std=sigma))

@@ -158,3 +158,39 @@ def test_bad_noise_std_is_an_error(bad):
     _, y = _noisy()
     with pytest.raises(ValueError, match="noise_std"):
         reconstruct(op, y, "vae-soft", weights=_tiny_vae(), lam="noise", noise_std=bad, n_iter=2)
+
+
+def test_calibration_factor_per_bundled_prior_file():
+    """The real-CT 128 priors have their own factor (1, chosen on their train slices); others keep CALIBRATION."""
+    from medrecon.operators import Identity
+    from medrecon.solvers.auto_weights import CALIBRATION, calibration_factor, noise_rule_weight
+
+    assert calibration_factor("vae-soft", "data/weights/vae_ct128.pt") == 1.0
+    assert calibration_factor("flow-map", "/anywhere/flow_ct128.pt") == 1.0
+    assert calibration_factor("vae-soft", "data/weights/vae_mri128.pt") == CALIBRATION["vae-soft"] == 10.0
+    assert calibration_factor("flow-map", None) == 10.0
+    assert calibration_factor("vae-range", "data/weights/vae_ct128.pt") == 1.0
+    op = Identity((4, 4))
+    ct = noise_rule_weight("vae-soft", op, 0.1, mu=0.01, weights_file="vae_ct128.pt")
+    other = noise_rule_weight("vae-soft", op, 0.1, mu=0.01, weights_file="vae_ellipses64.pt")
+    torch.testing.assert_close(other, 10 * ct)
+    torch.testing.assert_close(ct, torch.tensor([0.01 / 0.01], dtype=torch.float64))
+
+
+def test_vae_soft_noise_rule_uses_the_default_files_factor():
+    """vae-soft, lam="noise", no weights= on a 128x128 CT problem: the bundled vae_ct128 and its factor 1,
+    i.e. the same result as the explicit MAP weight sigma^2 / (mu ||A||^2)."""
+    import medrecon
+    from medrecon.operators import ParallelBeamCT
+
+    op = ParallelBeamCT(128, 6)
+    x = torch.zeros(1, 1, 128, 128)
+    x[..., 30:100, 40:90] = 0.6
+    y = op(x)
+    sigma, mu = 0.05, 1e-2
+    opts = dict(n_iter=1, z_steps=1, cg_iter=3, mu=mu)
+    auto = medrecon.reconstruct(op, y, "vae-soft", lam="noise", noise_std=sigma, **opts)
+    explicit = medrecon.reconstruct(op, y, "vae-soft", lam=sigma**2 / (mu * float(op.norm_squared())), **opts)
+    ten = medrecon.reconstruct(op, y, "vae-soft", lam=10 * sigma**2 / (mu * float(op.norm_squared())), **opts)
+    torch.testing.assert_close(auto, explicit)
+    assert not torch.allclose(auto, ten)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights, modality_of
+from medrecon.priors.base import image_size_of, load_weights, modality_of, weights_file_of
 from medrecon.priors.flow import DEFAULT_WEIGHTS, MultiScaleFlow
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image
@@ -166,5 +166,6 @@ def reconstruct_flow(
         x_true=x_true,
         grid=grid,
         n_pixels=n_pix,
+        weights_file=weights_file_of(weights, h, DEFAULT_WEIGHTS, "flow", op),
     )
     return x.detach()

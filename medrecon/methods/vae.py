@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights, modality_of
+from medrecon.priors.base import image_size_of, load_weights, modality_of, weights_file_of
 from medrecon.priors.vae import DEFAULT_WEIGHTS, ConvVAE
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
@@ -127,7 +127,17 @@ def reconstruct_range(
         return res.x.detach()
 
     return resolve_learned_weight(
-        lam, "vae-range", "vae-range", run, op, y, noise_std=noise_std, tau=tau, x_true=x_true, grid=grid
+        lam,
+        "vae-range",
+        "vae-range",
+        run,
+        op,
+        y,
+        noise_std=noise_std,
+        tau=tau,
+        x_true=x_true,
+        grid=grid,
+        weights_file=weights_file_of(weights, op.in_shape[-2], DEFAULT_WEIGHTS, "VAE", op),
     )
 
 
@@ -191,5 +201,16 @@ def reconstruct_soft(
         return res.x.detach()
 
     return resolve_learned_weight(
-        lam, "vae-soft", "vae-soft", run, op, y, noise_std=noise_std, tau=tau, x_true=x_true, grid=grid, mu=mu
+        lam,
+        "vae-soft",
+        "vae-soft",
+        run,
+        op,
+        y,
+        noise_std=noise_std,
+        tau=tau,
+        x_true=x_true,
+        grid=grid,
+        mu=mu,
+        weights_file=weights_file_of(weights, op.in_shape[-2], DEFAULT_WEIGHTS, "VAE", op),
     )

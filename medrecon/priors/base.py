@@ -38,6 +38,7 @@ __all__ = [
     "resolve_weights",
     "bundled_sizes",
     "modality_of",
+    "weights_file_of",
     "image_size_of",
     "load_frozen",
     "GenerativePrior",
@@ -232,6 +233,16 @@ def bundled_sizes(defaults: Mapping) -> str:
     return ", ".join(
         f"{s}x{s}" + (f" ({', '.join(v)})" if isinstance(v, Mapping) else "") for s, v in defaults.items()
     )
+
+
+def weights_file_of(
+    weights: str | os.PathLike | nn.Module | None, image_size: int, defaults: Mapping, kind: str, op
+) -> str | None:
+    """The file a method's ``weights=`` loads (the bundled default when None), or None for a model object:
+    what per-file settings (e.g. ``lam="noise"``'s calibration factor) are keyed by."""
+    if isinstance(weights, nn.Module):
+        return None
+    return str(resolve_weights(weights, image_size, defaults, kind, modality=modality_of(op)))
 
 
 def modality_of(op) -> str:

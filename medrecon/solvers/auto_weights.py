@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -59,6 +60,8 @@ from medrecon.solvers.weights import _resolve_lam, discrepancy_weight
 __all__ = [
     "AUTO_RULES",
     "CALIBRATION",
+    "CALIBRATION_BY_WEIGHTS",
+    "calibration_factor",
     "LEARNED_PRIOR_RULES",
     "noise_rule_weight",
     "per_element",
@@ -81,6 +84,25 @@ LEARNED_PRIOR_RULES: dict[str, float] = {
 
 #: Factor on the MAP weight in ``lam="noise"``, chosen on training images (see the module doc); 1 if absent.
 CALIBRATION: dict[str, float] = {"vae-soft": 10.0, "flow-map": 10.0}
+
+#: Factors of particular bundled prior files (by file name), replacing :data:`CALIBRATION` for them; chosen
+#: on TRAIN-split slices (``benchmarks/real_anatomy_generative.py calibrate``: 3 lung2/head slices, 128 px,
+#: 1 % noise, factors 0.03-10 of the MAP weight): the factor with the smallest loss to each setting's best,
+#: over 10 and 30 angles. vae-soft: factor 1 loses 0.00 / 0.06 dB (30 / 10 angles); flow MAP: factor 1
+#: loses 0.00 / 0.48 dB (factor 3: 0.50 / 0.08). The MRI priors (vae_mri128, flow_mri128) preferred 10,
+#: the default, at 4x and 8x.
+CALIBRATION_BY_WEIGHTS: dict[str, dict[str, float]] = {
+    "vae_ct128.pt": {"vae-soft": 1.0},
+    "flow_ct128.pt": {"flow-map": 1.0},
+}
+
+
+def calibration_factor(rule: str, weights_file: str | None = None) -> float:
+    """The factor on the MAP weight of ``lam="noise"`` for the rule ``rule`` (a key of
+    :data:`LEARNED_PRIOR_RULES`) and the prior file in use (its name; None: a model object or unknown)."""
+    own = CALIBRATION_BY_WEIGHTS.get(Path(weights_file).name, {}) if weights_file else {}
+    return own.get(rule, CALIBRATION.get(rule, 1.0))
+
 
 #: Bracket of the discrepancy search (relative weights): wide, the learned priors' weights span decades.
 _BRACKET = (1e-10, 1e3)
@@ -121,8 +143,11 @@ def noise_rule_weight(
     n_pixels: int | None = None,
     mu: float | None = None,
     calibrated: bool = True,
+    weights_file: str | None = None,
 ) -> Tensor:
-    """``lam (B,)`` float64 of ``lam="noise"``: the MAP weight (module doc's table) times ``CALIBRATION``.
+    """``lam (B,)`` float64 of ``lam="noise"``: the MAP weight (module doc's table) times the calibration
+    factor (:func:`calibration_factor`: :data:`CALIBRATION`, or :data:`CALIBRATION_BY_WEIGHTS` for the
+    bundled prior file ``weights_file``).
 
     ``method``: a key of :data:`LEARNED_PRIOR_RULES`; ``n_pixels``: D (``flow-map``); ``mu``: vae-soft's
     latent weight; ``calibrated=False``: the MAP weight alone.
@@ -136,7 +161,7 @@ def noise_rule_weight(
     std = _std(noise_std, batch, method, "noise")
     lam = LEARNED_PRIOR_RULES[method] * std.pow(2) / float(op.norm_squared())
     if calibrated:
-        lam = lam * CALIBRATION.get(method, 1.0)
+        lam = lam * calibration_factor(method, weights_file)
     if method == "flow-map":
         if not n_pixels or n_pixels < 1:
             raise ValueError("flow-map: the noise rule needs n_pixels (D) >= 1")
@@ -173,8 +198,11 @@ def resolve_learned_weight(
     grid: Sequence[float] | None = None,
     n_pixels: int | None = None,
     mu: float | None = None,
+    weights_file: str | None = None,
 ) -> Tensor:
     """x of a learned-prior method for the weight ``lam`` names (a number or one of :data:`AUTO_RULES`).
+
+    ``weights_file``: the prior file in use (for its calibration factor, :func:`calibration_factor`).
 
     ``run(sel: slice, lam: float) -> x`` solves for the batch elements ``y[sel]`` with one weight;
     ``rule``: the key of :data:`LEARNED_PRIOR_RULES` for ``"noise"`` (also the discrepancy search's
@@ -187,10 +215,12 @@ def resolve_learned_weight(
 
     if lam == "noise":
         std = _std(noise_std, b, name, "noise")
-        return solve(noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu))
+        return solve(
+            noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu, weights_file=weights_file)
+        )
     if lam == "discrepancy":
         std = _std(noise_std, b, name, "discrepancy")
-        start = noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu)
+        start = noise_rule_weight(rule, op, std, batch=b, n_pixels=n_pixels, mu=mu, weights_file=weights_file)
         start = float(torch.exp(torch.log(start).mean()).clamp(*_BRACKET))
         _, x = discrepancy_weight(
             solve,
