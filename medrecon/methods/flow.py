@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights, modality_of, weights_file_of
+from medrecon.priors.base import load_for_operator
 from medrecon.priors.flow import DEFAULT_WEIGHTS, MultiScaleFlow
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image
@@ -86,16 +86,10 @@ def reconstruct_flow(
     MRI (``op.in_complex``): the flow models real magnitude images; G(z) enters the operator as a
     complex image with zero imaginary part and x is returned as ``op.in_dtype`` (zero phase).
     """
-    h, w = image_size_of(op, y, "flow")
-    flow = load_weights(
-        weights,
-        MultiScaleFlow,
-        image_shape=(1, h, w),
-        defaults=DEFAULT_WEIGHTS,
-        kind="flow",
-        device=op.device,
-        modality=modality_of(op),
+    flow, weights_file = load_for_operator(
+        weights, MultiScaleFlow, op, y, defaults=DEFAULT_WEIGHTS, kind="flow"
     )
+    h, w = op.in_shape
     real = op.real_dtype
     flow = flow.to(dtype=real)
     b = y.shape[0]
@@ -166,6 +160,6 @@ def reconstruct_flow(
         x_true=x_true,
         grid=grid,
         n_pixels=n_pix,
-        weights_file=weights_file_of(weights, h, DEFAULT_WEIGHTS, "flow", op),
+        weights_file=weights_file,
     )
     return x.detach()

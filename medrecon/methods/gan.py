@@ -31,7 +31,7 @@ from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
 from medrecon.operators.gradient import FiniteDifference2D
-from medrecon.priors.base import image_size_of, load_weights, modality_of
+from medrecon.priors.base import load_for_operator
 from medrecon.priors.gan import DEFAULT_WEIGHTS, DCGANPrior, yeh_prior_term
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import range_solve
@@ -108,16 +108,7 @@ def blend_measured(
 
 # ---------------------------------------------------------------------------- latent search
 def _setup(op: LinearOperator, y: Tensor, weights) -> DCGANPrior:
-    h, w = image_size_of(op, y, "GAN")
-    gan = load_weights(
-        weights,
-        DCGANPrior,
-        image_shape=(1, h, w),
-        defaults=DEFAULT_WEIGHTS,
-        kind="GAN",
-        device=op.device,
-        modality=modality_of(op),
-    )
+    gan, _ = load_for_operator(weights, DCGANPrior, op, y, defaults=DEFAULT_WEIGHTS, kind="GAN")
     return gan.to(device=op.device, dtype=op.real_dtype)
 
 

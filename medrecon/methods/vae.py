@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, load_weights, modality_of, weights_file_of
+from medrecon.priors.base import load_for_operator
 from medrecon.priors.vae import DEFAULT_WEIGHTS, ConvVAE
 from medrecon.solvers.auto_weights import AUTO_RULES, resolve_learned_weight
 from medrecon.solvers.latent import initial_image, range_solve, soft_range_solve
@@ -52,16 +52,7 @@ __all__ = ["reconstruct_range", "reconstruct_soft"]
 
 
 def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: torch.Generator | None):
-    h, w = image_size_of(op, y, "VAE")
-    vae = load_weights(
-        weights,
-        ConvVAE,
-        image_shape=(1, h, w),
-        defaults=DEFAULT_WEIGHTS,
-        kind="VAE",
-        device=op.device,
-        modality=modality_of(op),
-    )
+    vae, weights_file = load_for_operator(weights, ConvVAE, op, y, defaults=DEFAULT_WEIGHTS, kind="VAE")
     x_init = initial_image(op, y).to(op.real_dtype if not op.in_complex else torch.float32)
     vae = vae.to(dtype=x_init.dtype)
     with torch.no_grad():
@@ -71,7 +62,7 @@ def _setup(op: LinearOperator, y: Tensor, weights, restarts: int, generator: tor
         starts.append(vae.sample_latent(y.shape[0], generator=generator).to(mu.dtype))
     z0 = torch.stack(starts)  # (R, B, latent)
     data_weight = 1.0 / op.norm_squared()
-    return vae, z0, data_weight
+    return vae, z0, data_weight, weights_file
 
 
 @register_method("vae-range", checks={"lam": _LAM})
@@ -109,7 +100,7 @@ def reconstruct_range(
             ``restarts - 1`` draws from N(0, I) (drawn from ``generator``); the best is kept.
         tol: stop when no objective improved by more than ``tol`` (relative) over 25 iterations.
     """
-    vae, z0, w = _setup(op, y, weights, restarts, generator)
+    vae, z0, w, weights_file = _setup(op, y, weights, restarts, generator)
 
     def run(sel: slice, lam_k: float) -> Tensor:
         res = range_solve(
@@ -137,7 +128,7 @@ def reconstruct_range(
         tau=tau,
         x_true=x_true,
         grid=grid,
-        weights_file=weights_file_of(weights, op.in_shape[-2], DEFAULT_WEIGHTS, "VAE", op),
+        weights_file=weights_file,
     )
 
 
@@ -180,7 +171,7 @@ def reconstruct_soft(
         cg_iter: conjugate-gradient iterations of each exact x-step.
         restarts: as in ``reconstruct_range`` (1: the encoder start only).
     """
-    vae, z0, w = _setup(op, y, weights, restarts, generator)
+    vae, z0, w, weights_file = _setup(op, y, weights, restarts, generator)
 
     def run(sel: slice, lam_k: float) -> Tensor:
         res = soft_range_solve(
@@ -212,5 +203,5 @@ def reconstruct_soft(
         x_true=x_true,
         grid=grid,
         mu=mu,
-        weights_file=weights_file_of(weights, op.in_shape[-2], DEFAULT_WEIGHTS, "VAE", op),
+        weights_file=weights_file,
     )

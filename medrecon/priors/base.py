@@ -38,7 +38,7 @@ __all__ = [
     "resolve_weights",
     "bundled_sizes",
     "modality_of",
-    "weights_file_of",
+    "load_for_operator",
     "image_size_of",
     "load_frozen",
     "GenerativePrior",
@@ -235,16 +235,6 @@ def bundled_sizes(defaults: Mapping) -> str:
     )
 
 
-def weights_file_of(
-    weights: str | os.PathLike | nn.Module | None, image_size: int, defaults: Mapping, kind: str, op
-) -> str | None:
-    """The file a method's ``weights=`` loads (the bundled default when None), or None for a model object:
-    what per-file settings (e.g. ``lam="noise"``'s calibration factor) are keyed by."""
-    if isinstance(weights, nn.Module):
-        return None
-    return str(resolve_weights(weights, image_size, defaults, kind, modality=modality_of(op)))
-
-
 def modality_of(op) -> str:
     """``"mri"`` for operators on complex images, ``"ct"`` otherwise: picks a bundled prior's weights."""
     return "mri" if getattr(op, "in_complex", False) else "ct"
@@ -267,7 +257,7 @@ def load_frozen(path: str | os.PathLike, expected: type, *, device: torch.device
     return model
 
 
-def load_weights(
+def _load_weights(
     weights: str | os.PathLike | nn.Module | None,
     expected: type,
     *,
@@ -276,8 +266,8 @@ def load_weights(
     kind: str,
     device: torch.device | str = "cpu",
     modality: str | None = None,
-) -> nn.Module:
-    """The prior model for images ``(C, H, W) = image_shape``, from a path, a model, or the bundled default.
+) -> tuple[nn.Module, Path | None]:
+    """(model, file or None): the prior model for images ``(C, H, W) = image_shape`` and the file it came from.
 
     ``weights``: a file from ``medrecon train`` (loaded frozen, class and tensor shapes checked), an
     instance of ``expected`` (a frozen copy in eval mode is used; the caller's model is left alone),
@@ -291,7 +281,7 @@ def load_weights(
             )
         # a frozen copy: the method neither accumulates gradients in the caller's model nor moves it
         model = copy.deepcopy(weights).requires_grad_(False).eval().to(device)
-        source = f"the given {type(weights).__name__}"
+        source, path = f"the given {type(weights).__name__}", None
     elif weights is None or isinstance(weights, (str, os.PathLike)):
         path = resolve_weights(weights, image_shape[1], defaults, kind, modality=modality)
         model, source = load_frozen(path, expected, device=device), str(path)
@@ -306,7 +296,55 @@ def load_weights(
             f"the {kind} in {source} is for {'x'.join(map(str, found))} images but the operator's images are "
             f"{'x'.join(map(str, image_shape))}; use weights trained at that size (bundled: {bundled})"
         )
-    return model
+    return model, path
+
+
+def load_weights(
+    weights: str | os.PathLike | nn.Module | None,
+    expected: type,
+    *,
+    image_shape: tuple[int, int, int],
+    defaults: Mapping[int, str | os.PathLike | Mapping[str, str | os.PathLike]],
+    kind: str,
+    device: torch.device | str = "cpu",
+    modality: str | None = None,
+) -> nn.Module:
+    """The prior model for images ``(C, H, W) = image_shape`` (see :func:`_load_weights`)."""
+    return _load_weights(
+        weights,
+        expected,
+        image_shape=image_shape,
+        defaults=defaults,
+        kind=kind,
+        device=device,
+        modality=modality,
+    )[0]
+
+
+def load_for_operator(
+    weights: str | os.PathLike | nn.Module | None,
+    expected: type,
+    op,
+    y: Tensor,
+    *,
+    defaults: Mapping[int, str | os.PathLike | Mapping[str, str | os.PathLike]],
+    kind: str,
+) -> tuple[nn.Module, str | None]:
+    """(model, file) of a generative prior for ``op``'s single-channel images: ``load_weights`` with the
+    image shape (checked by :func:`image_size_of`), device and modality (:func:`modality_of`) taken from
+    the operator. ``file``: the weights file loaded (None for a model object), which per-file settings
+    such as ``lam="noise"``'s calibration factor are keyed by."""
+    h, w = image_size_of(op, y, kind)
+    model, path = _load_weights(
+        weights,
+        expected,
+        image_shape=(1, h, w),
+        defaults=defaults,
+        kind=kind,
+        device=op.device,
+        modality=modality_of(op),
+    )
+    return model, None if path is None else str(path)
 
 
 def load_prior(
