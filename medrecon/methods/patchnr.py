@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from medrecon.operators.base import LinearOperator
-from medrecon.priors.base import image_size_of, resolve_weights
+from medrecon.priors.base import image_size_of, modality_of, resolve_weights
 from medrecon.priors.patchnr import DEFAULT_WEIGHTS, PatchFlow, load_patchnr, patch_nll
 from medrecon.solvers.variational import minimize
 
@@ -92,7 +92,7 @@ def _load(weights: str | os.PathLike | PatchFlow | None, op: LinearOperator) -> 
         return copy.deepcopy(weights).requires_grad_(False).eval().to(op.device)
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be a path, a PatchFlow or None, got {type(weights).__name__}")
-    kind = "mri" if op.in_complex else "ct"
+    kind = modality_of(op)
     return load_patchnr(resolve_weights(weights, 0, {0: DEFAULT_WEIGHTS[kind]}, "patchnr"), device=op.device)
 
 
@@ -100,7 +100,7 @@ def _default_noise_c(weights, op: LinearOperator) -> float | None:
     """:data:`NOISE_RULE_C` of the bundled weights in use (``weights`` None or a bundled file's name),
     else None (``noise_rule_weight``'s ``1 / p^2``)."""
     if weights is None:
-        return NOISE_RULE_C["mri" if op.in_complex else "ct"]
+        return NOISE_RULE_C[modality_of(op)]
     if isinstance(weights, (str, os.PathLike)):
         name = os.path.basename(os.fspath(weights))
         for kind, path in DEFAULT_WEIGHTS.items():
