@@ -288,21 +288,33 @@ def evaluate(args) -> int:
                     options = dict(options, lam="discrepancy")
                     extra = {"weight": {"rule": "lam='discrepancy' (automatic, Morozov, tau 1)"}}
                 load0 = os.getloadavg()[0]
-                xs, sec = [], 0.0
+                # per-slice results kept in the JSON, so an interrupted run resumes where it stopped
+                part = entry.setdefault("partial", {}).get(label, {})
+                if part.get("options") != {k_: str(v) for k_, v in options.items()}:
+                    part = {"options": {k_: str(v) for k_, v in options.items()}, "slices": {}}
+                entry["partial"][label] = part
                 for i in sel:
+                    if ids[i] in part["slices"] and (i != k or label in arrays):
+                        continue
                     opts = options if dip else dict(options, noise_std=sigma[i : i + 1])
                     xr, s = _solve(op, y[i : i + 1], method, opts)
-                    xs.append(xr)
-                    sec += s
-                    print(
-                        f"[{name}] {label} {ids[i]}: {_scores(x[i : i + 1], xr)[0][0]:.2f} dB ({s:.0f} s)",
-                        flush=True,
-                    )
-                p, s_ = _scores(x[sel], torch.cat(xs))
+                    (pi,), (si,) = _scores(x[i : i + 1], xr)
+                    part["slices"][ids[i]] = {
+                        "psnr": pi,
+                        "ssim": si,
+                        "seconds": s,
+                        "load_avg_1min": os.getloadavg()[0],
+                    }
+                    if i == k:
+                        arrays[label] = xr[0, 0].numpy()
+                    save()
+                    print(f"[{name}] {label} {ids[i]}: {pi:.2f} dB ({s:.0f} s)", flush=True)
+                done = [part["slices"][ids[i]] for i in sel]
+                p, s_ = [d["psnr"] for d in done], [d["ssim"] for d in done]
+                sec = sum(d["seconds"] for d in done)
                 entry["methods"][label] = _row(
                     method, options, p, s_, sec, load0, ids=[ids[i] for i in sel], n=len(sel), **extra
                 )
-                arrays[label] = xs[sel.index(k)][0, 0].numpy()
                 family = label.removesuffix("-discrepancy")
                 if not dip and "best_each" in entry["oracle"].get(family, {}):  # gap on its own slices
                     best = np.asarray(entry["oracle"][family]["best_each"])[sel]
