@@ -4,7 +4,8 @@
 
 IN.npz (written by methods.py): ``images (N, 1, S, S)`` in [0, 1], ``n_angles``, ``noise_level``, ``seed``,
 ``tv_lam (N,)`` (medrecon's discrepancy weights, relative to ||A||^2), ``target_tv (N,)`` and ``target_dip (N,)``
-(medrecon's PSNRs), ``dip_steps``, ``threads``. The problem is deepinv's own: its ``Tomography`` operator
+(medrecon's PSNRs), ``dip_steps``, ``dip_images`` (DIP runs on the first ones; optional, default all),
+``threads``. The problem is deepinv's own: its ``Tomography`` operator
 (pure torch, normalised to ||A|| = 1) with the same angles, images and noise model (sigma = noise_level *
 mean |A x|). TV: proximal gradient on 1/2||Ax - y||^2 + lam TV(x) with deepinv's ``TVPrior`` prox (deepinv's
 standard TV recipe; its CP iterator needs a split operator this script does not build), step 1/||A||^2, the
@@ -16,6 +17,7 @@ Only deepinv, torch and numpy are imported: medrecon's torch is another build.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -26,6 +28,10 @@ import torch
 def _psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     mse = float((x.clamp(0, 1) - ref).pow(2).mean())
     return 10 * np.log10(1.0 / mse) if mse > 0 else float("inf")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv: list[str]) -> int:
@@ -50,6 +56,7 @@ def main(argv: list[str]) -> int:
         "dip": [],
     }
     prior = dinv.optim.TVPrior(n_it_max=20)
+    dip_images = int(data["dip_images"]) if "dip_images" in data.files else images.shape[0]
     for i in range(images.shape[0]):
         x_true = images[i : i + 1]
         clean = physics.A(x_true)
@@ -59,6 +66,7 @@ def main(argv: list[str]) -> int:
         # TV by proximal gradient with deepinv's TVPrior prox
         lam, step, cap = float(data["tv_lam"][i]) * norm2, 1.0 / norm2, 1000
         x = torch.zeros_like(x_true)
+        load = _load()
         t0, reached, best = time.perf_counter(), None, -np.inf
         with torch.no_grad():
             for k in range(cap):
@@ -74,18 +82,27 @@ def main(argv: list[str]) -> int:
                 "iterations": reached or cap,
                 "reached": reached is not None,
                 "best_psnr": best,
+                "load_before": load,
+                "load_after": _load(),
             }
         )
         # DIP with deepinv's ConvDecoder
         steps = int(data["dip_steps"])
-        if steps > 0:
+        if steps > 0 and i < dip_images:
             torch.manual_seed(int(data["seed"]))  # deepinv's DIP draws from the global RNG
             net = dinv.models.ConvDecoder(img_size=(1, size, size), in_size=(4, 4), layers=5, channels=64)
             dip = dinv.models.DeepImagePrior(net, img_size=(64, 4, 4), iterations=steps, learning_rate=0.01)
+            load = _load()
             t0 = time.perf_counter()
             x = dip(y, physics)
             out["dip"].append(
-                {"seconds": time.perf_counter() - t0, "steps": steps, "psnr": _psnr(x.detach(), x_true)}
+                {
+                    "seconds": time.perf_counter() - t0,
+                    "steps": steps,
+                    "psnr": _psnr(x.detach(), x_true),
+                    "load_before": load,
+                    "load_after": _load(),
+                }
             )
     with open(argv[1], "w") as f:
         json.dump(out, f, indent=1)

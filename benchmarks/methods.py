@@ -3,6 +3,8 @@
     python benchmarks/methods.py                                   # 64/128/256 px (DIP to 128), batch 1 and 8
     python benchmarks/methods.py --sizes 64 128 --dip-steps 300 --images 2   # a short run
     python benchmarks/methods.py --no-deepinv                      # without the deepinv peer
+    python benchmarks/methods.py --sizes 256 --images 2 --dip-images 1 --dip-steps 300 --dip-max-size 256 \
+        --threads 1 --out benchmarks/results/methods_256.json      # 256 px, DIP on the first slice only
     python benchmarks/methods.py --sizes 128 --batches 1 --methods dip dip-tv --images 1 --threads 2 \
         --no-deepinv --out benchmarks/results/dip_idle_128.json     # DIP / DIP-TV on lung1:0, full default run
 
@@ -11,13 +13,15 @@ Problem: parallel-beam CT with 30 angles, y = A x + n with sigma = 0.02 * mean |
 "validation")`` when the corpus is fetched (``make data``), else the bundled ``data/real_sample`` slices
 (resized). Methods through ``medrecon.reconstruct``: ``fbp``; ``tv`` with ``lam="discrepancy"`` (the noise
 level is known) and 200 PDHG iterations per solve, as the configs run it; ``dip`` and ``dip-tv`` (library
-defaults, ``n_iter=--dip-steps``). DIP fits one network per image, so it runs at batch 1 only.
+defaults, ``n_iter=--dip-steps``). DIP fits one network per image, so it runs at batch 1 only, on the first
+``--dip-images`` slices (default: ``--images``), on both sides.
 
 deepinv (``--deepinv-python``, default ``.venv-deepinv/bin/python`` from benchmarks/setup_deepinv_env.sh) runs
 benchmarks/deepinv_peer.py on the same images, angles and noise model with its own operator, and reports the
 time its TV needs to reach medrecon's PSNR (at medrecon's relative weight) and its DIP's time and PSNR.
 Threads: ``medrecon.runtime.configure_threads`` (``--threads`` overrides); the machine's load average is
-recorded before and after. Results: ``benchmarks/results/methods.json`` and a Markdown table on stdout.
+recorded before and after each row (and each deepinv image). Results: ``benchmarks/results/methods.json``
+(rewritten after every row, with ``"complete": false`` until the run ends) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -93,10 +97,17 @@ def run(
     deepinv_python: str | None,
     threads: str,
     dip_max_size: int,
+    dip_images: int | None = None,
+    checkpoint=None,
 ) -> dict:
+    """The rows and deepinv peers; ``checkpoint(result)``, when given, is called after each of them."""
+    dip_images = n_images if dip_images is None else dip_images
+    if not 1 <= dip_images <= n_images:
+        raise ValueError(f"dip_images must be in 1..n_images={n_images}, got {dip_images}")
     rows, peers, sources = [], [], {}
+    result = {"rows": rows, "deepinv": peers, "sources": sources, "dip_images": dip_images}
     for size in sizes:
-        x_all, sources[size] = _load(size, max(max(batches), n_images))
+        x_all, sources[size] = _load(size, max(*batches, n_images))
         op = ParallelBeamCT(size, N_ANGLES)
         y_all, sigma_all = simulate(op, x_all, NOISE_LEVEL, torch.Generator().manual_seed(SEED))
         op.norm()  # cached power iteration, outside the clocks
@@ -110,7 +121,7 @@ def run(
                     options = {"lam": "discrepancy", "n_iter": TV_ITER}
                 elif method.startswith("dip"):
                     options = {"n_iter": dip_steps}
-                n = n_images if batch == 1 else batch
+                n = (dip_images if method.startswith("dip") else n_images) if batch == 1 else batch
                 xs, seconds, load = [], 0.0, _uptime()
                 for start in range(0, n, batch):
                     sl = slice(start, start + batch)
@@ -135,6 +146,8 @@ def run(
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if checkpoint is not None:
+                    checkpoint(result)
         if deepinv_python and "tv" in targets:
             peers.append(
                 _deepinv(
@@ -147,13 +160,18 @@ def run(
                     targets,
                     dip_steps if "dip" in targets else 0,
                     threads,
+                    dip_images,
                 )
             )
             print(json.dumps(peers[-1]), flush=True)
-    return {"rows": rows, "deepinv": peers, "sources": sources}
+            if checkpoint is not None:
+                checkpoint(result)
+    return result
 
 
-def _deepinv(python: str, size: int, x, y, sigma, op, targets: dict, dip_steps: int, threads: str) -> dict:
+def _deepinv(
+    python: str, size: int, x, y, sigma, op, targets: dict, dip_steps: int, threads: str, dip_images: int
+) -> dict:
     lam = _tv_lam(op, y, sigma)
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.json"
@@ -167,6 +185,7 @@ def _deepinv(python: str, size: int, x, y, sigma, op, targets: dict, dip_steps: 
             target_tv=np.array(targets["tv"]),
             target_dip=np.array(targets.get("dip", [])),
             dip_steps=dip_steps,
+            dip_images=dip_images,
             threads=int(threads),
         )
         load = _uptime()
@@ -202,28 +221,33 @@ def _ratio_table(result: dict) -> str:
             "",
             (
                 "| size | deepinv TV: s/image to reach medrecon's PSNR | medrecon tv s/image | ratio | "
-                "deepinv DIP s/image (PSNR) | medrecon dip s/image (PSNR) | ratio |"
+                "deepinv DIP s/image (PSNR) | medrecon dip s/image (PSNR) | ratio | "
+                "medrecon dip-tv s/image (PSNR) | ratio |"
             ),
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for peer in result["deepinv"]:
             size = peer["size"]
             if "error" in peer:
-                lines.append(f"| {size} | failed: {peer['error']} | | | | | |")
+                lines.append(f"| {size} | failed: {peer['error']} | | | | | | | |")
                 continue
             tv_d = float(np.mean([t["seconds"] for t in peer["tv"]]))
             reached = sum(t["reached"] for t in peer["tv"])
             tv_m = by[(size, "tv")]["seconds_per_image"]
             cell = f"{tv_d:.2f} ({reached}/{len(peer['tv'])} reached)"
-            dip_cells = "| | |"
-            if peer["dip"] and (size, "dip") in by:
+            dip_cells = "| | | | |"
+            if peer["dip"]:
                 dip_d = float(np.mean([d["seconds"] for d in peer["dip"]]))
                 dip_p = float(np.mean([d["psnr"] for d in peer["dip"]]))
-                m = by[(size, "dip")]
-                dip_cells = (
-                    f"{dip_d:.1f} ({dip_p:.2f}) | {m['seconds_per_image']:.1f} ({m['psnr_mean']:.2f}) | "
-                    f"{dip_d / m['seconds_per_image']:.2f} |"
-                )
+                dip_cells = f"{dip_d:.1f} ({dip_p:.2f}) |"
+                for method in ("dip", "dip-tv"):
+                    m = by.get((size, method))
+                    dip_cells += (
+                        f" {m['seconds_per_image']:.1f} ({m['psnr_mean']:.2f}) | "
+                        f"{dip_d / m['seconds_per_image']:.2f} |"
+                        if m
+                        else " | |"
+                    )
             lines.append(f"| {size} | {cell} | {tv_m:.2f} | {tv_d / tv_m:.2f} | {dip_cells}")
     return "\n".join(lines)
 
@@ -234,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--methods", nargs="+", default=["fbp", "tv", "dip", "dip-tv"])
     parser.add_argument("--images", type=int, default=4, help="images timed at batch 1")
+    parser.add_argument(
+        "--dip-images",
+        type=int,
+        default=None,
+        help="images DIP / DIP-TV / deepinv's DIP run on (default: --images)",
+    )
     parser.add_argument("--dip-steps", type=int, default=1500)
     parser.add_argument(
         "--dip-max-size", type=int, default=128, help="largest size DIP runs at (256 px: ~4x 128)"
@@ -250,6 +280,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepinv peer skipped: {peer} not found (run benchmarks/setup_deepinv_env.sh)", flush=True)
         peer = None
     load = _uptime()
+    command = "python benchmarks/methods.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(result: dict, complete: bool = False) -> None:
+        from medrecon.utils_io import atomic_write_text
+
+        result.update(
+            command=command,
+            complete=complete,
+            threads=str(choice),
+            load_start=load,
+            load_end=_uptime(),
+            dip_steps=args.dip_steps,
+            cpu=os.cpu_count(),
+            torch=torch.__version__,
+            note="load average of the machine (shared) with each row; compare ratios, not absolute times",
+        )
+        atomic_write_text(args.out, json.dumps(result, indent=1))
+
     result = run(
         args.sizes,
         args.batches,
@@ -259,20 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         peer,
         str(choice.threads),
         args.dip_max_size,
+        args.dip_images,
+        checkpoint=save,
     )
-    result.update(
-        threads=str(choice),
-        load_start=load,
-        load_end=_uptime(),
-        dip_steps=args.dip_steps,
-        cpu=os.cpu_count(),
-        torch=torch.__version__,
-        note="load average of the machine (shared) with each row; compare ratios, not absolute times",
-    )
-    from medrecon.utils_io import atomic_write_text
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=1))
+    save(result, complete=True)
     print(_ratio_table(result))
     return 0
 
