@@ -84,10 +84,10 @@ PREFIX = "real_anatomy_extra"
 LEARNED = ("vae-range", "vae-soft", "flow-latent", "flow-map")
 #: Factors on the MAP weight tried by ``calibrate`` (training slices).
 GRID = {
-    "vae-range": (0.1, 1.0, 10.0, 100.0),
-    "flow-latent": (0.1, 1.0, 10.0, 100.0),
-    "vae-soft": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
-    "flow-map": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    "vae-range": (0.01, 0.1, 1.0, 10.0, 100.0),
+    "flow-latent": (0.1, 1.0, 10.0, 100.0, 1000.0),
+    "vae-soft": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+    "flow-map": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
 }
 ORACLE_FACTORS = (1 / 3, 3.0)
 
@@ -223,6 +223,24 @@ def _dip_indices(n: int, k_fig: int, n_dip: int) -> list[int]:
     return sorted(set(idx))
 
 
+def _partial_row(entry: dict, label: str, ids, sel, method: str, options: dict, load0: float, extra: dict):
+    """``entry["methods"][label]`` from the slices of ``sel`` done so far (``entry["partial"][label]``): all of
+    them at the end of a run, fewer if it was interrupted (the row's ``n`` and ``ids`` say which)."""
+    part = entry["partial"][label]["slices"]
+    got = [i for i in sel if ids[i] in part]
+    done = [part[ids[i]] for i in got]
+    p, s_ = [d["psnr"] for d in done], [d["ssim"] for d in done]
+    sec = sum(d["seconds"] for d in done)
+    entry["methods"][label] = _row(
+        method, options, p, s_, sec, load0, ids=[ids[i] for i in got], n=len(got), **extra
+    )
+    family = label.removesuffix("-discrepancy")
+    if label != "dip-tv" and "best_each" in entry["oracle"].get(family, {}):  # gap on its own slices
+        best = np.asarray(entry["oracle"][family]["best_each"])[got]
+        entry["oracle"][family]["gap_db"][f"{label} (n={len(got)})"] = float(np.mean(best - p))
+    return p, sec
+
+
 def evaluate(args) -> int:
     cal_path = Path(args.calibration)
     cal = json.loads(cal_path.read_text())["settings"] if cal_path.is_file() else {}
@@ -293,6 +311,7 @@ def evaluate(args) -> int:
                 if part.get("options") != {k_: str(v) for k_, v in options.items()}:
                     part = {"options": {k_: str(v) for k_, v in options.items()}, "slices": {}}
                 entry["partial"][label] = part
+
                 for i in sel:
                     if ids[i] in part["slices"] and (i != k or label in arrays):
                         continue
@@ -307,20 +326,12 @@ def evaluate(args) -> int:
                     }
                     if i == k:
                         arrays[label] = xr[0, 0].numpy()
+                    _partial_row(entry, label, ids, sel, method, options, load0, extra)
                     save()
                     print(f"[{name}] {label} {ids[i]}: {pi:.2f} dB ({s:.0f} s)", flush=True)
-                done = [part["slices"][ids[i]] for i in sel]
-                p, s_ = [d["psnr"] for d in done], [d["ssim"] for d in done]
-                sec = sum(d["seconds"] for d in done)
-                entry["methods"][label] = _row(
-                    method, options, p, s_, sec, load0, ids=[ids[i] for i in sel], n=len(sel), **extra
-                )
-                family = label.removesuffix("-discrepancy")
-                if not dip and "best_each" in entry["oracle"].get(family, {}):  # gap on its own slices
-                    best = np.asarray(entry["oracle"][family]["best_each"])[sel]
-                    entry["oracle"][family]["gap_db"][f"{label} (n={len(sel)})"] = float(np.mean(best - p))
-                print(f"[{name}] {label}: {np.mean(p):.2f} dB over n={len(sel)} ({sec / len(sel):.0f} s/img)")
+                p, sec = _partial_row(entry, label, ids, sel, method, options, load0, extra)
                 save()
+                print(f"[{name}] {label}: {np.mean(p):.2f} dB over n={len(sel)} ({sec / len(sel):.0f} s/img)")
                 continue
             method, options = _family(label, args, op)
             f_train = cal[name][label]["factor"] if name in cal and label in cal[name] else None
