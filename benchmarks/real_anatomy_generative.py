@@ -87,7 +87,7 @@ GRID = {
     "vae-range": (0.01, 0.1, 1.0, 10.0, 100.0),
     "flow-latent": (0.1, 1.0, 10.0, 100.0, 1000.0),
     "vae-soft": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
-    "flow-map": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+    "flow-map": (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0),
 }
 ORACLE_FACTORS = (1 / 3, 3.0)
 
@@ -190,7 +190,10 @@ def calibrate(args) -> int:
         entry = out["settings"].setdefault(name, {})
         for label in labels:
             rows = []
-            for f in GRID[label][: 2 if args.quick else None]:
+            factors = args.factors or GRID[label][: 2 if args.quick else None]
+            if args.factors and label in entry and entry[label].get("ids") == corpus.ids:
+                rows = [r for r in entry[label]["sweep"] if r["factor"] not in factors]  # add to that sweep
+            for f in factors:
                 load0 = os.getloadavg()[0]
                 xr, sec, lam = _solve_factor(op, y, sigma, label, args, f)
                 p = _scores(x, xr)[0]
@@ -207,6 +210,7 @@ def calibrate(args) -> int:
                 print(
                     f"[calibrate] {name} {label} x{f:g} MAP: {np.mean(p):.2f} dB ({sec / len(p):.1f} s/img)"
                 )
+            rows.sort(key=lambda r: r["factor"])
             best = max(rows, key=lambda r: r["psnr"])
             entry[label] = {"factor": best["factor"], "psnr": best["psnr"], "ids": corpus.ids, "sweep": rows}
             atomic_write_text(path, json.dumps(out, indent=1))
@@ -510,6 +514,12 @@ def main(argv=None) -> int:
         help="gap to the best of the auto weight x1/3, x1, x3 (these methods; all if none)",
     )
     ap.add_argument("--only", nargs="*", help="settings (e.g. ct128_a30)")
+    ap.add_argument(
+        "--factors",
+        nargs="*",
+        type=float,
+        help="calibrate: these factors instead of GRID, added to the setting's existing sweep (same slices)",
+    )
     ap.add_argument(
         "--mri",
         action="store_true",
