@@ -3,8 +3,8 @@
     python benchmarks/methods.py                                   # 64/128/256 px (DIP to 128), batch 1 and 8
     python benchmarks/methods.py --sizes 64 128 --dip-steps 300 --images 2   # a short run
     python benchmarks/methods.py --no-deepinv                      # without the deepinv peer
-    python benchmarks/methods.py --sizes 256 --images 2 --dip-images 1 --dip-steps 300 --dip-max-size 256 \
-        --threads 1 --out benchmarks/results/methods_256.json      # 256 px, DIP on the first slice only
+    python benchmarks/methods.py --sizes 256 --images 2 --dip-images 2 --dip-steps 300 --dip-max-size 256 \
+        --threads 1 --out benchmarks/results/methods_256.json      # 256 px with deepinv (methods_256.json)
     python benchmarks/methods.py --sizes 128 --batches 1 --methods dip dip-tv --images 1 --threads 2 \
         --no-deepinv --out benchmarks/results/dip_idle_128.json     # DIP / DIP-TV on lung1:0, full default run
 
