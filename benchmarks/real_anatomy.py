@@ -5,6 +5,8 @@
     python benchmarks/real_anatomy.py report      # merge the settings: JSON, table, figure
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py diagnose  # 10 angles: PatchNR from FBP vs from TV (train slices)
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py diagnose-mri  # MRI: start and weights (train slices)
+    OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py noise-sweep --only mri128_8x mri128_4x \
+        --update-calibration   # PatchNR weight per TRAIN slice -> lam="noise" fit, the patchnr rows' weight
     OMP_NUM_THREADS=1 python benchmarks/real_anatomy.py calibrate --quick   # smoke run (2 slices, 30 steps)
 
 Data (``medrecon.data.real``, fetched by ``make data``): CT validation = ``n_val`` slices spaced evenly
@@ -26,8 +28,13 @@ complex Gaussian noise. ``--extra``: the same masks with 8 simulated coils (``mr
 Methods: FBP / zero-filled (``direct``), TV with the discrepancy principle, PatchNR with the start
 (``init``: FBP/zero-filled or the TV-discrepancy image) and weight chosen on training slices
 (``patchnr``), and with the same start and the noise rule (``patchnr-noise``, ``lam="noise"``, its
-constant fitted on training slices: ``medrecon.methods.patchnr.NOISE_RULE_C``). Metrics per slice: PSNR and SSIM with data range 1 (images are in [0, 1]); mean
-+/- std over the slices; seconds per image (wall clock of the batch / batch size, one thread).
+exponent and constant fitted on training slices: ``medrecon.methods.patchnr.NOISE_RULE``; named in
+``--methods`` only: ``patchnr-noise-map``, the rule with the MAP exponent ``c sigma^2 / ||A||^2``).
+Metrics per slice: PSNR and SSIM with data range 1 (images are in [0, 1]); mean +/- std over the
+slices; seconds per image (wall clock of the batch / batch size, one thread).
+
+``evaluate --methods a b`` reruns those rows and keeps the file's other rows (and its oracle sweep,
+with the gaps of the new rows) when the slices are the same.
 
 ``evaluate`` writes ``benchmarks/results/real_anatomy_<setting>.json`` (and ``.npz``, the figure's
 slice) per setting, so settings can run in parallel processes; ``report`` merges them into
@@ -90,6 +97,9 @@ PATCHNR_GRIDS = {
     "mri128_4x": {"direct": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6), "tv": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6)},
     "mri128_8x": {"tv": (1e-7, 3e-7, 1e-6)},
 }
+#: ``c`` of the noise rule with the MAP exponent (``lam = c sigma^2 / ||A||^2``) before the exponent was
+#: fitted (``NOISE_RULE`` in medrecon.methods.patchnr): the ``patchnr-noise-map`` rows.
+NOISE_RULE_MAP_C = {"ct": 0.011, "mri": 0.22}
 #: PatchNR starting images tried by ``calibrate`` (``init=`` of the method).
 PATCHNR_INITS = ("direct", "tv")
 
@@ -178,12 +188,25 @@ def _methods(setting: str, size: int, cal: dict, args) -> list[tuple[str, str, d
         ("patchnr", "patchnr", _patchnr_options(args, size, lam=lam, init=init)),
         ("patchnr-noise", "patchnr", _patchnr_options(args, size, lam="noise", init=init)),
     ]
+    # only when named in --methods: the noise rule with the MAP exponent (sigma^2 / ||A||^2) and the
+    # constant the rule had before the exponent was fitted (NOISE_RULE_MAP_C), for a before/after
+    kind = "mri" if setting.startswith("mri") else "ct"
+    map_rule = _patchnr_options(
+        args, size, lam="noise", init=init, noise_c=NOISE_RULE_MAP_C[kind], noise_power=2.0
+    )
+    methods += (
+        [("patchnr-noise-map", "patchnr", map_rule)]
+        if args.methods and "patchnr-noise-map" in args.methods
+        else []
+    )
     return [m for m in methods if not args.methods or m[0] in args.methods or m[0] == "direct"]
 
 
 def _run(op, y, method, options, sigma, seed):
     opts = dict(options)
-    if opts.get("lam") in ("discrepancy", "noise"):
+    # the tv start's weight comes from the discrepancy principle (as in calibrate's x0) also for a fixed
+    # PatchNR weight: without noise_std, init="tv" would use the fixed TV_INIT_LAM
+    if opts.get("lam") in ("discrepancy", "noise") or (method == "patchnr" and opts.get("init") == "tv"):
         opts["noise_std"] = sigma
     if method == "patchnr":
         opts["generator"] = torch.Generator().manual_seed(seed)
@@ -338,6 +361,144 @@ def calibrate(args) -> int:
     return 0
 
 
+#: ``noise-sweep``: relative PatchNR weights swept per TRAIN slice (at the setting's calibrated start)
+#: to fit the noise rule's exponent and constant; half decades around the calibrated weights.
+NOISE_SWEEP_GRIDS = {
+    "ct128_a30": (3e-8, 1e-7, 3e-7, 1e-6),
+    "ct128_a10": (1e-7, 3e-7, 1e-6, 3e-6),
+    "mri128_4x": (3e-8, 1e-7, 3e-7, 1e-6),
+    "mri128_8x": (3e-8, 1e-7, 3e-7, 1e-6),
+}
+NOISE_SWEEP = RESULTS / "real_anatomy_calibration_noise.json"
+
+
+def noise_sweep(args) -> int:
+    """Per setting, on ``--n-noise`` TRAIN-split slices: each slice's PSNR at every weight of
+    :data:`NOISE_SWEEP_GRIDS` (start: the setting's calibrated ``init``), with each slice's sigma and
+    ``||A||^2``; then the noise rule ``lam = c (sigma / ||A||)^p`` fitted per modality
+    (:func:`_fit_noise_rule`) -> :data:`NOISE_SWEEP`. Rows of an earlier run with the same slices and
+    options are reused (``--fresh``: rerun)."""
+    cal = json.loads(Path(args.calibration).read_text())
+    path = NOISE_SWEEP if not args.quick else NOISE_SWEEP.with_name(f"{NOISE_SWEEP.stem}_quick.json")
+    out: dict = json.loads(path.read_text()) if path.is_file() and not args.fresh else {}
+    if out.get("options") != _patchnr_options(args):
+        out = {}
+    out.update(
+        {
+            "what": "PatchNR PSNR per TRAIN-split slice and weight, to fit lam='noise' (never validation)",
+            "options": _patchnr_options(args),
+            "noise_level": NOISE_LEVEL,
+            "command": " ".join(sys.argv),
+            "git": git_revision(),
+            "threads": torch.get_num_threads(),
+        }
+    )
+    out.setdefault("settings", {})
+    for name, modality, size, param in _settings(args, CT_SETTINGS + MRI_SETTINGS):
+        corpus = load_corpus(_corpus(modality), "train", size=size, slices=args.n_noise)
+        x = corpus.images
+        op = _operator(modality, size, param)
+        y, sigma = _measure(op, x, corpus.ids, modality)
+        init = cal["patchnr"][name]["init"]
+        old = out["settings"].get(name, {})
+        cached = {r["lam"]: r for r in old.get("sweep", [])} if old.get("ids") == corpus.ids else {}
+        entry = {
+            "setting": name,
+            "modality": modality,
+            "init": init,
+            "ids": corpus.ids,
+            "sigma": sigma.tolist(),
+            "norm_squared": float(op.norm_squared()),
+            "sweep": [],
+        }
+        start = {}
+        if init == "tv":
+            x_tv, _ = _run(op, y, "tv", {"lam": "discrepancy", "n_iter": args.tv_iter}, sigma, 0)
+            start = {"x0": _real(x_tv)}
+        for lam in NOISE_SWEEP_GRIDS[name]:
+            if lam in cached:
+                entry["sweep"].append(cached[lam])
+                continue
+            load0 = os.getloadavg()[0]
+            xr, sec = _run(op, y, "patchnr", _patchnr_options(args, size, lam=lam, **start), sigma, 0)
+            p, _ = _scores(x, xr)
+            entry["sweep"].append(
+                {"lam": lam, "psnr_each": p, "seconds_per_image": sec / len(p), "load_avg_1min": load0}
+            )
+            print(
+                f"[noise-sweep] {name} lam={lam:g}: PSNR {np.mean(p):.2f} dB "
+                f"({sec / len(p):.1f} s/image, load {load0:.1f})",
+                flush=True,
+            )
+            out["settings"][name] = entry
+            atomic_write_text(path, json.dumps(out, indent=1))  # a partial run is kept
+        means = [float(np.mean(r["psnr_each"])) for r in entry["sweep"]]
+        entry["best_lam"] = entry["sweep"][int(np.argmax(means))]["lam"]  # of the mean PSNR
+        out["settings"][name] = entry
+        if args.update_calibration:
+            # the fixed weight of the ``patchnr`` rows: the best mean over these (more) train slices
+            c = cal["patchnr"][name]
+            c.update(lam=entry["best_lam"], lam_from=f"{path.name} ({len(corpus.ids)} train slices)")
+            atomic_write_text(Path(args.calibration), json.dumps(cal, indent=1))
+    out["fit"] = {
+        modality: _fit_noise_rule([e for e in out["settings"].values() if e["modality"] == modality])
+        for modality in ("ct", "mri")
+        if any(e["modality"] == modality for e in out["settings"].values())
+    }
+    out["load_avg"] = os.getloadavg()
+    atomic_write_text(path, json.dumps(out, indent=1))
+    print(json.dumps({k: {kk: v[kk] for kk in ("p", "c", "mean_psnr")} for k, v in out["fit"].items()}))
+    return 0
+
+
+def _psnr_at(entry: dict, log_lam: np.ndarray) -> np.ndarray:
+    """PSNR of each slice of a sweep entry at weights ``exp(log_lam)`` ``(..., n_slices)``: linear in
+    log lam between the swept weights, held constant beyond them."""
+    rows = sorted(entry["sweep"], key=lambda r: r["lam"])
+    grid = np.log([r["lam"] for r in rows])
+    table = np.asarray([r["psnr_each"] for r in rows])  # (n_lam, n_slices)
+    return np.stack([np.interp(log_lam[..., i], grid, table[:, i]) for i in range(table.shape[1])], -1)
+
+
+NOISE_RULE_POWERS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def _fit_noise_rule(entries: list[dict]) -> dict:
+    """``lam_i = c (sigma_i / ||A||)^p`` over the slices of the given settings: for each exponent of
+    :data:`NOISE_RULE_POWERS` the ``c`` that maximises the mean PSNR (:func:`_psnr_at`), and the
+    ``(p, c)`` with the highest mean PSNR. Also per setting: the mean gap to each slice's best swept
+    weight and the weights the rule gives relative to the grid (a rule off the grid is extrapolated)."""
+    log_c = np.linspace(np.log(1e-8), np.log(1e2), 401)
+    fits = {}
+    for p in NOISE_RULE_POWERS:
+        score = np.zeros(len(log_c))
+        n = 0
+        for e in entries:
+            s = np.asarray(e["sigma"]) / np.sqrt(e["norm_squared"])
+            log_lam = log_c[:, None] + p * np.log(s)[None, :]  # (n_c, n_slices)
+            score += _psnr_at(e, log_lam).sum(1)
+            n += len(s)
+        k = int(np.argmax(score))
+        per_setting = {}
+        for e in entries:
+            s = np.asarray(e["sigma"]) / np.sqrt(e["norm_squared"])
+            lam = np.exp(log_c[k] + p * np.log(s))
+            best = np.max([r["psnr_each"] for r in e["sweep"]], 0)
+            grid = [r["lam"] for r in e["sweep"]]
+            per_setting[e["setting"]] = {
+                "gap_db": float(np.mean(best - _psnr_at(e, np.log(lam)[None, :])[0])),
+                "lam_min_max": [float(lam.min()), float(lam.max())],
+                "grid_min_max": [min(grid), max(grid)],
+            }
+        fits[str(p)] = {
+            "c": float(np.exp(log_c[k])),
+            "mean_psnr": float(score[k] / n),
+            "settings": per_setting,
+        }
+    best_p = max(fits, key=lambda q: fits[q]["mean_psnr"])
+    return {"p": float(best_p), "c": fits[best_p]["c"], "mean_psnr": fits[best_p]["mean_psnr"], "by_p": fits}
+
+
 def _settings(args, settings: list[tuple]) -> list[tuple]:
     return [s for s in settings if s[0] in args.only] if args.only else settings
 
@@ -373,6 +534,8 @@ def evaluate(args) -> int:
             "threads": torch.get_num_threads(),
             "methods": {},
         }
+        stem = out.with_name(f"{out.stem}_{name}")
+        old, old_arrays = _earlier_rows(args, stem, corpus.ids)
         recon = {}
         for label, method, options in _methods(name, size, cal, args):
             load0 = os.getloadavg()[0]
@@ -386,6 +549,7 @@ def evaluate(args) -> int:
                 "psnr_each": p,
                 "seconds_per_image": sec / len(p),
                 "load_avg_1min": load0,
+                "git": entry["git"],
             }
             recon[label] = _real(xr)
             print(
@@ -396,16 +560,25 @@ def evaluate(args) -> int:
         # the figure's slice: the median slice by direct-reconstruction PSNR
         k = int(np.argsort(entry["methods"]["direct"]["psnr_each"])[len(corpus.ids) // 2])
         entry["figure_slice"] = corpus.ids[k]
-        stem = out.with_name(f"{out.stem}_{name}")
-        np.savez_compressed(
-            stem.with_suffix(".npz"),
-            truth=x[k, 0].numpy(),
-            **{lab: r[k, 0].numpy() for lab, r in recon.items()},
-        )
+        arrays = {lab: r[k, 0].numpy() for lab, r in recon.items()}
+        if old is not None:  # a run of some methods: the other rows (and the oracle) of the earlier run stay
+            rows = {}
+            for label, row in old["methods"].items():  # in the earlier order, the new rows in place
+                rows[label] = entry["methods"].get(label, {**row, "git": row.get("git", old.get("git"))})
+                if (
+                    label not in recon
+                    and label in old_arrays
+                    and old.get("figure_slice") == entry["figure_slice"]
+                ):
+                    arrays[label] = old_arrays[label]
+            entry["methods"] = {**rows, **entry["methods"]}
+            if "oracle" in old and "patchnr" not in recon:
+                entry["oracle"] = _regap(old["oracle"], entry["methods"])
+        np.savez_compressed(stem.with_suffix(".npz"), truth=x[k, 0].numpy(), **arrays)
         atomic_write_text(
             stem.with_suffix(".json"), json.dumps(entry, indent=1)
         )  # (again below with the oracle)
-        if args.oracle and "patchnr" in entry["methods"]:
+        if args.oracle and "patchnr" in recon:
             # best weight per slice of a small sweep against the ground truth: measures the gap only
             lam0 = entry["methods"]["patchnr"]["options"]["lam"]
             init = entry["methods"]["patchnr"]["options"].get("init", "direct")
@@ -424,19 +597,49 @@ def evaluate(args) -> int:
                 best = np.maximum(best, p)
             gaps = {
                 lab: float(np.mean(best - np.asarray(entry["methods"][lab]["psnr_each"])))
-                for lab in ("patchnr", "patchnr-noise")
+                for lab in ("patchnr", "patchnr-noise", "patchnr-noise-map")
                 if lab in entry["methods"]
             }
             entry["oracle"] = {
                 "grid_factors": [1 / 3, 1, 3],
                 "init": init,
                 "psnr": _summary(best.tolist()),
+                "psnr_each": best.tolist(),
+                "git": entry["git"],
                 "best_lam_each": best_lam.tolist(),
                 "gap_db": gaps,
             }
             print(f"[{name}] oracle sweep: PSNR {best.mean():.2f} dB; gaps {gaps}", flush=True)
             atomic_write_text(stem.with_suffix(".json"), json.dumps(entry, indent=1))
     return 0
+
+
+def _earlier_rows(args, stem: Path, ids: list[str]) -> tuple[dict | None, dict]:
+    """With ``--methods`` (a run of some methods): the earlier ``<stem>.json`` on the same slices and its
+    figure arrays, whose other rows are kept; else ``(None, {})`` (a full run replaces the file)."""
+    f = stem.with_suffix(".json")
+    if not args.methods or not f.is_file():
+        return None, {}
+    old = json.loads(f.read_text())
+    if old.get("ids") != ids:
+        print(f"[evaluate] {f.name}: other slices, its rows are dropped", flush=True)
+        return None, {}
+    npz = stem.with_suffix(".npz")
+    arrays = dict(np.load(npz)) if npz.is_file() else {}
+    return old, arrays
+
+
+def _regap(oracle: dict, methods: dict) -> dict:
+    """An earlier oracle sweep (its ``patchnr`` row kept) with the gaps of the current rows: the mean of
+    the per-slice best minus the row's mean PSNR (the same slices)."""
+    best = oracle.get("psnr_each")
+    gaps = {
+        lab: float(np.mean(best) if best is not None else oracle["psnr"]["mean"])
+        - float(np.mean(methods[lab]["psnr_each"]))
+        for lab in ("patchnr", "patchnr-noise", "patchnr-noise-map")
+        if lab in methods
+    }
+    return {**oracle, "gap_db": gaps}
 
 
 def diagnose(args) -> int:
@@ -618,10 +821,18 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["calibrate", "evaluate", "diagnose", "diagnose-mri", "report"])
+    ap.add_argument(
+        "command", choices=["calibrate", "evaluate", "diagnose", "diagnose-mri", "noise-sweep", "report"]
+    )
     ap.add_argument("--n-val", type=int, default=16, help="validation slices at 128 px (spaced evenly)")
     ap.add_argument("--n-val-256", type=int, default=4, help="validation slices of the 256 px setting")
     ap.add_argument("--n-cal", type=int, default=3, help="training slices used by calibrate")
+    ap.add_argument(
+        "--update-calibration",
+        action="store_true",
+        help="noise-sweep: the fixed weight of the patchnr rows from the sweep's best mean PSNR",
+    )
+    ap.add_argument("--n-noise", type=int, default=8, help="training slices used by noise-sweep")
     ap.add_argument("--n-iter", type=int, default=450, help="PatchNR Adam steps")
     ap.add_argument("--n-patches", type=int, default=1024, help="PatchNR patches per image and step")
     ap.add_argument("--lr", type=float, default=5e-3, help="PatchNR Adam step")
@@ -649,7 +860,7 @@ def main(argv=None) -> int:
         if args.command == "calibrate" and args.calibration == str(CALIBRATION):
             args.calibration = str(RESULTS / "real_anatomy_calibration_quick.json")
     commands = {"calibrate": calibrate, "evaluate": evaluate, "diagnose": diagnose, "report": report}
-    return {**commands, "diagnose-mri": diagnose_mri}[args.command](args)
+    return {**commands, "diagnose-mri": diagnose_mri, "noise-sweep": noise_sweep}[args.command](args)
 
 
 if __name__ == "__main__":

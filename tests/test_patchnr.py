@@ -181,6 +181,13 @@ def test_noise_rule_and_discrepancy(rng):
     assert float(noise_rule_weight(DiagonalOperator(torch.full((6, 6), 2.0)), sigma, 2)) == pytest.approx(
         sigma**2 / 16
     )  # c = 1/p^2, divided by ||A||^2 = 4
+    op2 = DiagonalOperator(torch.full((6, 6), 2.0, dtype=torch.float64))
+    for q in (0.0, 1.0, 2.5):  # lam = c (sigma / ||A||)^q
+        assert float(noise_rule_weight(op2, sigma, 2, c=3.0, power=q)) == pytest.approx(
+            3.0 * (sigma / 2) ** q
+        )
+    per = noise_rule_weight(op2, torch.tensor([0.05, 0.1]), 2, c=1.0, power=0.0)
+    assert torch.allclose(per, torch.ones(2, dtype=torch.float64))  # q = 0: the same weight at every sigma
     # the discrepancy principle finds a residual close to sigma sqrt(m)
     x = reconstruct_patchnr(
         op, y, weights=flow, lam="discrepancy", noise_std=sigma, optimizer="lbfgs", n_iter=40
@@ -252,16 +259,26 @@ def test_noise_rule_constant(rng):
     assert not torch.allclose(x_c, x_p, atol=1e-4)
     with pytest.raises(ValueError, match="noise_c"):
         reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_c=-1.0, **opts)
+    # noise_power=q: lam = c (sigma / ||A||)^q (q = 0: c itself)
+    x_q = reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_c=3.0, noise_power=0.0, **opts)
+    assert torch.allclose(x_q, reconstruct(op, y, "patchnr", lam=3.0, **opts), atol=1e-8)
+    with pytest.raises(ValueError, match="noise_power"):
+        reconstruct(op, y, "patchnr", lam="noise", noise_std=sigma, noise_power=-1.0, **opts)
 
 
 def test_noise_rule_constant_of_bundled_weights():
-    from medrecon.methods.patchnr import NOISE_RULE_C, _default_noise_c
+    from medrecon.methods.patchnr import NOISE_RULE, NOISE_RULE_C, _default_noise_c, _default_noise_rule
 
     ct, mri = SimpleNamespace(in_complex=False), SimpleNamespace(in_complex=True)  # only the kind is read
     assert (
         _default_noise_c(None, ct) == NOISE_RULE_C["ct"]
         and _default_noise_c(None, mri) == NOISE_RULE_C["mri"]
     )
+    assert (
+        _default_noise_rule(None, ct) == NOISE_RULE["ct"]
+        and _default_noise_rule(None, mri) == NOISE_RULE["mri"]
+    )
     assert _default_noise_c("data/weights/patchnr_mri.pt", ct) == NOISE_RULE_C["mri"]  # the file decides
+    assert _default_noise_rule("data/weights/patchnr_mri.pt", ct) == NOISE_RULE["mri"]
     assert _default_noise_c("runs/x/my_patchnr.pt", ct) is None
-    assert _default_noise_c(_gaussian_patch_flow(0.5, 0.2), ct) is None
+    assert _default_noise_rule(_gaussian_patch_flow(0.5, 0.2), ct) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -80,3 +81,70 @@ def test_report_merges_extra_files(bench, tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| ct128_a30 (n=2) | flow-map | 25.00" in table
     assert out.with_suffix(".png").is_file()
+
+
+def _sweep_entry(setting, modality, sigma, best_lam, norm_squared=1.0):
+    """A noise-sweep entry whose slice i peaks (a parabola in log lam, 40 dB) at ``best_lam[i]``."""
+    grid = np.exp(np.linspace(np.log(1e-9), np.log(1e-3), 49))
+    psnr = 40.0 - (np.log(grid)[:, None] - np.log(best_lam)[None, :]) ** 2
+    return {
+        "setting": setting,
+        "modality": modality,
+        "ids": [f"s:{i}" for i in range(len(sigma))],
+        "sigma": list(sigma),
+        "norm_squared": norm_squared,
+        "sweep": [{"lam": float(g), "psnr_each": p.tolist()} for g, p in zip(grid, psnr)],
+    }
+
+
+@pytest.mark.parametrize(("p", "c"), [(0.0, 1e-6), (1.0, 3e-4), (2.0, 0.3)])
+def test_fit_noise_rule_recovers_the_exponent(bench, p, c):
+    # the best weight of each slice is c (sigma / ||A||)^p over two settings (||A||^2 1 and 4): the fit
+    # finds that p and c, and its gap to the per-slice best is ~0
+    sigma = np.array([0.5e-3, 1e-3, 1.5e-3, 2e-3])
+    entries = [
+        _sweep_entry(name, "mri", sigma, c * (sigma / np.sqrt(n2)) ** p, n2)
+        for name, n2 in (("x4", 1.0), ("x8", 4.0))
+    ]
+    fit = bench._fit_noise_rule(entries)
+    assert fit["p"] == p
+    assert fit["c"] == pytest.approx(c, rel=0.1)
+    assert all(abs(s["gap_db"]) < 0.05 for s in fit["by_p"][str(p)]["settings"].values())
+    other = fit["by_p"][str(2.0 if p == 0.0 else 0.0)]  # the wrong exponent loses on these slices
+    assert other["mean_psnr"] < fit["mean_psnr"] - 0.1
+
+
+def test_evaluate_keeps_the_other_rows(bench, tmp_path):
+    # a run of some methods (--methods) keeps the earlier rows and oracle, with the gaps of the new rows
+    stem = tmp_path / "real_anatomy_x"
+    ids = ["a:0", "a:1"]
+    old = _entry(ids, {"direct": 20.0, "tv-discrepancy": 25.0, "patchnr": 30.0, "patchnr-noise": 29.0})
+    old["oracle"] = {"psnr": {"mean": 31.0, "std": 0.0}, "gap_db": {"patchnr": 1.0, "patchnr-noise": 2.0}}
+    stem.with_suffix(".json").write_text(json.dumps(old))
+    np.savez(stem.with_suffix(".npz"), truth=np.zeros(2), direct=np.ones(2))
+    args = SimpleNamespace(methods=["patchnr-noise"])
+    kept, arrays = bench._earlier_rows(args, stem, ids)
+    assert list(kept["methods"]) == list(old["methods"]) and list(arrays) == ["truth", "direct"]
+    assert bench._earlier_rows(args, stem, ["b:0", "b:1"]) == (None, {})  # other slices: dropped
+    assert bench._earlier_rows(SimpleNamespace(methods=None), stem, ids) == (None, {})  # a full run
+    rows = {**old["methods"], "patchnr-noise": {**old["methods"]["patchnr-noise"], "psnr_each": [30.5, 30.5]}}
+    gaps = bench._regap(old["oracle"], rows)["gap_db"]
+    assert gaps == pytest.approx({"patchnr": 1.0, "patchnr-noise": 0.5})
+
+
+def test_bundled_noise_rule_is_the_train_fit(bench):
+    # NOISE_RULE of the bundled weights is what the recorded TRAIN sweeps give: the MRI exponent and
+    # constant refitted from the stored per-slice PSNRs (q = 0 beats the MAP exponent there), CT's c from
+    # calibrate's fit with q = 2
+    from medrecon.methods.patchnr import NOISE_RULE
+
+    sweep = json.loads(bench.NOISE_SWEEP.read_text())
+    entries = [e for e in sweep["settings"].values() if e["modality"] == "mri"]
+    assert {e["setting"] for e in entries} == {"mri128_4x", "mri128_8x"}
+    assert all("colin27" in i for e in entries for i in e["ids"])  # train subject only
+    fit = bench._fit_noise_rule(entries)
+    c, q = NOISE_RULE["mri"]
+    assert q == fit["p"] == 0.0 and c == pytest.approx(fit["c"], rel=0.1)
+    assert fit["by_p"]["2.0"]["mean_psnr"] < fit["mean_psnr"] - 0.05
+    cal = json.loads(bench.CALIBRATION.read_text())
+    assert NOISE_RULE["ct"] == (pytest.approx(cal["noise_rule"]["ct"]["c"], rel=0.05), 2.0)
