@@ -86,14 +86,17 @@ LEARNED_PRIOR_RULES: dict[str, float] = {
 CALIBRATION: dict[str, float] = {"vae-soft": 10.0, "flow-map": 10.0}
 
 #: Factors of particular bundled prior files (by file name), replacing :data:`CALIBRATION` for them; chosen
-#: on TRAIN-split slices (``benchmarks/real_anatomy_generative.py calibrate``: 3 lung2/head slices, 128 px,
-#: 1 % noise, factors 0.03-10 of the MAP weight): the factor with the smallest loss to each setting's best,
-#: over 10 and 30 angles. vae-soft: factor 1 loses 0.00 / 0.06 dB (30 / 10 angles); flow MAP: factor 1
-#: loses 0.00 / 0.48 dB (factor 3: 0.50 / 0.08). The MRI priors (vae_mri128, flow_mri128) preferred 10,
-#: the default, at 4x and 8x.
+#: on TRAIN-split slices (``benchmarks/real_anatomy_generative.py calibrate``: 3 slices per setting, 128 px,
+#: 1 % noise; CT: lung2/head, 10 and 30 angles; MRI: Colin27, 4x and 8x; factors 0.03-3000 of the MAP
+#: weight): the factor with the smallest summed loss to each setting's best. CT: vae-soft factor 1 loses
+#: 0.00 / 0.06 dB (30 / 10 angles); flow MAP factor 1 loses 0.00 / 0.48 dB (factor 3: 0.50 / 0.08); flow
+#: latent factor 1000 loses 0.23 / 0.00 dB (factor 100: 0.00 / 0.72; factor 1: 0.21 / 1.60). MRI:
+#: flow MAP factor 300 is the best at 4x and 8x (factor 10 loses 3.85 / 2.19 dB); flow latent factor 1000
+#: loses 0.10 / 0.00 dB (4x / 8x); vae-soft keeps the default 10 (0.00 / 0.00 dB, flat from 10 to 100).
 CALIBRATION_BY_WEIGHTS: dict[str, dict[str, float]] = {
     "vae_ct128.pt": {"vae-soft": 1.0},
-    "flow_ct128.pt": {"flow-map": 1.0},
+    "flow_ct128.pt": {"flow-map": 1.0, "flow-latent": 1000.0},
+    "flow_mri128.pt": {"flow-map": 300.0, "flow-latent": 1000.0},
 }
 
 
