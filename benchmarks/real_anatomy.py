@@ -812,6 +812,7 @@ def _figure(rows: dict, results: dict, path: Path) -> None:
         bottom[0].axis("off")
         err_max = 0.2
         for c, (label, img) in enumerate(recon.items(), start=1):
+            img = _real(img)  # a complex MRI image is shown and scored by its magnitude
             m = results["settings"][name]["methods"][label]
             ids = m.get("ids", results["settings"][name]["ids"])  # a method run on a subset names it
             p = f"{m['psnr_each'][ids.index(sid)]:.2f} dB" if sid in ids else ""
