@@ -82,7 +82,12 @@ EXTRA_SETTINGS = [
 ]
 MULTICOIL_COILS = 8
 #: Settings without their own calibration use that of the nearest calibrated one.
-CALIBRATION_OF = {"mri128mc_4x": "mri128_4x", "mri128mc_8x": "mri128_8x", "ct128_a30_poisson": "ct128_a30"}
+CALIBRATION_OF = {
+    "mri128mc_4x": "mri128_4x",
+    "mri128mc_8x": "mri128_8x",
+    "ct128_a30_poisson": "ct128_a30",
+    "ct256_a60": "ct128_a30",  # lam is relative: the 128 px start and weight carry over
+}
 ALL_SETTINGS = CT_SETTINGS + MRI_SETTINGS + EXTRA_SETTINGS
 
 #: Relative PatchNR weights tried by ``calibrate`` (on training slices), per setting and start
