@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load_benchmark
 
 from medrecon.data.lodopab import MU_MAX, PHOTONS_PER_BIN, poisson_log_noise
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_anatomy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_anatomy", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("real_anatomy")
 
 
 @pytest.mark.parametrize("level", [5.0, 20.0])

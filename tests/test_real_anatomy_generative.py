@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bench_scripts import load_benchmark
 
 from medrecon.data import real
 from medrecon.metrics import psnr
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("real_anatomy_generative", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("real_anatomy_generative")
 
 
 @pytest.mark.slow
