@@ -529,6 +529,13 @@ CASES = [
         "'train.lr'",
     ),
     (
+        "train-grad-clip-negative",
+        T,
+        ["{root}/train.yaml", "--out", "{root}/fresh", "--set", "train.grad_clip=-1"],
+        2,
+        "'train.grad_clip' must be a finite number > 0",
+    ),
+    (
         "train-model-unknown",
         T,
         ["{root}/train.yaml", "--out", "{root}/fresh", "--set", "model.name=unet"],

@@ -530,7 +530,8 @@ def flow_step(model: nn.Module, batch, ctx) -> dict[str, float]:
     """One optimizer step on the mean negative log-likelihood of dequantised images; ``fit``'s step_fn.
 
     ``ctx.optimizers["model"]`` is the optimizer, ``ctx.generator`` draws the dequantisation noise.
-    Reports ``loss`` (nats per image), ``bpd`` (bits per dimension).
+    Reports ``loss`` (nats per image), ``bpd`` (bits per dimension) and ``grad_norm`` (before clipping
+    to ``train.grad_clip``, if set).
     """
     x = dequantize(_images(batch), generator=getattr(ctx, "generator", None))
     z, logdet = model(x)  # through the (possibly DDP-wrapped) module's forward
@@ -539,9 +540,16 @@ def flow_step(model: nn.Module, batch, ctx) -> dict[str, float]:
     opt = ctx.optimizers["model"]
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    from medrecon.training.fit import clip_gradients  # lazy: medrecon.training imports the priors
+
+    grad_norm = clip_gradients(model, ctx)  # train.grad_clip (none by default)
     opt.step()
     d = x[0].numel()
-    return {"loss": float(loss.detach()), "bpd": float(bits_per_dim(loss.detach(), d))}
+    return {
+        "loss": float(loss.detach()),
+        "bpd": float(bits_per_dim(loss.detach(), d)),
+        "grad_norm": grad_norm,
+    }
 
 
 @torch.no_grad()

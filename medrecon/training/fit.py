@@ -81,6 +81,7 @@ __all__ = [
     "FitResult",
     "StepContext",
     "TrainingInterrupted",
+    "clip_gradients",
     "epoch_order",
     "fit",
     "resolve_device",
@@ -142,6 +143,8 @@ class FitConfig:
     ``batch_size`` is the global batch (split over the processes of a distributed run);
     ``sync_batchnorm``: convert BatchNorm layers to ``SyncBatchNorm`` when ``world_size > 1``
     (CUDA only; otherwise each rank normalises with its own batch statistics).
+    ``grad_clip``: the largest global gradient norm of a step (``torch.nn.utils.clip_grad_norm_``,
+    applied by the step functions that call :func:`clip_gradients`, e.g. the flows'); None: no clipping.
     """
 
     epochs: int = 1
@@ -157,6 +160,17 @@ class FitConfig:
     progress: bool = True
     tensorboard: bool = True
     sync_batchnorm: bool = False
+    grad_clip: float | None = None
+
+
+def clip_gradients(model: torch.nn.Module, ctx) -> float:
+    """Clip the gradients of ``model`` to ``ctx.cfg.grad_clip`` (if set) after ``backward``; returns
+    the global gradient norm before clipping (for the step's metrics; inf/nan if a gradient is)."""
+    limit = getattr(getattr(ctx, "cfg", None), "grad_clip", None)
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    return float(torch.nn.utils.clip_grad_norm_(params, float("inf") if limit is None else limit))
 
 
 @dataclass

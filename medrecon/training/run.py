@@ -237,6 +237,12 @@ def _check_before_training(
         raise ConfigError(f"config key 'train.max_steps' must be >= 1 (or null), got {t.max_steps}")
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"config key 'train.lr' must be a finite number > 0, got {t.lr}")
+    if t.grad_clip is not None and not (
+        isinstance(t.grad_clip, int | float) and math.isfinite(t.grad_clip) and t.grad_clip > 0
+    ):
+        raise ConfigError(
+            f"config key 'train.grad_clip' must be a finite number > 0 (or null), got {t.grad_clip!r}"
+        )
     check_device(t.device, "train.device")
     if cfg.model.name not in MODELS:
         raise ConfigError(
