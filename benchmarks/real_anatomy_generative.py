@@ -61,10 +61,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_anatomy import (  # noqa: E402  (the benchmark next to this one)
+    CALIBRATION_OF,
     CT_SETTINGS,
+    EXTRA_SETTINGS,
     MRI_SETTINGS,
     NOISE_LEVEL,
     RESULTS,
+    _corpus,
     _measure,
     _operator,
     _scores,
@@ -160,7 +163,7 @@ def _row(method: str, options: dict, p, s, sec: float, load0: float, **extra) ->
 
 
 def _settings(args):
-    settings = CT_SETTINGS + (MRI_SETTINGS if args.mri else [])
+    settings = CT_SETTINGS + (MRI_SETTINGS if args.mri else []) + (EXTRA_SETTINGS if args.extra else [])
     return [s for s in settings if not args.only or s[0] in args.only]
 
 
@@ -183,10 +186,10 @@ def calibrate(args) -> int:
     out.setdefault("settings", {})
     labels = [m for m in LEARNED if not args.methods or m in args.methods]
     for name, modality, size, param in _settings(args):
-        corpus = load_corpus(modality, "train", size=size, slices=args.n_cal)
+        corpus = load_corpus(_corpus(modality), "train", size=size, slices=args.n_cal)
         x = corpus.images
         op = _operator(modality, size, param)
-        y, sigma = _measure(op, x, corpus.ids)
+        y, sigma = _measure(op, x, corpus.ids, modality)
         entry = out["settings"].setdefault(name, {})
         for label in labels:
             rows = []
@@ -253,10 +256,10 @@ def evaluate(args) -> int:
     subset_labels = ("dip-tv", "vae-soft-discrepancy", "flow-map-discrepancy")
     labels = [m for m in (*LEARNED, *subset_labels) if not args.methods or m in args.methods]
     for name, modality, size, param in _settings(args):
-        corpus = load_corpus(modality, "validation", size=size, slices=args.n_val)
+        corpus = load_corpus(_corpus(modality), "validation", size=size, slices=args.n_val)
         x, ids = corpus.images, list(corpus.ids)
         op = _operator(modality, size, param)
-        y, sigma = _measure(op, x, ids)
+        y, sigma = _measure(op, x, ids, modality)
         stem = out_dir / f"{PREFIX}_{name}"
         entry = (
             json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else {}
@@ -266,7 +269,7 @@ def evaluate(args) -> int:
         arrays = (
             dict(np.load(stem.with_suffix(".npz"))) if entry and stem.with_suffix(".npz").is_file() else {}
         )
-        direct = "fbp" if modality == "ct" else "zero-filled"  # real_anatomy.py's direct row
+        direct = "fbp" if _corpus(modality) == "ct" else "zero-filled"  # real_anatomy.py's direct row
         x_fbp, _ = _solve(op, y, direct, {})
         p_fbp, s_fbp = _scores(x, x_fbp)
         k = int(np.argsort(p_fbp)[len(ids) // 2])  # the figure's slice: real_anatomy.py's rule
@@ -338,7 +341,8 @@ def evaluate(args) -> int:
                 print(f"[{name}] {label}: {np.mean(p):.2f} dB over n={len(sel)} ({sec / len(sel):.0f} s/img)")
                 continue
             method, options = _family(label, args, op)
-            f_train = cal[name][label]["factor"] if name in cal and label in cal[name] else None
+            cal_name = name if name in cal else CALIBRATION_OF.get(name)  # as real_anatomy.py: the nearest
+            f_train = cal[cal_name][label]["factor"] if cal_name in cal and label in cal[cal_name] else None
             f_auto = calibration_factor(label, options.get("weights"))  # the library's factor for this file
             runs: dict[float, list[float]] = {}
             load0 = os.getloadavg()[0]
@@ -524,6 +528,11 @@ def main(argv=None) -> int:
         "--mri",
         action="store_true",
         help="add the single-coil MRI settings (vae_mri128 / flow_mri128 priors)",
+    )
+    ap.add_argument(
+        "--extra",
+        action="store_true",
+        help="add real_anatomy.py's multi-coil MRI and Poisson CT settings (train factors of CALIBRATION_OF)",
     )
     ap.add_argument(
         "--methods",
