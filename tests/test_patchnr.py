@@ -151,6 +151,28 @@ def test_map_closed_form_identity():
     assert (x - y).abs().max() > 0.05  # the prior acts
 
 
+def test_nonneg_is_the_projection_of_the_separable_closed_form():
+    # A = I and a Gaussian patch density below zero: each pixel's objective is a 1-D convex quadratic, so
+    # the minimiser over x >= 0 is max(unconstrained closed form, 0) per pixel; without nonneg it is negative
+    h, w, m, s, lam = 5, 6, -0.4, 0.3, 0.02
+    flow = _gaussian_patch_flow(m, s)
+    y = torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 0.3
+    op = Identity((h, w), dtype=torch.float64)
+    count = F.fold(F.unfold(torch.ones(1, 1, h, w, dtype=torch.float64), 2), (h, w), 2)
+    lam_eff = lam * h * w / ((h - 1) * (w - 1))
+    ref = (y + lam_eff * count * m / s**2) / (1 + lam_eff * count / s**2)
+    assert (ref < 0).any() and (ref > 0).any()
+    kw = dict(weights=flow, lam=lam, n_iter=3000, lr=0.01, n_patches=None)
+    x = reconstruct(op, y, "patchnr", nonneg=True, **kw)
+    assert torch.allclose(x, ref.clamp(min=0), atol=2e-3)
+    free = reconstruct(op, y, "patchnr", nonneg=False, **kw)
+    assert torch.allclose(free, ref, atol=2e-3)
+    with pytest.raises(ValueError, match="nonneg=True needs optimizer='adam'"):
+        reconstruct(op, y, "patchnr", weights=flow, lam=lam, nonneg=True, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="nonneg"):
+        reconstruct(op, y, "patchnr", weights=flow, lam=lam, nonneg=1)
+
+
 def test_map_scaled_operator_and_adam(rng):
     # lam is relative to ||A||^2: scaling A and y together leaves the answer unchanged; Adam with random
     # patch subsets gets close to the L-BFGS answer (up to the jitter of a constant step)
@@ -229,7 +251,7 @@ def test_tv_start(rng):
     x_true = torch.rand(2, 1, 8, 7, generator=rng, dtype=torch.float64)
     sigma = 0.05
     y = op(x_true) + sigma * torch.randn(x_true.shape, generator=rng, dtype=torch.float64)
-    opts = dict(weights=flow, lam=0.01, n_iter=1, lr=1e-12, tv_iter=50)
+    opts = dict(weights=flow, lam=0.01, n_iter=1, lr=1e-12, tv_iter=50, nonneg=False)  # the start itself
     for extra, tv_opts in (
         ({"noise_std": sigma}, {"lam": "discrepancy", "noise_std": sigma}),
         ({}, {"lam": TV_INIT_LAM}),

@@ -280,6 +280,24 @@ def test_minimize_complex_data_fit_and_stop_rules(rng):
     assert len(relative) < 100
 
 
+@pytest.mark.parametrize("method,lr,n_iter", [("gd", 0.5, 200), ("adam", 0.05, 1500)])
+def test_minimize_projected_onto_the_nonnegative_orthant(method, lr, n_iter, rng):
+    # min ||x - c||^2 / 2 over x >= 0 is max(c, 0); unconstrained it is c (with negative entries)
+    c = torch.randn(8, generator=rng, dtype=F64)
+    c[:3] = -c[:3].abs() - 0.1
+    x = minimize(
+        lambda v: 0.5 * (v - c).pow(2).sum(),
+        torch.ones(8, dtype=F64),
+        method=method,
+        lr=lr,
+        n_iter=n_iter,
+        project=lambda v: v.clamp(min=0),
+    )
+    torch.testing.assert_close(x, c.clamp(min=0), rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="project= needs method 'adam' or 'gd'"):
+        minimize(lambda v: v.sum(), torch.ones(2), method="lbfgs", project=lambda v: v.clamp(min=0))
+
+
 def test_minimize_errors():
     with pytest.raises(ValueError, match="valid methods: adam, gd, lbfgs"):
         minimize(lambda v: v.sum(), torch.zeros(2), method="sgd2")

@@ -398,6 +398,7 @@ def minimize(
     lr: float | None = None,
     callback: Callback | None = None,
     stop: float | Callable[[int, Tensor, dict], bool] | None = None,
+    project: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """x = argmin objective(x) from ``x0`` by gradient descent, Adam or L-BFGS; returns a detached tensor.
 
@@ -408,6 +409,9 @@ def minimize(
     ``torch.optim.LBFGS``). ``stop``: a float is a tolerance on the relative objective change
     ``|f_k - f_{k-1}| <= stop * max(|f_{k-1}|, 1e-30)``; a callable ``stop(k, x, info) -> bool``
     decides itself. ``info``: ``"objective"`` (float) and ``"grad_norm"`` (float).
+    ``project``: a map onto a convex set (e.g. ``lambda v: v.clamp(min=0)``) applied to ``x0`` and after
+    every step: projected gradient descent / projected Adam (not with ``lbfgs``, whose curvature pairs a
+    projection would break).
 
     >>> import torch
     >>> x = minimize(lambda v: ((v - 3.0) ** 2).sum(), torch.zeros(2), method="gd", n_iter=100, lr=0.25)
@@ -422,6 +426,10 @@ def minimize(
         lr = _DEFAULT_LR[method]
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if project is not None and method == "lbfgs":
+        raise ValueError("minimize: project= needs method 'adam' or 'gd' (a projection breaks L-BFGS)")
+    if project is not None:
+        x0 = project(x0.detach())
     is_complex = x0.is_complex()
     param = (
         (torch.view_as_real(x0.detach()) if is_complex else x0.detach())
@@ -461,6 +469,10 @@ def minimize(
     with torch.enable_grad():
         for k in range(n_iter):
             optimizer.step(closure)
+            if project is not None:
+                with torch.no_grad():
+                    moved = project(current())
+                    param.copy_(torch.view_as_real(moved) if is_complex else moved)
             value = state["value"]  # objective at the point where this step's gradient was taken
             if not math.isfinite(value):
                 raise FloatingPointError(f"minimize: the objective became {value} at iteration {k}; lower lr")
