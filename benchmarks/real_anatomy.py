@@ -97,10 +97,10 @@ ALL_SETTINGS = CT_SETTINGS + MRI_SETTINGS + EXTRA_SETTINGS
 #: weight; MRI 8x sweeps only the tv start (at 4x the zero-filled start was 3-5 dB worse at every weight).
 PATCHNR_GRID = (1e-7, 3e-7, 1e-6, 3e-6)
 PATCHNR_GRIDS = {
-    "ct128_a30": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (1e-7, 3e-7)},
-    "ct128_a10": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (3e-7, 1e-6, 3e-6)},
-    "mri128_4x": {"direct": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6), "tv": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6)},
-    "mri128_8x": {"tv": (1e-7, 3e-7, 1e-6)},
+    "ct128_a30": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (3e-8, 1e-7, 3e-7, 1e-6)},
+    "ct128_a10": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (1e-7, 3e-7, 1e-6, 3e-6, 1e-5)},
+    "mri128_4x": {"direct": (1e-8, 3e-8, 1e-7, 3e-7, 1e-6), "tv": (3e-8, 1e-7, 3e-7, 1e-6)},
+    "mri128_8x": {"tv": (3e-7, 1e-6, 3e-6, 1e-5)},
 }
 #: ``c`` of the noise rule with the MAP exponent (``lam = c sigma^2 / ||A||^2``) before the exponent was
 #: fitted (``NOISE_RULE`` in medrecon.methods.patchnr): the ``patchnr-noise-map`` rows.
@@ -173,7 +173,9 @@ def _scores(x_true: torch.Tensor, x: torch.Tensor) -> tuple[list[float], list[fl
 
 def _patchnr_options(args, size: int = 128, **extra) -> dict:
     """PatchNR options; the patches per step grow with the image area (the same coverage at 256 px)."""
-    opts = dict(n_iter=args.n_iter, n_patches=args.n_patches * (size // 128) ** 2, lr=args.lr, **extra)
+    opts = dict(
+        n_iter=args.n_iter, n_patches=args.n_patches * (size // 128) ** 2, lr=args.lr, nonneg=True, **extra
+    )
     if opts.get("init") == "tv":
         opts["tv_iter"] = args.tv_iter  # the start is the tv-discrepancy row's image
     return opts
@@ -284,7 +286,7 @@ def calibrate(args) -> int:
             "what": "PatchNR starts and weights chosen on TRAIN-split slices (never validation)",
             "n_slices": args.n_cal,
             "grids": {k: {i: list(g) for i, g in v.items()} for k, v in PATCHNR_GRIDS.items()},
-            "inits": list(PATCHNR_INITS),
+            "inits": list(args.inits),
             "noise_level": NOISE_LEVEL,
             "options": _patchnr_options(args),
             "command": " ".join(sys.argv),
@@ -305,7 +307,7 @@ def calibrate(args) -> int:
         print(f"[calibrate] {name} tv-discrepancy: PSNR {np.mean(tv_psnr):.2f} dB", flush=True)
         rows = []
         grids = PATCHNR_GRIDS.get(name, {"direct": PATCHNR_GRID})
-        for init in PATCHNR_INITS:
+        for init in args.inits:
             for lam in grids.get(init, ()):
                 if (init, lam) in cached:
                     rows.append({"init": init, **cached[(init, lam)]})
@@ -371,8 +373,8 @@ def calibrate(args) -> int:
 NOISE_SWEEP_GRIDS = {
     "ct128_a30": (3e-8, 1e-7, 3e-7, 1e-6),
     "ct128_a10": (1e-7, 3e-7, 1e-6, 3e-6),
-    "mri128_4x": (3e-8, 1e-7, 3e-7, 1e-6),
-    "mri128_8x": (3e-8, 1e-7, 3e-7, 1e-6),
+    "mri128_4x": (1e-7, 3e-7, 1e-6, 3e-6),
+    "mri128_8x": (1e-7, 3e-7, 1e-6, 3e-6, 1e-5),
 }
 NOISE_SWEEP = RESULTS / "real_anatomy_calibration_noise.json"
 
@@ -865,6 +867,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 slices, 30 steps")
     ap.add_argument("--no-figure", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="calibrate: rerun every row (no reuse)")
+    ap.add_argument(
+        "--inits",
+        nargs="+",
+        choices=PATCHNR_INITS,
+        default=list(PATCHNR_INITS),
+        help="calibrate: the PatchNR starts swept (default both)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--calibration", default=str(CALIBRATION))
     ap.add_argument("--out", default=str(RESULTS / "real_anatomy.json"))

@@ -128,8 +128,8 @@ def test_evaluate_keeps_the_other_rows(bench, tmp_path):
 
 def test_bundled_noise_rule_is_the_train_fit(bench):
     # NOISE_RULE of the bundled weights is what the recorded TRAIN sweeps give: the MRI exponent and
-    # constant refitted from the stored per-slice PSNRs (q = 0 beats the MAP exponent there), CT's c from
-    # calibrate's fit with q = 2
+    # constant refitted from the stored per-slice PSNRs (q = 0 is the best exponent there, if only by
+    # 0.04 dB over the MAP exponent since nonneg), CT's c from calibrate's fit with q = 2
     from medrecon.methods.patchnr import NOISE_RULE
 
     sweep = json.loads(bench.NOISE_SWEEP.read_text())
@@ -139,6 +139,6 @@ def test_bundled_noise_rule_is_the_train_fit(bench):
     fit = bench._fit_noise_rule(entries)
     c, q = NOISE_RULE["mri"]
     assert q == fit["p"] == 0.0 and c == pytest.approx(fit["c"], rel=0.1)
-    assert fit["by_p"]["2.0"]["mean_psnr"] < fit["mean_psnr"] - 0.05
+    assert all(v["mean_psnr"] <= fit["mean_psnr"] for v in fit["by_p"].values())
     cal = json.loads(bench.CALIBRATION.read_text())
     assert NOISE_RULE["ct"] == (pytest.approx(cal["noise_rule"]["ct"]["c"], rel=0.05), 2.0)

@@ -71,17 +71,15 @@ DEFAULT_N_PATCHES = 1024
 #:   ``python benchmarks/real_anatomy.py calibrate``, ``noise_rule`` in
 #:   benchmarks/results/real_anatomy_calibration.json; 0.011 before ``nonneg``). Its exponent was not
 #:   re-fitted (no CT ``noise-sweep``).
-#: * MRI: ``q = 0``, i.e. the constant ``lam = 1e-7`` whatever sigma. ``python benchmarks/real_anatomy.py
-#:   noise-sweep`` swept 3e-8..1e-6 on 8 colin27 slices at 4x and 8x (TV-discrepancy start,
+#: * MRI: ``q = 0``, i.e. the constant ``lam = 3e-7`` whatever sigma. ``python benchmarks/real_anatomy.py
+#:   noise-sweep`` swept 1e-7..3e-6 (4x) and 1e-7..1e-5 (8x) on 8 colin27 slices (TV-discrepancy start,
 #:   benchmarks/results/real_anatomy_calibration_noise.json) and fitted ``(c, q)`` for q in 0..3 by the
-#:   mean PSNR: q = 0 is best (28.27 dB; q = 2 with its best c 28.18, the old ``0.22 sigma^2`` 28.04; mean
-#:   gap to each slice's best weight 0.06 / 0.10 dB at 8x / 4x, was 0.40 / 0.22). The measured reason: the
-#:   best weight does not grow with sigma on these slices, at 8x it even shrinks (3e-8 for the four slices
-#:   with the largest sigma, 1e-7..3e-7 for the others). With noise 1 % of each slice's own signal, a
-#:   larger sigma means more tissue and detail, not more noise, and the undersampling error dominates the
-#:   noise, so the MAP scaling (4x the weight for 2x the sigma) over-smooths the detailed slices. Limitation:
-#:   the MRI rule does not adapt to the noise level (it was fitted at 1 % noise only).
-NOISE_RULE: dict[str, tuple[float, float]] = {"ct": (0.010, 2.0), "mri": (1e-7, 0.0)}
+#:   mean PSNR: q = 0 is best (28.73 dB), if only by 0.04 dB over q = 2 (28.69); before ``nonneg`` it was
+#:   0.09 dB, with the constant 1e-7. The reason measured then: the best weight does not grow with sigma
+#:   on these slices (with noise 1 % of each slice's own signal, a larger sigma means more tissue and
+#:   detail, not more noise, and the undersampling error dominates the noise). Limitation: the MRI rule
+#:   does not adapt to the noise level (it was fitted at 1 % noise only).
+NOISE_RULE: dict[str, tuple[float, float]] = {"ct": (0.010, 2.0), "mri": (3e-7, 0.0)}
 
 #: ``c`` of :data:`NOISE_RULE` by image kind (its exponents: ``NOISE_RULE[kind][1]``).
 NOISE_RULE_C = {kind: c for kind, (c, _) in NOISE_RULE.items()}
