@@ -52,11 +52,12 @@ __all__ = [
     "reconstruct_patchnr",
 ]
 
-#: Default relative weight: sweeps on 3 CT training-split slices at 128x128 with 1 % noise (TV start,
-#: ``nonneg``) chose 1e-7 for 30 angles and 3e-7 for 10 angles; 1e-7 is 0.56 dB below the best at 10
-#: angles, 3e-7 0.88 dB below it at 30 (benchmarks/results/real_anatomy_calibration.json). With a known
-#: noise level prefer ``lam="noise"``.
-DEFAULT_LAM = 1e-7
+#: Default relative weight, for the default start ``init="direct"``: sweeps from the direct start on 3 CT
+#: training-split slices at 128x128 with 1 % noise (before ``nonneg``) chose 1e-7 for 30 angles and 1e-6
+#: for 10 angles; 3e-7 is within 0.1 dB / 0.5 dB of those. (From the TV start with ``nonneg`` the train
+#: sweeps chose 1e-7 / 3e-7: benchmarks/results/real_anatomy_calibration.json.) With a known noise level
+#: prefer ``lam="noise"``.
+DEFAULT_LAM = 3e-7
 
 #: Patches per image and Adam step (of the 15129 overlapping 6x6 patches of a 128x128 image); the paper
 #: also samples a random subset. ``None``: every patch (deterministic; what L-BFGS always uses).
