@@ -93,8 +93,10 @@ ALL_SETTINGS = CT_SETTINGS + MRI_SETTINGS + EXTRA_SETTINGS
 #: Relative PatchNR weights tried by ``calibrate`` (on training slices), per setting and start
 #: (``init=`` of the method). MRI's noise (sigma ~ 1e-3 with ||A|| = 1) puts its weights lower than
 #: CT's (sigma ~ 0.2, ||A||^2 ~ 1e3). Kept small for the CPU budget (one sweep point is 3 slices x
-#: 450 Adam steps, 45-90 s on the shared machine): the tv start is swept around the best direct
-#: weight; MRI 8x sweeps only the tv start (at 4x the zero-filled start was 3-5 dB worse at every weight).
+#: 450 Adam steps, 20-90 s on the shared machine). The tv grids were widened for ``nonneg`` so that each
+#: setting's best weight lies inside its grid (``calibrate --inits tv``); the direct grids are those of
+#: the runs before ``nonneg``; MRI 8x sweeps only the tv start (at 4x the zero-filled start was 3-5 dB
+#: worse at every weight).
 PATCHNR_GRID = (1e-7, 3e-7, 1e-6, 3e-6)
 PATCHNR_GRIDS = {
     "ct128_a30": {"direct": (1e-7, 3e-7, 1e-6, 3e-6), "tv": (3e-8, 1e-7, 3e-7, 1e-6)},
